@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Start a throw-away PostgreSQL server for the tests on a loopback port and print its URL.
+# The data folder lives under var/ in this checkout; the server runs as the postgres user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=${SCANPAY_PG_PORT:-55432}
+bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+root=$(pwd)/var/pg
+data=$root/data
+mkdir -p "$root"
+chown postgres "$root" 2>/dev/null || true
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ ! -f "$data/PG_VERSION" ]; then
+    as_pg "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+fi
+if ! as_pg "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    as_pg "$bindir/pg_ctl" -D "$data" -l "$root/server.log" -w \
+        -o "-p $port -k $root -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+fi
+echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"

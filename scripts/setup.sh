@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Prepare this checkout: a virtual environment with scanpay installed (editable) and, with
+# --test, the test-only dependencies plus the Debian packages the tests use (Chromium,
+# ChromeDriver, PostgreSQL). Quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+
+# Re-install only when pyproject.toml changed since the last successful install.
+stamp=.venv/.scanpay-installed
+extras=""
+[ "$want_test" = 1 ] && extras="[test]"
+sig="$(sha256sum pyproject.toml | cut -d' ' -f1)$extras"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sig" ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$extras"
+    echo "$sig" > "$stamp"
+fi
+
+if [ "$want_test" = 1 ]; then
+    need=()
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+    if [ "${#need[@]}" -gt 0 ]; then
+        echo "setup: installing Debian packages: ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+fi

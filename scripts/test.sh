@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run every check scanpay has: lint, format, types, and the whole test suite (unit, simulator,
+# service, PostgreSQL, cross-checks against wechatpy / wechatpayv3, and the headless-Chromium
+# end-to-end test). Sets itself up first. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check src tests benchmarks
+ruff format --check src tests benchmarks
+echo "== mypy (strict)"
+mypy
+echo "== postgresql"
+SCANPAY_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
+export SCANPAY_TEST_POSTGRES_URL
+echo "$SCANPAY_TEST_POSTGRES_URL"
+echo "== pytest"
+set +e
+python -m pytest -p no:cacheprovider "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected nothing: that is a failure here, never a pass.
+if [ "$rc" = 5 ]; then
+    echo "test.sh: pytest collected no tests" >&2
+    exit 1
+fi
+exit "$rc"
