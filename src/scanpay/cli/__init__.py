@@ -1,0 +1,1 @@
+"""The ``scanpay`` command line."""

@@ -1,0 +1,47 @@
+"""``scanpay`` entry point: one sub-command per module, imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+from scanpay.errors import ScanpayError
+
+# sub-command -> module under scanpay.cli that defines ``configure(parser)`` and ``run(args)``
+COMMANDS: Final = {
+    "demo": ("demo_cmd", "run the whole flow on this machine with no configuration"),
+    "serve": ("serve_cmd", "run the merchant service from configuration"),
+    "simulator": ("simulator_cmd", "run the local WeChat Pay simulator"),
+    "pay": ("pay_cmd", "act as the shopper's phone against a simulator"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scanpay", description=__doc__)
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subs.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(f"scanpay.cli.{module_name}")
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args._run(args)
+    except ScanpayError as exc:
+        print(f"scanpay: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
