@@ -1,13 +1,91 @@
-"""`scanpay demo` (not written yet)."""
+"""``scanpay demo``: the whole flow on one machine with no configuration.
+
+One process runs two loopback servers: the merchant service (SQLite file, demo shop page,
+checkout page) and the WeChat Pay simulator (credentials generated on first run and kept in
+the data folder). The service talks to the simulator over real HTTP exactly as it would to
+WeChat Pay; the simulator notifies the service over real HTTP. In demo mode the checkout page
+links to the simulator's phone page, where a person "scans" and pays.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import secrets
+from pathlib import Path
+
+import uvicorn
+
+from scanpay.config import Settings
+from scanpay.simulator import Simulator
+from scanpay.web.app import create_app
+
+log = logging.getLogger("scanpay.demo")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add this command's options."""
+    parser.add_argument("--host", default="127.0.0.1", help="address of both servers")
+    parser.add_argument("--port", type=int, default=8080, help="merchant service port")
+    parser.add_argument("--simulator-port", type=int, default=8090, help="simulator port")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("var/demo"),
+        help="where the SQLite files and generated credentials live (kept between runs)",
+    )
+
+
+def _shop_key(data_dir: Path) -> str:
+    """The demo shop's API key: generated once, kept in the data folder (mode 0600)."""
+    path = data_dir / "shop_api_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def build(data_dir: Path, host: str, port: int, simulator_port: int) -> tuple[Simulator, object]:
+    """Create the simulator and the merchant app wired to each other over loopback HTTP."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sim_url = f"http://{host}:{simulator_port}"
+    service_url = f"http://{host}:{port}"
+    sim = Simulator.create(data_dir / "simulator", public_url=sim_url)
+    creds = sim.credentials
+    settings = Settings(
+        database_url=f"sqlite:///{(data_dir / 'scanpay.sqlite3').resolve()}",
+        public_base_url=service_url,
+        shop_api_key=_shop_key(data_dir),
+        wechat_base_url=sim_url,
+        appid=creds.appid,
+        mchid=creds.mchid,
+        api_v2_key=creds.api_v2_key.reveal(),
+        simulator_phone_url=f"{sim_url}/sim/scan",
+    )
+    return sim, create_app(settings)
+
+
+async def serve(data_dir: Path, host: str, port: int, simulator_port: int) -> None:
+    sim, app = build(data_dir, host, port, simulator_port)
+    servers = [
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")),  # type: ignore[arg-type]
+        uvicorn.Server(uvicorn.Config(sim.app, host=host, port=simulator_port, log_level="warning")),
+    ]
+    async with sim:
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                break
+            await asyncio.sleep(0.05)
+        if all(server.started for server in servers):
+            print(f"scanpay demo is running. Open http://{host}:{port}/ in a browser.", flush=True)
+            print(f"  simulator (WeChat Pay stand-in): http://{host}:{simulator_port}/sim", flush=True)
+            print(f"  data folder: {data_dir.resolve()}", flush=True)
+            print("Press Ctrl+C to stop.", flush=True)
+        await asyncio.gather(*tasks)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("scanpay demo: not implemented yet")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(args.data_dir, args.host, args.port, args.simulator_port))
+    return 0
