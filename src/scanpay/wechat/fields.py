@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Final
 
 from scanpay.errors import MalformedMessageError
@@ -67,3 +68,41 @@ def parse_v3_time(text: str) -> datetime:
     if moment.tzinfo is None:
         raise MalformedMessageError("time has no UTC offset")
     return moment
+
+
+def parse_v2_refund_time(text: str) -> datetime:
+    """``yyyy-MM-dd HH:mm:ss`` in Beijing time (v2 refund success times, bill rows)."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
+    except ValueError:
+        raise MalformedMessageError("time is not yyyy-MM-dd HH:mm:ss") from None
+
+
+def format_v2_refund_time(moment: datetime) -> str:
+    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_YUAN: Final = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,8})?")
+
+
+def yuan_to_fen(text: str, name: str = "amount") -> int:
+    """Exact conversion of a yuan amount (``12.30``, ``0.01000``, ``-1.5``) to whole fen.
+
+    Goes through :class:`~decimal.Decimal`, never float; a value with a fraction of a fen
+    (``0.005``) is refused rather than rounded.
+    """
+    if not _YUAN.fullmatch(text):
+        raise MalformedMessageError(f"{name} is not a yuan amount")
+    fen = Decimal(text) * 100
+    if fen != fen.to_integral_value():
+        raise MalformedMessageError(f"{name} has a fraction of a fen")
+    return int(fen)
+
+
+def fen_to_yuan(fen: int, places: int = 2) -> str:
+    """``1234`` -> ``12.34`` (``places`` >= 2 adds zeros, e.g. 5 for bill fee columns)."""
+    if places < 2:
+        raise ValueError("places must be at least 2")
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole}.{cents:02d}" + "0" * (places - 2)

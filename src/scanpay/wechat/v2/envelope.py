@@ -20,6 +20,53 @@ from scanpay.wechat.xmlcodec import dump_xml, parse_xml
 
 RETRYABLE_CODES: Final = frozenset({"SYSTEMERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED"})
 
+# return_code=FAIL carries only free text; these fragments name the usual protocol faults.
+_RETURN_MSG_CODES: Final = (
+    ("SYSTEMERROR", "SYSTEMERROR"),
+    ("FREQUENCY_LIMITED", "FREQUENCY_LIMITED"),
+    ("签名", "SIGNERROR"),
+    ("SIGN", "SIGNERROR"),
+    ("XML", "XML_FORMAT_ERROR"),
+    ("POST", "REQUIRE_POST_METHOD"),
+    ("UTF8", "NOT_UTF8"),
+    ("UTF-8", "NOT_UTF8"),
+)
+
+
+def api_error(code: str, message: str = "", *, http_status: int | None = None) -> ApiError:
+    """The typed error for a WeChat error code (retryable ones as :class:`RetryableApiError`)."""
+    cls = RetryableApiError if code in RETRYABLE_CODES else ApiError
+    return cls(message, code=code, http_status=http_status)
+
+
+def return_fail_code(return_msg: str) -> str:
+    """A code for a ``return_code=FAIL`` answer, read from its ``return_msg`` text."""
+    upper = return_msg.upper()
+    for fragment, code in _RETURN_MSG_CODES:
+        if fragment in upper:
+            return code
+    return "RETURN_FAIL"
+
+
+def raise_for_result(fields: Mapping[str, str], *, http_status: int | None = None) -> None:
+    """Raise the typed error a response's ``return_code`` / ``result_code`` / ``err_code`` mean.
+
+    Checks the codes only (no signature); :func:`decode_response` verifies in between.
+    """
+    return_code = fields.get("return_code", "")
+    if return_code == "FAIL":
+        msg = fields.get("return_msg", "")
+        code = fields.get("error_code", "") or return_fail_code(msg)
+        raise api_error(code, msg, http_status=http_status)
+    if return_code != "SUCCESS":
+        raise MalformedMessageError("response has no valid return_code")
+    result_code = fields.get("result_code")
+    if result_code == "FAIL":
+        code = fields.get("err_code", "") or "FAIL"
+        raise api_error(code, fields.get("err_code_des", ""), http_status=http_status)
+    if result_code not in (None, "SUCCESS"):
+        raise MalformedMessageError("response has no valid result_code")
+
 
 @dataclass(frozen=True)
 class V2Merchant:
@@ -51,26 +98,15 @@ def decode_response(
 ) -> dict[str, str]:
     """Parse, verify and unwrap a response; raise :class:`ApiError` for FAIL answers."""
     fields = parse_xml(body)
-    return_code = fields.get("return_code", "")
-    if return_code != "SUCCESS":
-        if return_code != "FAIL":
-            raise MalformedMessageError("response has no valid return_code")
-        msg = fields.get("return_msg", "")
-        code = "SYSTEMERROR" if msg == "SYSTEMERROR" else "RETURN_FAIL"
-        cls = RetryableApiError if code in RETRYABLE_CODES else ApiError
-        raise cls(msg, code=code, http_status=http_status)
+    if fields.get("return_code") != "SUCCESS":
+        raise_for_result(fields, http_status=http_status)
     verify_v2(fields, merchant.key, expected=merchant.sign_type)
     if (
         fields.get("appid", merchant.appid) != merchant.appid
         or fields.get("mch_id", merchant.mch_id) != merchant.mch_id
     ):
         raise MalformedMessageError("response names another merchant")
-    if fields.get("result_code") == "FAIL":
-        code = fields.get("err_code", "") or "FAIL"
-        cls = RetryableApiError if code in RETRYABLE_CODES else ApiError
-        raise cls(fields.get("err_code_des", ""), code=code, http_status=http_status)
-    if fields.get("result_code") not in (None, "SUCCESS"):
-        raise MalformedMessageError("response has no valid result_code")
+    raise_for_result(fields, http_status=http_status)
     return fields
 
 
@@ -96,6 +132,11 @@ def encode_response(
         message["sign_type"] = sign_type.value
     message["sign"] = sign_v2(message, key, sign_type)
     return dump_xml(message)
+
+
+def business_failure(err_code: str, err_code_des: str = "") -> dict[str, str]:
+    """Fields of a ``result_code=FAIL`` answer, to pass to :func:`encode_response`."""
+    return {"result_code": "FAIL", "err_code": err_code, "err_code_des": err_code_des}
 
 
 def encode_failure(return_msg: str) -> bytes:
