@@ -1,0 +1,119 @@
+"""AEAD_AES_256_GCM resources of API v3 (notifications, /v3/certificates; PROTOCOL.md 3.10).
+
+key = the 32-character API v3 key as ASCII bytes; IV = the 12-character ``nonce`` as UTF-8;
+AAD = ``associated_data`` as UTF-8 (may be empty); ``ciphertext`` = base64(encrypted bytes ||
+16-byte tag). A wrong key, a tampered ciphertext or tag, or bad base64 is a
+:class:`DecryptionError`; an ``algorithm`` other than ``AEAD_AES_256_GCM`` is a
+:class:`MalformedMessageError` (checked before any decryption).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from scanpay.errors import ConfigurationError, DecryptionError, MalformedMessageError
+from scanpay.wechat.secret import Secret
+from scanpay.wechat.v3.jsonbody import text
+
+ALGORITHM: Final = "AEAD_AES_256_GCM"
+NONCE_LENGTH: Final = 12
+
+
+def api_v3_cipher(api_v3_key: Secret) -> AESGCM:
+    """An AES-256-GCM cipher for the API v3 key; the key must be 32 ASCII characters."""
+    raw = api_v3_key.reveal().encode("utf-8")
+    if len(raw) != 32:
+        raise ConfigurationError("the API v3 key must be exactly 32 characters")
+    return AESGCM(raw)
+
+
+def _cipher(key: Secret | AESGCM) -> AESGCM:
+    return key if isinstance(key, AESGCM) else api_v3_cipher(key)
+
+
+def gcm_encrypt(cipher: AESGCM, nonce: str, plaintext: bytes, associated_data: str) -> str:
+    """Primitive: base64(AES-GCM(plaintext) || tag). Accepts any AES key size."""
+    nonce_bytes = nonce.encode("utf-8")
+    if len(nonce_bytes) != NONCE_LENGTH:
+        raise MalformedMessageError("GCM nonce must be 12 bytes")
+    sealed = cipher.encrypt(nonce_bytes, plaintext, associated_data.encode("utf-8"))
+    return base64.b64encode(sealed).decode("ascii")
+
+
+def gcm_decrypt(cipher: AESGCM, nonce: str, ciphertext: str, associated_data: str) -> bytes:
+    """Primitive: reverse of :func:`gcm_encrypt`; any failure is a :class:`DecryptionError`."""
+    nonce_bytes = nonce.encode("utf-8")
+    if len(nonce_bytes) != NONCE_LENGTH:
+        raise DecryptionError("GCM nonce must be 12 bytes")
+    try:
+        sealed = base64.b64decode(ciphertext.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise DecryptionError("ciphertext is not base64") from None
+    if len(sealed) < 16:
+        raise DecryptionError("ciphertext shorter than the GCM tag")
+    try:
+        return cipher.decrypt(nonce_bytes, sealed, associated_data.encode("utf-8"))
+    except InvalidTag:
+        raise DecryptionError("GCM tag mismatch (wrong API v3 key or tampered data)") from None
+
+
+@dataclass(frozen=True)
+class EncryptedResource:
+    """A v3 ``resource`` / ``encrypt_certificate`` object."""
+
+    ciphertext: str
+    nonce: str
+    associated_data: str = ""
+    algorithm: str = ALGORITHM
+    original_type: str = ""
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, object]) -> EncryptedResource:
+        return cls(
+            ciphertext=text(value, "ciphertext"),
+            nonce=text(value, "nonce"),
+            associated_data=text(value, "associated_data", required=False),
+            algorithm=text(value, "algorithm"),
+            original_type=text(value, "original_type", required=False),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        result: dict[str, object] = {}
+        if self.original_type:
+            result["original_type"] = self.original_type
+        result.update(
+            algorithm=self.algorithm,
+            ciphertext=self.ciphertext,
+            associated_data=self.associated_data,
+            nonce=self.nonce,
+        )
+        return result
+
+
+def encrypt_resource(
+    plaintext: bytes,
+    api_v3_key: Secret | AESGCM,
+    *,
+    nonce: str,
+    associated_data: str = "",
+    original_type: str = "",
+) -> EncryptedResource:
+    """WeChat's side: seal ``plaintext`` as a resource object."""
+    ciphertext = gcm_encrypt(_cipher(api_v3_key), nonce, plaintext, associated_data)
+    return EncryptedResource(ciphertext, nonce, associated_data, ALGORITHM, original_type)
+
+
+def decrypt_resource(resource: EncryptedResource, api_v3_key: Secret | AESGCM) -> bytes:
+    """Open a resource object: algorithm first, then AES-256-GCM."""
+    if resource.algorithm != ALGORITHM:
+        raise MalformedMessageError("resource algorithm must be " + ALGORITHM)
+    return gcm_decrypt(
+        _cipher(api_v3_key), resource.nonce, resource.ciphertext, resource.associated_data
+    )

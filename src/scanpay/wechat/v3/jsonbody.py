@@ -1,0 +1,78 @@
+"""Strict JSON for v3 bodies: compact encoding, hostile-input-safe decoding.
+
+Encoding is compact (``separators=(",", ":")``, UTF-8, no ASCII escaping) so that the bytes a
+client signs are the bytes it sends. Decoding rejects invalid UTF-8, duplicate object keys,
+``NaN``/``Infinity``, non-object top levels and bodies over :data:`MAX_BODY` bytes, all as
+:class:`MalformedMessageError`. The ``field``/``text`` helpers read typed values out of an
+already-decoded object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Final, NoReturn
+
+from scanpay.errors import MalformedMessageError
+
+JsonObject = dict[str, object]
+MAX_BODY: Final = 1 << 20
+
+
+def dump_json(value: Mapping[str, object]) -> bytes:
+    """Compact UTF-8 JSON: the exact bytes to sign and send."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> JsonObject:
+    result: JsonObject = {}
+    for key, value in pairs:
+        if key in result:
+            raise MalformedMessageError("duplicate JSON key")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise MalformedMessageError(f"JSON constant {name} is not allowed")
+
+
+def parse_json(body: bytes) -> JsonObject:
+    """Decode a JSON object body; anything else is a :class:`MalformedMessageError`."""
+    if len(body) > MAX_BODY:
+        raise MalformedMessageError("JSON body too large")
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MalformedMessageError("body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedMessageError("JSON body must be an object")
+    return value
+
+
+def obj(container: Mapping[str, object], name: str, *, required: bool = True) -> JsonObject:
+    value = container.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedMessageError(f"{name} must be an object")
+    return value
+
+
+def text(container: Mapping[str, object], name: str, *, required: bool = True) -> str:
+    value = container.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and value == ""):
+        raise MalformedMessageError(f"{name} must be a non-empty string")
+    return value
+
+
+def integer(container: Mapping[str, object], name: str, *, required: bool = True) -> int:
+    value = container.get(name)
+    if value is None and not required:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedMessageError(f"{name} must be an integer")
+    return value

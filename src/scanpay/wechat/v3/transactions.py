@@ -1,0 +1,217 @@
+"""Native payments over API v3: prepay, query, close (PROTOCOL.md 3.5-3.7).
+
+Client side: :func:`native_prepay_request`, :func:`query_by_out_trade_no_request`,
+:func:`query_by_transaction_id_request`, :func:`close_order_request` build requests;
+:func:`parse_code_url` and :func:`parse_transaction` read answers. Simulator side:
+:func:`parse_native_prepay` validates a received body into a :class:`NativeOrder`,
+:func:`code_url_body` and :meth:`Transaction.to_json` build answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from scanpay.errors import MalformedMessageError
+from scanpay.wechat.fields import check_amount, check_out_trade_no, format_v3_time, parse_v3_time
+from scanpay.wechat.states import TradeState
+from scanpay.wechat.v3.jsonbody import JsonObject, dump_json, integer, obj, parse_json, text
+from scanpay.wechat.v3.request import ApiRequest, path_segment, with_query
+
+NATIVE_PATH: Final = "/v3/pay/transactions/native"
+BY_OUT_TRADE_NO: Final = "/v3/pay/transactions/out-trade-no/"
+BY_TRANSACTION_ID: Final = "/v3/pay/transactions/id/"
+_NOTIFY_URL: Final = re.compile(r"https?://[^\s?#]+")
+_TRANSACTION_ID: Final = re.compile(r"[0-9A-Za-z]{1,32}")
+
+
+def check_notify_url(url: str) -> str:
+    if len(url) > 255 or not _NOTIFY_URL.fullmatch(url):
+        raise MalformedMessageError("notify_url must be an http(s) URL without a query, <=255")
+    return url
+
+
+@dataclass(frozen=True)
+class NativeOrder:
+    """A Native prepay request body, validated on construction."""
+
+    appid: str
+    mchid: str
+    description: str
+    out_trade_no: str
+    notify_url: str
+    total: int
+    currency: str = "CNY"
+    time_expire: datetime | None = None
+    attach: str = ""
+    goods_tag: str = ""
+    payer_client_ip: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.appid or len(self.appid) > 32 or not self.mchid or len(self.mchid) > 32:
+            raise MalformedMessageError("appid and mchid are required (<=32)")
+        if not self.description or len(self.description) > 127:
+            raise MalformedMessageError("description must be 1-127 characters")
+        if any(ord(c) > 0xFFFF for c in self.description):
+            raise MalformedMessageError("description must not contain emoji")
+        check_out_trade_no(self.out_trade_no)
+        check_notify_url(self.notify_url)
+        check_amount(self.total, "amount.total")
+        if len(self.attach) > 128 or len(self.goods_tag) > 32:
+            raise MalformedMessageError("attach <=128, goods_tag <=32")
+        if self.time_expire is not None and self.time_expire.tzinfo is None:
+            raise MalformedMessageError("time_expire needs a UTC offset")
+
+    def to_json(self) -> JsonObject:
+        body: JsonObject = {
+            "appid": self.appid,
+            "mchid": self.mchid,
+            "description": self.description,
+            "out_trade_no": self.out_trade_no,
+        }
+        if self.time_expire is not None:
+            body["time_expire"] = format_v3_time(self.time_expire)
+        if self.attach:
+            body["attach"] = self.attach
+        body["notify_url"] = self.notify_url
+        if self.goods_tag:
+            body["goods_tag"] = self.goods_tag
+        body["amount"] = {"total": self.total, "currency": self.currency}
+        if self.payer_client_ip:
+            body["scene_info"] = {"payer_client_ip": self.payer_client_ip}
+        return body
+
+
+def native_prepay_request(order: NativeOrder) -> ApiRequest:
+    return ApiRequest("POST", NATIVE_PATH, dump_json(order.to_json()), idempotent=True)
+
+
+def parse_native_prepay(body: bytes) -> NativeOrder:
+    """WeChat's side: a received prepay body as a :class:`NativeOrder`."""
+    data = parse_json(body)
+    amount = obj(data, "amount")
+    expire = text(data, "time_expire", required=False)
+    scene = obj(data, "scene_info", required=False)
+    return NativeOrder(
+        appid=text(data, "appid"),
+        mchid=text(data, "mchid"),
+        description=text(data, "description"),
+        out_trade_no=text(data, "out_trade_no"),
+        notify_url=text(data, "notify_url"),
+        total=integer(amount, "total"),
+        currency=text(amount, "currency", required=False) or "CNY",
+        time_expire=parse_v3_time(expire) if expire else None,
+        attach=text(data, "attach", required=False),
+        goods_tag=text(data, "goods_tag", required=False),
+        payer_client_ip=text(scene, "payer_client_ip", required=False),
+    )
+
+
+def parse_code_url(body: bytes) -> str:
+    code_url = text(parse_json(body), "code_url")
+    if not code_url.startswith("weixin://"):
+        raise MalformedMessageError("code_url must be a weixin:// URL")
+    return code_url
+
+
+def code_url_body(code_url: str) -> bytes:
+    return dump_json({"code_url": code_url})
+
+
+def query_by_out_trade_no_request(out_trade_no: str, mchid: str) -> ApiRequest:
+    path = BY_OUT_TRADE_NO + path_segment(check_out_trade_no(out_trade_no))
+    return ApiRequest("GET", with_query(path, {"mchid": mchid}), idempotent=True)
+
+
+def query_by_transaction_id_request(transaction_id: str, mchid: str) -> ApiRequest:
+    if not _TRANSACTION_ID.fullmatch(transaction_id):
+        raise MalformedMessageError("transaction_id must be 1-32 letters or digits")
+    path = BY_TRANSACTION_ID + transaction_id
+    return ApiRequest("GET", with_query(path, {"mchid": mchid}), idempotent=True)
+
+
+def close_order_request(out_trade_no: str, mchid: str) -> ApiRequest:
+    path = BY_OUT_TRADE_NO + path_segment(check_out_trade_no(out_trade_no)) + "/close"
+    return ApiRequest("POST", path, dump_json({"mchid": mchid}), idempotent=True)
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A v3 Transaction object (query answer, decrypted TRANSACTION.SUCCESS resource)."""
+
+    appid: str
+    mchid: str
+    out_trade_no: str
+    trade_state: TradeState
+    trade_state_desc: str = ""
+    transaction_id: str = ""
+    trade_type: str = ""
+    bank_type: str = ""
+    attach: str = ""
+    success_time: datetime | None = None
+    payer_openid: str = ""
+    total: int = 0
+    payer_total: int = 0
+    currency: str = "CNY"
+    payer_currency: str = "CNY"
+
+    def to_json(self) -> JsonObject:
+        body: JsonObject = {
+            "appid": self.appid,
+            "mchid": self.mchid,
+            "out_trade_no": self.out_trade_no,
+        }
+        if self.transaction_id:
+            body["transaction_id"] = self.transaction_id
+        if self.trade_type:
+            body["trade_type"] = self.trade_type
+        body["trade_state"] = self.trade_state.value
+        body["trade_state_desc"] = self.trade_state_desc
+        if self.bank_type:
+            body["bank_type"] = self.bank_type
+        body["attach"] = self.attach
+        if self.success_time is not None:
+            body["success_time"] = format_v3_time(self.success_time)
+        if self.payer_openid:
+            body["payer"] = {"openid": self.payer_openid}
+        amount: JsonObject = {"total": self.total, "currency": self.currency}
+        if self.trade_state is TradeState.SUCCESS or self.payer_total:
+            amount["payer_total"] = self.payer_total
+            amount["payer_currency"] = self.payer_currency
+        body["amount"] = amount
+        return body
+
+
+def transaction_from_json(data: Mapping[str, object]) -> Transaction:
+    state_text = text(data, "trade_state")
+    try:
+        state = TradeState(state_text)
+    except ValueError:
+        raise MalformedMessageError("unknown trade_state") from None
+    amount = obj(data, "amount", required=False)
+    payer = obj(data, "payer", required=False)
+    success_time = text(data, "success_time", required=False)
+    return Transaction(
+        appid=text(data, "appid"),
+        mchid=text(data, "mchid"),
+        out_trade_no=text(data, "out_trade_no"),
+        trade_state=state,
+        trade_state_desc=text(data, "trade_state_desc", required=False),
+        transaction_id=text(data, "transaction_id", required=False),
+        trade_type=text(data, "trade_type", required=False),
+        bank_type=text(data, "bank_type", required=False),
+        attach=text(data, "attach", required=False),
+        success_time=parse_v3_time(success_time) if success_time else None,
+        payer_openid=text(payer, "openid", required=False),
+        total=integer(amount, "total", required=False),
+        payer_total=integer(amount, "payer_total", required=False),
+        currency=text(amount, "currency", required=False) or "CNY",
+        payer_currency=text(amount, "payer_currency", required=False) or "CNY",
+    )
+
+
+def parse_transaction(body: bytes) -> Transaction:
+    return transaction_from_json(parse_json(body))

@@ -1,0 +1,139 @@
+"""API v3 response and notification signatures, checked and made (PROTOCOL.md 3.3).
+
+The signed string is three lines, each ending in ``\\n``::
+
+    Wechatpay-Timestamp\\n
+    Wechatpay-Nonce\\n
+    BODY\\n        the raw bytes received; empty for a 204, so the line is just "\\n"
+
+``Wechatpay-Signature`` is base64(SHA256withRSA) by the key ``Wechatpay-Serial`` names: a
+WeChat Pay public key (``PUB_KEY_ID_...``) or a platform certificate (hex serial). Checks run
+in this order: headers present exactly once (names case-insensitive), signature type, timestamp
+within 300 s of ``now`` either way, probe signatures (``WECHATPAY/SIGNTEST/``), serial trusted,
+signature valid. The simulator signs with :func:`sign_response`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from scanpay.errors import MalformedMessageError, SignatureError
+from scanpay.wechat.keys import TrustStore
+from scanpay.wechat.v3.sign import SCHEME, WINDOW, check_timestamp, sign_message, verify_message
+
+TIMESTAMP: Final = "Wechatpay-Timestamp"
+NONCE: Final = "Wechatpay-Nonce"
+SIGNATURE: Final = "Wechatpay-Signature"
+SERIAL: Final = "Wechatpay-Serial"
+SIGNATURE_TYPE: Final = "Wechatpay-Signature-Type"
+REQUEST_ID: Final = "Request-ID"
+PROBE_PREFIX: Final = "WECHATPAY/SIGNTEST/"
+_REQUIRED: Final = (TIMESTAMP, NONCE, SIGNATURE, SERIAL)
+
+
+class MultiHeaders(Protocol):
+    """httpx.Headers-like: every (name, value) pair, repeats included."""
+
+    def multi_items(self) -> list[tuple[str, str]]: ...
+
+
+HeaderSource = MultiHeaders | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def header_pairs(headers: HeaderSource) -> list[tuple[str, str]]:
+    """All header pairs, repeats kept (httpx ``multi_items``, a mapping, or raw pairs)."""
+    multi = getattr(headers, "multi_items", None)
+    if callable(multi):
+        return [(str(k), str(v)) for k, v in multi()]
+    if isinstance(headers, Mapping):
+        return [(str(k), str(v)) for k, v in headers.items()]
+    return [(str(k), str(v)) for k, v in headers]  # type: ignore[union-attr]
+
+
+def single_header(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The one value of ``name`` (case-insensitive); ``None`` if absent, error if repeated."""
+    wanted = name.lower()
+    found = [value for key, value in pairs if key.lower() == wanted]
+    if len(found) > 1:
+        raise MalformedMessageError(f"header {name} appears more than once")
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class SignedHeaders:
+    """The Wechatpay-* headers of one response or notification."""
+
+    timestamp: str
+    nonce: str
+    signature: str
+    serial: str
+    signature_type: str = SCHEME
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            TIMESTAMP: self.timestamp,
+            NONCE: self.nonce,
+            SIGNATURE: self.signature,
+            SERIAL: self.serial,
+            SIGNATURE_TYPE: self.signature_type,
+        }
+
+
+def read_signed_headers(headers: HeaderSource) -> SignedHeaders:
+    """Pick the Wechatpay-* headers; missing or repeated ones are malformed."""
+    pairs = header_pairs(headers)
+    values: dict[str, str] = {}
+    for name in _REQUIRED:
+        value = single_header(pairs, name)
+        if not value:
+            raise MalformedMessageError(f"header {name} is missing")
+        values[name] = value
+    signature_type = single_header(pairs, SIGNATURE_TYPE) or SCHEME
+    return SignedHeaders(
+        timestamp=values[TIMESTAMP],
+        nonce=values[NONCE],
+        signature=values[SIGNATURE],
+        serial=values[SERIAL],
+        signature_type=signature_type,
+    )
+
+
+def response_signing_string(timestamp: int | str, nonce: str, body: bytes) -> bytes:
+    """The exact bytes a response or notification signature covers."""
+    return f"{timestamp}\n{nonce}\n".encode() + body + b"\n"
+
+
+def verify_signed(
+    signed: SignedHeaders, body: bytes, trust: TrustStore, *, now: int, window: int = WINDOW
+) -> None:
+    """Check already-read headers against ``body``; see the module docstring for the order."""
+    if signed.signature_type != SCHEME:
+        raise SignatureError("unsupported Wechatpay-Signature-Type")
+    check_timestamp(signed.timestamp, now=now, window=window)
+    if signed.signature.startswith(PROBE_PREFIX):
+        raise SignatureError("WeChat Pay signature probe (deliberately invalid)")
+    key = trust.lookup(signed.serial)
+    verify_message(
+        key, response_signing_string(signed.timestamp, signed.nonce, body), signed.signature
+    )
+
+
+def verify_response(
+    headers: HeaderSource, body: bytes, trust: TrustStore, *, now: int, window: int = WINDOW
+) -> SignedHeaders:
+    """Verify a v3 response or notification over the exact bytes received."""
+    signed = read_signed_headers(headers)
+    verify_signed(signed, body, trust, now=now, window=window)
+    return signed
+
+
+def sign_response(
+    body: bytes, *, serial: str, private_key: RSAPrivateKey, timestamp: int, nonce: str
+) -> dict[str, str]:
+    """WeChat's side: the Wechatpay-* headers for ``body`` signed by the key named ``serial``."""
+    signature = sign_message(private_key, response_signing_string(timestamp, nonce, body))
+    return SignedHeaders(str(timestamp), nonce, signature, serial).as_dict()
