@@ -1,0 +1,128 @@
+"""The two seams of the domain: WeChat Pay (a gateway) and persistence (a store).
+
+``scanpay.web.gateway.V2Gateway`` adapts :class:`scanpay.client.v2.V2Client` to
+:class:`PaymentGateway`; ``scanpay.store.sql.SqlStore`` implements :class:`OrderStore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from scanpay.domain.machine import Step, Trigger
+from scanpay.domain.model import (
+    ApiVersion,
+    AttemptStatus,
+    Event,
+    NativeOrderRequest,
+    Order,
+    PaymentAttempt,
+    PaymentReport,
+)
+
+
+class PaymentGateway(Protocol):
+    """WeChat Pay as the domain needs it, for one merchant and one API version."""
+
+    @property
+    def api_version(self) -> ApiVersion: ...
+
+    @property
+    def appid(self) -> str: ...
+
+    @property
+    def mchid(self) -> str: ...
+
+    async def create_native_order(self, request: NativeOrderRequest) -> str:
+        """Open the order at WeChat; return its ``code_url``. Same request twice is safe."""
+        ...
+
+    async def query_payment(self, out_trade_no: str) -> PaymentReport: ...
+
+    async def close_payment(self, out_trade_no: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A client's ``Idempotency-Key`` and a fingerprint of the request body it came with."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: Order
+    attempt: PaymentAttempt
+    created: bool  # False when an idempotent replay returned an existing order
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What :meth:`OrderStore.apply_trigger` did: the order after it and the event, if any."""
+
+    order: Order
+    step: Step
+    event: Event | None
+
+
+@dataclass(frozen=True)
+class AttemptUpdate:
+    """The attempt change that goes with an order transition, in the same transaction."""
+
+    attempt_id: str
+    status: AttemptStatus
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceivedNotification:
+    """A notification as it arrived, with what verification and processing made of it."""
+
+    api: str
+    body: bytes
+    outcome: str
+    detail: str
+    out_trade_no: str | None = None
+
+
+class OrderStore(Protocol):
+    """Persistence. Every write is a transaction; every status change writes its event row."""
+
+    async def create_order(
+        self, order: Order, attempt: PaymentAttempt, claim: IdempotencyClaim | None
+    ) -> PlacedOrder:
+        """Store a new order with its first attempt and a ``created`` event; with a claim,
+        return the order stored under the same key instead (``ConflictError`` if the
+        fingerprint differs)."""
+        ...
+
+    async def get_order(self, order_id: str) -> Order: ...
+
+    async def current_attempt(self, order_id: str) -> PaymentAttempt: ...
+
+    async def find_attempt(self, out_trade_no: str) -> PaymentAttempt | None: ...
+
+    async def activate_attempt(self, attempt_id: str, code_url: str) -> PaymentAttempt: ...
+
+    async def fail_attempt(self, attempt_id: str, reason: str) -> PaymentAttempt: ...
+
+    async def apply_trigger(
+        self,
+        order_id: str,
+        trigger: Trigger,
+        data: Mapping[str, Any],
+        attempt: AttemptUpdate | None = None,
+    ) -> Applied:
+        """Compare-and-set the order's status per the machine; write the event and the
+        attempt update in the same transaction. A no-op writes nothing."""
+        ...
+
+    async def record_alert(
+        self, order_id: str | None, reason: str, data: Mapping[str, Any]
+    ) -> Event: ...
+
+    async def events_after(self, order_id: str, seq: int) -> list[Event]: ...
+
+    async def record_notification(self, received: ReceivedNotification) -> None: ...

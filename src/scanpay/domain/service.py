@@ -1,0 +1,213 @@
+"""Use cases: place an order, apply what WeChat Pay reports, reconcile by query.
+
+Persist before calling: the order and its attempt (with its ``out_trade_no``) are stored
+before WeChat is asked for a ``code_url``, so a crash in between leaves a ``creating``
+attempt that a retry (same ``Idempotency-Key``) or a reconciler can finish with identical
+parameters. Money moves only on a verified report whose merchant, app, amount and currency
+match the stored attempt; everything else becomes an alert event and never a payment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from scanpay.domain.model import (
+    CURRENCY,
+    AttemptStatus,
+    NativeOrderRequest,
+    Order,
+    OrderStatus,
+    PaymentAttempt,
+    PaymentReport,
+    new_attempt_id,
+    new_order_id,
+    new_out_trade_no,
+    utcnow,
+)
+from scanpay.domain.ports import (
+    AttemptUpdate,
+    IdempotencyClaim,
+    OrderStore,
+    PaymentGateway,
+    PlacedOrder,
+)
+from scanpay.domain.trade_state import PaymentMeaning, meaning_of, trigger_for
+from scanpay.errors import ApiError, RetryableApiError
+
+log = logging.getLogger(__name__)
+
+
+class ReportVerdict(StrEnum):
+    APPLIED = "applied"  # the order changed status
+    DUPLICATE = "duplicate"  # already applied; nothing changed
+    NOTED = "noted"  # a fact that changes no order (not paid yet, second payment, ...)
+    REJECTED = "rejected"  # does not match what we stored: alert, nothing changed
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    verdict: ReportVerdict
+    reason: str
+    order_id: str | None
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether WeChat should stop re-sending this report."""
+        return self.verdict is not ReportVerdict.REJECTED
+
+
+class PaymentService:
+    """The merchant's use cases over a store and a gateway. ``on_change(order_id)`` is
+    called after every committed event, so live streams can wake up."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        gateway: PaymentGateway,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self._clock = clock
+        self._on_change = on_change or (lambda _order_id: None)
+
+    async def place_order(
+        self, amount: int, description: str, claim: IdempotencyClaim | None = None
+    ) -> PlacedOrder:
+        now = self._clock()
+        order = Order(
+            id=new_order_id(),
+            amount=amount,
+            description=description,
+            status=OrderStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
+        attempt = PaymentAttempt(
+            id=new_attempt_id(),
+            order_id=order.id,
+            out_trade_no=new_out_trade_no(now),
+            api_version=self.gateway.api_version,
+            appid=self.gateway.appid,
+            mchid=self.gateway.mchid,
+            amount=amount,
+            currency=CURRENCY,
+            status=AttemptStatus.CREATING,
+            created_at=now,
+            updated_at=now,
+        )
+        placed = await self.store.create_order(order, attempt, claim)
+        self._on_change(placed.order.id)
+        if placed.attempt.status is not AttemptStatus.CREATING:
+            return placed
+        attempt = await self.open_attempt(placed.order, placed.attempt)
+        return PlacedOrder(placed.order, attempt, placed.created)
+
+    async def open_attempt(self, order: Order, attempt: PaymentAttempt) -> PaymentAttempt:
+        """Ask WeChat for the attempt's ``code_url`` (identical parameters on every retry)."""
+        request = NativeOrderRequest(
+            out_trade_no=attempt.out_trade_no,
+            description=order.description,
+            amount=attempt.amount,
+            currency=attempt.currency,
+            product_id=order.id[:32],
+        )
+        try:
+            code_url = await self.gateway.create_native_order(request)
+        except ApiError as exc:
+            if isinstance(exc, RetryableApiError) or exc.code == "RETURN_FAIL":
+                raise  # may be transient: leave the attempt 'creating' for a retry
+            log.warning("unified order refused out_trade_no=%s code=%s",
+                        attempt.out_trade_no, exc.code)  # fmt: skip
+            await self.store.fail_attempt(attempt.id, exc.code)
+            self._on_change(order.id)
+            raise
+        activated = await self.store.activate_attempt(attempt.id, code_url)
+        self._on_change(order.id)
+        return activated
+
+    async def apply_payment_report(self, report: PaymentReport) -> ReportOutcome:
+        """Apply a *verified* report (notification or query answer) exactly once."""
+        attempt = await self.store.find_attempt(report.out_trade_no)
+        if attempt is None:
+            await self.store.record_alert(
+                None, "unknown_out_trade_no",
+                {"out_trade_no": report.out_trade_no, "source": report.source.value},
+            )  # fmt: skip
+            return ReportOutcome(ReportVerdict.REJECTED, "unknown_out_trade_no", None)
+        meaning = meaning_of(report.trade_state)
+        mismatch = _mismatch(attempt, report, meaning)
+        if mismatch is not None:
+            await self.store.record_alert(
+                attempt.order_id,
+                mismatch,
+                {
+                    "out_trade_no": report.out_trade_no,
+                    "source": report.source.value,
+                    "reported_amount": report.amount,
+                    "reported_currency": report.currency,
+                },
+            )
+            self._on_change(attempt.order_id)
+            log.warning("payment report rejected out_trade_no=%s reason=%s",
+                        report.out_trade_no, mismatch)  # fmt: skip
+            return ReportOutcome(ReportVerdict.REJECTED, mismatch, attempt.order_id)
+        trigger = trigger_for(meaning)
+        if trigger is None:
+            return ReportOutcome(ReportVerdict.NOTED, meaning.value, attempt.order_id)
+        if attempt.status is AttemptStatus.PAID:
+            return ReportOutcome(ReportVerdict.DUPLICATE, "already_paid", attempt.order_id)
+        order = await self.store.get_order(attempt.order_id)
+        if order.status is not OrderStatus.PENDING:
+            # Money arrived for an order that is paid by another attempt, or closed:
+            # never a second payment; flag it for a person (automatic refund: issue 5).
+            reason = "second_payment" if order.status is not OrderStatus.CLOSED else (
+                "payment_after_close")  # fmt: skip
+            await self.store.record_alert(
+                order.id, reason,
+                {"out_trade_no": report.out_trade_no, "transaction_id": report.transaction_id},
+            )  # fmt: skip
+            self._on_change(order.id)
+            return ReportOutcome(ReportVerdict.NOTED, reason, order.id)
+        applied = await self.store.apply_trigger(
+            order.id,
+            trigger,
+            {
+                "out_trade_no": report.out_trade_no,
+                "transaction_id": report.transaction_id,
+                "source": report.source.value,
+            },
+            AttemptUpdate(attempt.id, AttemptStatus.PAID, report.transaction_id),
+        )
+        if applied.event is None:
+            return ReportOutcome(ReportVerdict.DUPLICATE, "already_paid", order.id)
+        self._on_change(order.id)
+        log.info("order paid order=%s out_trade_no=%s", order.id, report.out_trade_no)
+        return ReportOutcome(ReportVerdict.APPLIED, trigger.value, order.id)
+
+    async def reconcile(self, order_id: str) -> ReportOutcome:
+        """Ask WeChat about the order's current attempt and apply the verified answer."""
+        attempt = await self.store.current_attempt(order_id)
+        report = await self.gateway.query_payment(attempt.out_trade_no)
+        return await self.apply_payment_report(report)
+
+
+def _mismatch(
+    attempt: PaymentAttempt, report: PaymentReport, meaning: PaymentMeaning
+) -> str | None:
+    if report.mchid != attempt.mchid:
+        return "mchid_mismatch"
+    if report.appid != attempt.appid:
+        return "appid_mismatch"
+    if meaning is PaymentMeaning.PAID:
+        if report.amount != attempt.amount:
+            return "amount_mismatch"
+        if report.currency != attempt.currency:
+            return "currency_mismatch"
+    return None

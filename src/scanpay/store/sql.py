@@ -1,0 +1,431 @@
+"""``SqlStore``: the domain's :class:`~scanpay.domain.ports.OrderStore` on SQLAlchemy Core.
+
+Every status change is ``UPDATE orders SET status=:to, last_seq=last_seq+1 WHERE id=:id AND
+status=:from``; the loser of a race re-reads and asks the state machine again (which turns a
+duplicate into a no-op). The event row (and the attempt update) go in the same transaction.
+The blocking database calls run in worker threads so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from scanpay.domain import machine
+from scanpay.domain.machine import Trigger
+from scanpay.domain.model import (
+    ApiVersion,
+    AttemptStatus,
+    Event,
+    EventType,
+    Order,
+    OrderStatus,
+    PaymentAttempt,
+    utcnow,
+)
+from scanpay.domain.ports import (
+    Applied,
+    AttemptUpdate,
+    IdempotencyClaim,
+    PlacedOrder,
+    ReceivedNotification,
+)
+from scanpay.errors import ConflictError, InvalidTransitionError, NotFoundError
+from scanpay.store.migrate import writer
+from scanpay.store.tables import (
+    events,
+    idempotency_keys,
+    notifications_received,
+    orders,
+    payment_attempts,
+)
+
+R = TypeVar("R")
+_CAS_ROUNDS = 16
+
+
+def _order(row: sa.Row[Any]) -> Order:
+    m = row._mapping
+    return Order(
+        id=m["id"],
+        amount=m["amount"],
+        description=m["description"],
+        status=OrderStatus(m["status"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        currency=m["currency"],
+        last_seq=m["last_seq"],
+    )
+
+
+def _attempt(row: sa.Row[Any]) -> PaymentAttempt:
+    m = row._mapping
+    return PaymentAttempt(
+        id=m["id"],
+        order_id=m["order_id"],
+        out_trade_no=m["out_trade_no"],
+        api_version=ApiVersion(m["api_version"]),
+        appid=m["appid"],
+        mchid=m["mchid"],
+        amount=m["amount"],
+        currency=m["currency"],
+        status=AttemptStatus(m["status"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        code_url=m["code_url"],
+        transaction_id=m["transaction_id"],
+    )
+
+
+def _event(row: sa.Row[Any]) -> Event:
+    m = row._mapping
+    return Event(
+        order_id=m["order_id"],
+        seq=m["seq"],
+        type=EventType(m["type"]),
+        status=OrderStatus(m["status"]) if m["status"] else None,
+        data=dict(m["data"]),
+        created_at=m["created_at"],
+    )
+
+
+class SqlStore:
+    """Orders, attempts and events in one SQL database (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self._writer = writer(engine)
+        self._clock = clock
+
+    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        return await asyncio.to_thread(fn, *args)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def _get_order(self, conn: sa.Connection, order_id: str) -> Order:
+        row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).first()
+        if row is None:
+            raise NotFoundError("no such order")
+        return _order(row)
+
+    def get_order_sync(self, order_id: str) -> Order:
+        with self.engine.begin() as conn:
+            return self._get_order(conn, order_id)
+
+    async def get_order(self, order_id: str) -> Order:
+        return await self._run(self.get_order_sync, order_id)
+
+    def _current_attempt(self, conn: sa.Connection, order_id: str) -> PaymentAttempt:
+        row = conn.execute(
+            sa.select(payment_attempts)
+            .where(payment_attempts.c.order_id == order_id)
+            .order_by(payment_attempts.c.created_at.desc(), payment_attempts.c.id)
+            .limit(1)
+        ).first()
+        if row is None:
+            raise NotFoundError("order has no payment attempt")
+        return _attempt(row)
+
+    def current_attempt_sync(self, order_id: str) -> PaymentAttempt:
+        with self.engine.begin() as conn:
+            return self._current_attempt(conn, order_id)
+
+    async def current_attempt(self, order_id: str) -> PaymentAttempt:
+        return await self._run(self.current_attempt_sync, order_id)
+
+    def find_attempt_sync(self, out_trade_no: str) -> PaymentAttempt | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(payment_attempts).where(payment_attempts.c.out_trade_no == out_trade_no)
+            ).first()
+        return None if row is None else _attempt(row)
+
+    async def find_attempt(self, out_trade_no: str) -> PaymentAttempt | None:
+        return await self._run(self.find_attempt_sync, out_trade_no)
+
+    def events_after_sync(self, order_id: str, seq: int) -> list[Event]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(events)
+                .where(events.c.order_id == order_id, events.c.seq > seq)
+                .order_by(events.c.seq)
+            ).all()
+        return [_event(row) for row in rows]
+
+    async def events_after(self, order_id: str, seq: int) -> list[Event]:
+        return await self._run(self.events_after_sync, order_id, seq)
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def _append_event(
+        self,
+        conn: sa.Connection,
+        order_id: str,
+        kind: EventType,
+        data: Mapping[str, Any],
+        *,
+        new_status: OrderStatus | None = None,
+        expected: OrderStatus | None = None,
+    ) -> Event | None:
+        """Bump the order's ``last_seq`` (and status, compare-and-set) and insert the event.
+        Returns None when ``expected`` no longer holds."""
+        now = self._clock()
+        values: dict[str, Any] = {"last_seq": orders.c.last_seq + 1, "updated_at": now}
+        where = [orders.c.id == order_id]
+        if new_status is not None:
+            values["status"] = new_status.value
+        if expected is not None:
+            where.append(orders.c.status == expected.value)
+        row = conn.execute(
+            sa.update(orders)
+            .where(*where)
+            .values(**values)
+            .returning(orders.c.last_seq, orders.c.status)
+        ).first()
+        if row is None:
+            return None
+        event = Event(order_id, row.last_seq, kind, OrderStatus(row.status), dict(data), now)
+        conn.execute(
+            sa.insert(events).values(
+                order_id=order_id,
+                seq=event.seq,
+                type=kind.value,
+                status=row.status,
+                data=event.data,
+                created_at=now,
+            )
+        )
+        return event
+
+    def create_order_sync(
+        self, order: Order, attempt: PaymentAttempt, claim: IdempotencyClaim | None
+    ) -> PlacedOrder:
+        if claim is not None:
+            replay = self._replay(claim)
+            if replay is not None:
+                return replay
+        try:
+            with self._writer.begin() as conn:
+                conn.execute(
+                    sa.insert(orders).values(
+                        id=order.id,
+                        amount=order.amount,
+                        currency=order.currency,
+                        description=order.description,
+                        status=order.status.value,
+                        last_seq=0,
+                        created_at=order.created_at,
+                        updated_at=order.updated_at,
+                    )
+                )
+                conn.execute(sa.insert(payment_attempts).values(**_attempt_values(attempt)))
+                if claim is not None:
+                    conn.execute(
+                        sa.insert(idempotency_keys).values(
+                            key=claim.key,
+                            fingerprint=claim.fingerprint,
+                            order_id=order.id,
+                            created_at=order.created_at,
+                        )
+                    )
+                data = {"amount": order.amount, "out_trade_no": attempt.out_trade_no}
+                self._append_event(conn, order.id, EventType.CREATED, data)
+                stored = self._get_order(conn, order.id)
+        except IntegrityError:
+            # Lost a race for the same idempotency key: the winner's order is the answer.
+            replay = self._replay(claim) if claim is not None else None
+            if replay is None:
+                raise
+            return replay
+        return PlacedOrder(stored, attempt, created=True)
+
+    def _replay(self, claim: IdempotencyClaim) -> PlacedOrder | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(idempotency_keys).where(idempotency_keys.c.key == claim.key)
+            ).first()
+            if row is None:
+                return None
+            if row.fingerprint != claim.fingerprint:
+                raise ConflictError(
+                    "this Idempotency-Key was used with a different request",
+                    code="IDEMPOTENCY_KEY_REUSED",
+                )
+            order = self._get_order(conn, row.order_id)
+            return PlacedOrder(order, self._current_attempt(conn, order.id), created=False)
+
+    async def create_order(
+        self, order: Order, attempt: PaymentAttempt, claim: IdempotencyClaim | None
+    ) -> PlacedOrder:
+        return await self._run(self.create_order_sync, order, attempt, claim)
+
+    def _finish_attempt(
+        self,
+        attempt_id: str,
+        status: AttemptStatus,
+        kind: EventType,
+        data: Mapping[str, Any],
+        code_url: str | None = None,
+    ) -> PaymentAttempt:
+        now = self._clock()
+        with self._writer.begin() as conn:
+            values: dict[str, Any] = {"status": status.value, "updated_at": now}
+            if code_url is not None:
+                values["code_url"] = code_url
+            row = conn.execute(
+                sa.update(payment_attempts)
+                .where(
+                    payment_attempts.c.id == attempt_id,
+                    payment_attempts.c.status == AttemptStatus.CREATING.value,
+                )
+                .values(**values)
+                .returning(*payment_attempts.c)
+            ).first()
+            if row is None:
+                current = conn.execute(
+                    sa.select(payment_attempts).where(payment_attempts.c.id == attempt_id)
+                ).first()
+                if current is None:
+                    raise NotFoundError("no such payment attempt")
+                return _attempt(current)  # someone else finished it first
+            attempt = _attempt(row)
+            self._append_event(conn, attempt.order_id, kind, data)
+            return attempt
+
+    async def activate_attempt(self, attempt_id: str, code_url: str) -> PaymentAttempt:
+        return await self._run(
+            self._finish_attempt,
+            attempt_id,
+            AttemptStatus.ACTIVE,
+            EventType.QR_READY,
+            {"code_url": code_url},
+            code_url,
+        )
+
+    async def fail_attempt(self, attempt_id: str, reason: str) -> PaymentAttempt:
+        return await self._run(
+            self._finish_attempt,
+            attempt_id,
+            AttemptStatus.FAILED,
+            EventType.ATTEMPT_FAILED,
+            {"reason": reason},
+        )
+
+    def apply_trigger_sync(
+        self,
+        order_id: str,
+        trigger: Trigger,
+        data: Mapping[str, Any],
+        attempt: AttemptUpdate | None = None,
+    ) -> Applied:
+        for _ in range(_CAS_ROUNDS):
+            current = self.get_order_sync(order_id)
+            step = machine.step(current.status, trigger)
+            if step.to_status is None:
+                return Applied(current, step, None)
+            with self._writer.begin() as conn:
+                event = self._append_event(
+                    conn,
+                    order_id,
+                    machine.EVENT_FOR[step.to_status],
+                    {**data, "from": current.status.value, "trigger": trigger.value},
+                    new_status=step.to_status,
+                    expected=current.status,
+                )
+                if event is None:
+                    continue  # lost the race: re-read and ask the machine again
+                if attempt is not None:
+                    conn.execute(
+                        sa.update(payment_attempts)
+                        .where(payment_attempts.c.id == attempt.attempt_id)
+                        .values(
+                            status=attempt.status.value,
+                            transaction_id=attempt.transaction_id,
+                            updated_at=event.created_at,
+                        )
+                    )
+                return Applied(self._get_order(conn, order_id), step, event)
+        raise InvalidTransitionError("order kept changing; gave up")
+
+    async def apply_trigger(
+        self,
+        order_id: str,
+        trigger: Trigger,
+        data: Mapping[str, Any],
+        attempt: AttemptUpdate | None = None,
+    ) -> Applied:
+        return await self._run(self.apply_trigger_sync, order_id, trigger, data, attempt)
+
+    def record_alert_sync(
+        self, order_id: str | None, reason: str, data: Mapping[str, Any]
+    ) -> Event:
+        payload = {"reason": reason, **data}
+        with self._writer.begin() as conn:
+            if order_id is not None:
+                event = self._append_event(conn, order_id, EventType.ALERT, payload)
+                if event is None:
+                    raise NotFoundError("no such order")
+                return event
+            now = self._clock()
+            conn.execute(
+                sa.insert(events).values(
+                    order_id=None,
+                    seq=0,
+                    type=EventType.ALERT.value,
+                    status=None,
+                    data=payload,
+                    created_at=now,
+                )
+            )
+            return Event(None, 0, EventType.ALERT, None, payload, now)
+
+    async def record_alert(
+        self, order_id: str | None, reason: str, data: Mapping[str, Any]
+    ) -> Event:
+        return await self._run(self.record_alert_sync, order_id, reason, data)
+
+    def record_notification_sync(self, received: ReceivedNotification) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(
+                sa.insert(notifications_received).values(
+                    api=received.api,
+                    received_at=self._clock(),
+                    out_trade_no=(received.out_trade_no or None) and received.out_trade_no[:64],
+                    body=received.body,
+                    outcome=received.outcome[:32],
+                    detail=received.detail[:256],
+                )
+            )
+
+    async def record_notification(self, received: ReceivedNotification) -> None:
+        await self._run(self.record_notification_sync, received)
+
+    def alerts_sync(self) -> list[Event]:
+        """Every alert event (operators and tests)."""
+        with self.engine.begin() as conn:
+            query = sa.select(events).where(events.c.type == EventType.ALERT.value)
+            rows = conn.execute(query.order_by(events.c.id)).all()
+        return [_event(row) for row in rows]
+
+
+def _attempt_values(attempt: PaymentAttempt) -> dict[str, Any]:
+    return {
+        "id": attempt.id,
+        "order_id": attempt.order_id,
+        "out_trade_no": attempt.out_trade_no,
+        "api_version": attempt.api_version.value,
+        "appid": attempt.appid,
+        "mchid": attempt.mchid,
+        "amount": attempt.amount,
+        "currency": attempt.currency,
+        "status": attempt.status.value,
+        "code_url": attempt.code_url,
+        "transaction_id": attempt.transaction_id,
+        "created_at": attempt.created_at,
+        "updated_at": attempt.updated_at,
+    }
