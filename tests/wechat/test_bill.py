@@ -148,7 +148,7 @@ def test_fen_yuan_round_trip(fen: int, places: int) -> None:
 
 
 _text = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="`,"), max_size=20
+    st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="`,"), max_size=20
 )
 _fen = st.integers(min_value=0, max_value=10**9)
 
