@@ -144,7 +144,7 @@ def test_errors_never_show_the_key() -> None:
     assert KEY.reveal() not in repr(MD5)
 
 
-NOTIFY = {
+NOTIFY: dict[str, str | int] = {
     "appid": MD5.appid,
     "mch_id": MD5.mch_id,
     "nonce_str": "5d2b6c2a8db53831f7eda20af46e531c",
