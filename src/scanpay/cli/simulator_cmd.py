@@ -1,13 +1,88 @@
-"""`scanpay simulator` (not written yet)."""
+"""``scanpay simulator``: the local WeChat Pay on ``--host``/``--port``, state in ``--state-dir``.
+
+On start it prints where the test merchant's credentials are and configuration ready to paste
+for scanpay (``SCANPAY_*`` variables), wechatpy and wechatpayv3. Secrets are printed on
+purpose: they belong to a simulated merchant that exists only in ``--state-dir``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from scanpay.simulator import MerchantCredentials, Simulator
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add this command's options."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=8090, help="port to listen on")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("scanpay-simulator"),
+        help="where credentials and the ledger are kept (created on first start)",
+    )
+    parser.add_argument(
+        "--public-url",
+        default=None,
+        help="origin that browsers and SDKs use to reach it (default http://HOST:PORT)",
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+
+
+def banner(sim: Simulator, base_url: str) -> str:
+    """What to paste where, for this simulator's merchant."""
+    creds: MerchantCredentials = sim.credentials
+    state_dir = creds.state_dir.resolve() if creds.state_dir else None
+    v2_key = creds.api_v2_key.reveal()
+    v3_key = creds.api_v3_key.reveal()
+    key_path = creds.path("merchant_private_key").resolve() if state_dir else "<in memory>"
+    pub_path = creds.path("wechatpay_public_key").resolve() if state_dir else "<in memory>"
+    return f"""\
+scanpay WeChat Pay simulator
+  API (WeChat paths at the root): {base_url}/pay/unifiedorder ...
+  phone page:                     {base_url}/sim/scan?code_url=...
+  ledger overview:                {base_url}/sim
+  credentials:                    {state_dir / "merchant.json" if state_dir else "in memory"}
+
+# scanpay (environment; also set SCANPAY_SHOP_API_KEY and SCANPAY_DATABASE_URL)
+SCANPAY_WECHAT_BASE_URL={base_url}
+SCANPAY_APPID={creds.appid}
+SCANPAY_MCHID={creds.mchid}
+SCANPAY_API_V2_KEY={v2_key}
+SCANPAY_API_V3_KEY={v3_key}
+SCANPAY_MERCHANT_SERIAL_NO={creds.merchant_serial_no}
+SCANPAY_MERCHANT_PRIVATE_KEY_PATH={key_path}
+SCANPAY_WECHATPAY_PUBLIC_KEY_ID={creds.wechatpay_public_key_id}
+SCANPAY_WECHATPAY_PUBLIC_KEY_PATH={pub_path}
+SCANPAY_SIMULATOR_PHONE_URL={base_url}/sim/scan
+
+# wechatpy (API v2)
+from wechatpy.pay import WeChatPay
+client = WeChatPay(appid="{creds.appid}", api_key="{v2_key}", mch_id="{creds.mchid}")
+client.API_BASE_URL = "{base_url}/"
+
+# wechatpayv3 (API v3 endpoints of the simulator are not there yet; see docs/simulator.md)
+from wechatpayv3 import WeChatPay, WeChatPayType
+pay = WeChatPay(
+    wechatpay_type=WeChatPayType.NATIVE, mchid="{creds.mchid}", appid="{creds.appid}",
+    private_key=open("{key_path}").read(), cert_serial_no="{creds.merchant_serial_no}",
+    apiv3_key="{v3_key}", notify_url="https://your.shop/notify",
+    public_key=open("{pub_path}").read(), public_key_id="{creds.wechatpay_public_key_id}",
+)
+pay._core._gate_way = "{base_url}"
+"""
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("scanpay simulator: not implemented yet")
+    import uvicorn
+
+    base_url = args.public_url or f"http://{args.host}:{args.port}"
+    sim = Simulator.create(args.state_dir, public_url=base_url)
+    print(banner(sim, base_url.rstrip("/")), flush=True)
+    try:
+        uvicorn.run(sim.app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        sim.close()
+    return 0

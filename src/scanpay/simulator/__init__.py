@@ -1,0 +1,24 @@
+"""A local WeChat Pay: API v2 Native at WeChat's paths, a payer, notifications, a test clock.
+
+Public surface (pinned by tests/simulator/test_public_api.py)::
+
+    from scanpay.simulator import Simulator, PayOutcome, MerchantCredentials, SimClock
+"""
+
+from __future__ import annotations
+
+from scanpay.simulator.clock import SimClock as SimClock
+from scanpay.simulator.core import Simulator as Simulator
+from scanpay.simulator.credentials import MerchantCredentials as MerchantCredentials
+from scanpay.simulator.notifier import RETRY_DELAYS as RETRY_DELAYS
+from scanpay.simulator.payer import PayOutcome as PayOutcome
+from scanpay.simulator.payer import PayResult as PayResult
+
+__all__ = [
+    "RETRY_DELAYS",
+    "MerchantCredentials",
+    "PayOutcome",
+    "PayResult",
+    "SimClock",
+    "Simulator",
+]

@@ -1,0 +1,195 @@
+"""The simulator's ASGI app: WeChat's paths at the root, the control API under ``/sim/``.
+
+WeChat API v2: ``POST /pay/unifiedorder``, ``/pay/orderquery``, ``/pay/closeorder`` (XML in,
+XML out, always HTTP 200 as WeChat does). Control API (JSON): ``POST /sim/pay``,
+``GET /sim/notifications``, ``POST /sim/notifications/deliver``, ``GET /sim/clock``,
+``POST /sim/clock/advance``, ``GET /sim/orders``, ``GET /sim/orders/{out_trade_no}``.
+Pages: ``GET /sim`` (ledger overview), ``GET|POST /sim/scan`` (the payer's phone).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from scanpay.errors import DomainError, NotFoundError, ValidationError
+from scanpay.simulator import pages
+from scanpay.simulator.payer import PayOutcome
+from scanpay.wechat.v2.envelope import encode_failure
+from scanpay.wechat.xmlcodec import MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from scanpay.simulator.core import Simulator
+
+XML_TYPE: Final = "text/xml; charset=utf-8"
+MAX_JSON_BYTES: Final = 16 * 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (read no further than that)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _xml(body: bytes) -> Response:
+    return Response(body, media_type=XML_TYPE)
+
+
+def _status(exc: DomainError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    return 400 if isinstance(exc, ValidationError) else 409
+
+
+def _error_json(exc: DomainError) -> JSONResponse:
+    body = {"ok": False, "error": exc.code, "message": exc.message}
+    return JSONResponse(body, status_code=_status(exc))
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": "INVALID_REQUEST", "message": message}, 400)
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    raw = await read_body(request, MAX_JSON_BYTES)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def build_app(sim: Simulator) -> Starlette:
+    def v2_endpoint(handle: Callable[[bytes], bytes]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if request.method != "POST":
+                return _xml(sim.v2.method_not_allowed())
+            body = await read_body(request, MAX_BODY_BYTES)
+            if body is None:
+                return _xml(encode_failure(f"XML格式错误: body larger than {MAX_BODY_BYTES} bytes"))
+            return _xml(handle(body))
+
+        return endpoint
+
+    async def pay(request: Request) -> Response:
+        data = await _json_object(request)
+        if data is None:
+            return _bad_request("body must be a JSON object")
+        code_url, out_trade_no = data.get("code_url", ""), data.get("out_trade_no", "")
+        outcome_text = data.get("outcome", PayOutcome.SUCCESS.value)
+        if not all(isinstance(v, str) for v in (code_url, out_trade_no, outcome_text)):
+            return _bad_request("code_url, out_trade_no and outcome must be strings")
+        try:
+            outcome = PayOutcome(outcome_text)
+        except ValueError:
+            choices = ", ".join(o.value for o in PayOutcome)
+            return _bad_request(f"outcome must be one of: {choices}")
+        try:
+            result = await sim.pay(code_url=code_url, out_trade_no=out_trade_no, outcome=outcome)
+        except DomainError as exc:
+            return _error_json(exc)
+        return JSONResponse({"ok": True, **result.to_json()})
+
+    async def scan(request: Request) -> Response:
+        if request.method == "POST":
+            raw = await read_body(request, MAX_JSON_BYTES)
+            form = parse_qs((raw or b"").decode("utf-8", "replace"))
+            code_url = form.get("code_url", [""])[0]
+            outcome_text = form.get("outcome", [""])[0]
+        else:
+            code_url, outcome_text = request.query_params.get("code_url", ""), ""
+        if not code_url:
+            html = pages.result_page(ok=False, headline="No QR code", detail="code_url is missing")
+            return HTMLResponse(html, status_code=400)
+        try:
+            order = sim.payer.find(code_url=code_url)
+            if request.method != "POST":
+                return HTMLResponse(pages.scan_page(order, sim.merchant_name))
+            outcome = PayOutcome(outcome_text) if outcome_text else PayOutcome.SUCCESS
+            result = await sim.pay(code_url=code_url, outcome=outcome)
+        except DomainError as exc:
+            html = pages.result_page(ok=False, headline="Payment failed", detail=exc.message)
+            return HTMLResponse(html, status_code=_status(exc))
+        except ValueError:
+            html = pages.result_page(ok=False, headline="Unknown action", detail=outcome_text)
+            return HTMLResponse(html, status_code=400)
+        if result.paid:
+            detail = f"{pages.yuan(result.total_fee)} to {sim.merchant_name}"
+            return HTMLResponse(pages.result_page(ok=True, headline="Paid", detail=detail))
+        return HTMLResponse(pages.result_page(ok=False, headline=result.message))
+
+    async def notifications(request: Request) -> Response:
+        return JSONResponse(sim.notification_log())
+
+    async def deliver(request: Request) -> Response:
+        count = await sim.deliver_due_notifications()
+        return JSONResponse({"ok": True, "attempts": count})
+
+    async def clock(request: Request) -> Response:
+        return JSONResponse({"now": sim.clock.now().isoformat(), "frozen": sim.clock.frozen})
+
+    async def advance(request: Request) -> Response:
+        data = await _json_object(request)
+        seconds = None if data is None else data.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            return _bad_request('body must be {"seconds": <non-negative number>}')
+        now = sim.clock.advance(float(seconds))
+        await sim.deliver_due_notifications()
+        return JSONResponse({"now": now.isoformat(), "frozen": sim.clock.frozen})
+
+    async def orders(request: Request) -> Response:
+        return JSONResponse([sim.order_json(o) for o in sim.ledger.orders()])
+
+    async def order(request: Request) -> Response:
+        found = sim.ledger.order(request.path_params["out_trade_no"])
+        if found is None:
+            return JSONResponse({"ok": False, "error": "ORDER_NOT_EXIST"}, status_code=404)
+        return JSONResponse(sim.order_json(found))
+
+    async def overview(request: Request) -> Response:
+        html = pages.overview_page(
+            sim.ledger.orders(), sim.ledger.notifications(), sim.clock.timestamp()
+        )
+        return HTMLResponse(html)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await sim.start()
+        try:
+            yield
+        finally:
+            await sim.stop()
+
+    both = ["GET", "POST"]
+    routes = [
+        Route("/pay/unifiedorder", v2_endpoint(sim.v2.unified_order), methods=both),
+        Route("/pay/orderquery", v2_endpoint(sim.v2.order_query), methods=both),
+        Route("/pay/closeorder", v2_endpoint(sim.v2.close_order), methods=both),
+        Route("/sim", overview, methods=["GET"]),
+        Route("/sim/", overview, methods=["GET"]),
+        Route("/sim/pay", pay, methods=["POST"]),
+        Route("/sim/scan", scan, methods=both),
+        Route("/sim/notifications", notifications, methods=["GET"]),
+        Route("/sim/notifications/deliver", deliver, methods=["POST"]),
+        Route("/sim/clock", clock, methods=["GET"]),
+        Route("/sim/clock/advance", advance, methods=["POST"]),
+        Route("/sim/orders", orders, methods=["GET"]),
+        Route("/sim/orders/{out_trade_no}", order, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

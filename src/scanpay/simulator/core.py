@@ -1,0 +1,175 @@
+"""The embeddable simulator: credentials, ledger, clock, payer, notifier and the ASGI app.
+
+``Simulator.create(state_dir)`` loads (or makes and keeps) the test merchant's credentials
+and ledger in ``state_dir``; ``None`` keeps everything in memory. ``sim.app`` serves WeChat's
+paths at the root of its origin. ``async with sim`` runs the background notifier (an ASGI
+server running ``sim.app`` does the same through the app's lifespan).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from starlette.applications import Starlette
+
+from scanpay.simulator import credentials as credential_store
+from scanpay.simulator.app import build_app
+from scanpay.simulator.clock import SimClock
+from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from scanpay.simulator.ledger import Ledger, Order
+from scanpay.simulator.notifier import Notifier
+from scanpay.simulator.payer import Payer, PayOutcome, PayResult
+from scanpay.simulator.v2api import V2Api
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8090"
+
+
+class Simulator:
+    """One simulated WeChat Pay merchant account and the server that hosts it."""
+
+    def __init__(
+        self,
+        *,
+        creds: MerchantCredentials,
+        keys: SimulatorKeys,
+        ledger: Ledger,
+        clock: SimClock,
+        public_url: str,
+        notify_transport: httpx.AsyncBaseTransport | None,
+        merchant_name: str,
+    ) -> None:
+        self.credentials = creds
+        self.keys = keys
+        self.ledger = ledger
+        self.clock = clock
+        self.public_url = public_url.rstrip("/")
+        self.merchant_name = merchant_name
+        self.notifier = Notifier(ledger, clock, transport=notify_transport)
+        self.payer = Payer(creds, ledger, clock, on_notification=self.notifier.wake)
+        self.v2 = V2Api(creds, ledger, clock)
+        self.app: Starlette = build_app(self)
+
+    @classmethod
+    def create(
+        cls,
+        state_dir: Path | None = None,
+        *,
+        public_url: str = DEFAULT_PUBLIC_URL,
+        notify_transport: httpx.AsyncBaseTransport | None = None,
+        clock: SimClock | None = None,
+        merchant_name: str = "scanpay demo shop",
+    ) -> Simulator:
+        creds, keys = credential_store.load_or_create(state_dir)
+        return cls(
+            creds=creds,
+            keys=keys,
+            ledger=Ledger(state_dir),
+            clock=clock or SimClock(),
+            public_url=public_url,
+            notify_transport=notify_transport,
+            merchant_name=merchant_name,
+        )
+
+    def __repr__(self) -> str:
+        return f"Simulator(mchid={self.credentials.mchid!r}, public_url={self.public_url!r})"
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.notifier.start()
+
+    async def stop(self) -> None:
+        await self.notifier.stop()
+
+    def close(self) -> None:
+        """Release the ledger (after :meth:`stop`); the object is unusable afterwards."""
+        self.ledger.close()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # the payer and the notifier -----------------------------------------------------------
+
+    def scan_url(self, code_url: str) -> str:
+        """The phone page for ``code_url`` (what a person "scans")."""
+        return f"{self.public_url}/sim/scan?code_url={quote(code_url, safe='')}"
+
+    async def pay(
+        self,
+        *,
+        code_url: str = "",
+        out_trade_no: str = "",
+        outcome: PayOutcome = PayOutcome.SUCCESS,
+    ) -> PayResult:
+        """Act as the payer; raises NotFoundError / InvalidTransitionError when refused."""
+        return self.payer.pay(code_url=code_url, out_trade_no=out_trade_no, outcome=outcome)
+
+    async def deliver_due_notifications(self) -> int:
+        """Attempt every notification due now and wait for the answers."""
+        return await self.notifier.deliver_due()
+
+    def notification_log(self) -> list[dict[str, Any]]:
+        """Every notification with every attempt and the merchant's answer (JSON-ready)."""
+        log: list[dict[str, Any]] = []
+        for note, attempts in self.ledger.notifications():
+            log.append(
+                {
+                    "id": note.id,
+                    "kind": note.kind,
+                    "out_trade_no": note.out_trade_no,
+                    "url": note.url,
+                    "status": note.status,
+                    "attempts": [
+                        {
+                            "number": a.number,
+                            "at": self._iso(a.at),
+                            "offset_seconds": round(a.at - note.created_at, 3),
+                            "http_status": a.http_status,
+                            "acknowledged": a.acknowledged,
+                            "answer": a.answer,
+                            "error": a.error,
+                        }
+                        for a in attempts
+                    ],
+                    "next_attempt_at": self._iso(note.next_at) if note.next_at else None,
+                    "created_at": self._iso(note.created_at),
+                    "body": note.body.decode("utf-8", "replace"),
+                }
+            )
+        return log
+
+    def order_json(self, order: Order) -> dict[str, Any]:
+        return {
+            "out_trade_no": order.out_trade_no,
+            "trade_state": order.trade_state.value,
+            "total_fee": order.total_fee,
+            "body": order.body,
+            "attach": order.attach,
+            "code_url": order.code_url,
+            "prepay_id": order.prepay_id,
+            "transaction_id": order.transaction_id,
+            "notify_url": order.notify_url,
+            "sign_type": order.sign_type.value,
+            "time_expire": order.time_expire,
+            "time_end": order.time_end,
+            "created_at": self._iso(order.created_at),
+            "payments": self.ledger.payments(order.out_trade_no),
+        }
+
+    @staticmethod
+    def _iso(stamp: float) -> str:
+        return datetime.fromtimestamp(stamp, UTC).isoformat()
