@@ -1,0 +1,99 @@
+"""The status stream: Server-Sent Events of one order's public events.
+
+The stream first sends the current state (``type: snapshot``) unless the client resumes with
+``Last-Event-ID``, in which case it replays what came after. Event ids are the order's event
+``seq``. The stream ends once the order is settled (anything but ``pending``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from scanpay.domain.machine import is_settled
+from scanpay.domain.model import PUBLIC_EVENTS, OrderStatus
+from scanpay.web.api import ERRORS, check_order_id
+from scanpay.web.context import AppContext, get_context
+
+POLL_SECONDS: Final = 1.0
+RETRY_MS: Final = 2000
+
+router = APIRouter(prefix="/api", tags=["orders"], responses=ERRORS)
+
+
+def _message(seq: int, payload: dict[str, object]) -> bytes:
+    data = json.dumps(payload, separators=(",", ":"))
+    return f"id: {seq}\ndata: {data}\n\n".encode()
+
+
+def _last_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 9:
+        return None
+    return int(value.strip())
+
+
+async def stream_order(
+    context: AppContext, order_id: str, last_event_id: int | None
+) -> AsyncIterator[bytes]:
+    order = await context.store.get_order(order_id)
+    status: OrderStatus = order.status
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    if last_event_id is None:
+        seq = order.last_seq
+        snapshot = {"order_id": order.id, "seq": seq, "type": "snapshot", "status": status}
+        yield _message(seq, snapshot)
+    else:
+        seq = last_event_id
+    idle = 0.0
+    while True:
+        wake = context.hub.watch(order_id)  # before reading: no lost wake-ups
+        for event in await context.store.events_after(order_id, seq):
+            seq = event.seq
+            if event.status is not None:
+                status = event.status
+            if event.type in PUBLIC_EVENTS:
+                payload = {
+                    "order_id": order_id,
+                    "seq": seq,
+                    "type": event.type.value,
+                    "status": status,
+                }
+                yield _message(seq, payload)
+        if is_settled(status):
+            return
+        try:
+            async with asyncio.timeout(POLL_SECONDS):
+                await wake.wait()
+        except TimeoutError:
+            idle += POLL_SECONDS
+        else:
+            idle = 0.0
+            continue
+        if idle >= context.settings.sse_heartbeat_seconds:
+            idle = 0.0
+            yield b": keep-alive\n\n"
+
+
+@router.get(
+    "/orders/{order_id}/events",
+    summary="Status stream (Server-Sent Events); ends when the order is settled",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def order_events(
+    order_id: str,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    context = get_context(request)
+    await context.store.get_order(check_order_id(order_id))  # 404 before the stream starts
+    return StreamingResponse(
+        stream_order(context, order_id, _last_event_id(last_event_id)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

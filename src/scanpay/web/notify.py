@@ -1,0 +1,78 @@
+"""``POST /notify/v2``: WeChat Pay v2 payment notifications.
+
+Raw body → content-type check → signature verification over every received field
+(:func:`scanpay.wechat.v2.notify.verify_payment_notification`) → match and cross-check in
+the domain → one transition → acknowledge. Every received body is kept with its outcome
+(``notifications_received``); nothing else changes unless the notification is verified and
+matches. Answers: ``SUCCESS`` XML (also for duplicates) or ``FAIL`` XML with a 4xx status,
+which makes WeChat retry. Log lines carry ``out_trade_no`` and the outcome, never a key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from fastapi import APIRouter, Request, Response
+
+from scanpay.domain.model import ReportSource
+from scanpay.domain.ports import ReceivedNotification
+from scanpay.errors import MalformedMessageError, ProtocolError, SignatureError
+from scanpay.web.context import get_context
+from scanpay.web.gateway import report_from_v2
+from scanpay.wechat.secret import Secret
+from scanpay.wechat.v2.notify import ACK_SUCCESS, ack_failure, verify_payment_notification
+
+log = logging.getLogger(__name__)
+API: Final = "v2-payment"
+XML_TYPES: Final = frozenset({"text/xml", "application/xml"})
+
+router = APIRouter(tags=["notifications"])
+
+
+def _xml(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="text/xml")
+
+
+@router.post(
+    "/notify/v2",
+    summary="WeChat Pay API v2 payment notification (XML)",
+    response_class=Response,
+    responses={200: {"content": {"text/xml": {}}}},
+)
+async def notify_v2(request: Request) -> Response:
+    context = get_context(request)
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    store = context.store
+
+    async def refuse(outcome: str, detail: str, status: int) -> Response:
+        await store.record_notification(ReceivedNotification(API, body, outcome, detail))
+        log.warning("notify v2 refused outcome=%s detail=%s", outcome, detail)
+        return _xml(ack_failure(detail), status)
+
+    # WeChat sends text/xml; a missing type is tolerated, a different one is refused.
+    if content_type and content_type not in XML_TYPES:
+        return await refuse("wrong_content_type", "content type must be XML", 415)
+    key = Secret(context.settings.api_v2_key.get_secret_value())
+    try:
+        notification = verify_payment_notification(body, key)
+    except SignatureError as exc:
+        return await refuse("bad_signature", exc.message or exc.code, 401)
+    except (MalformedMessageError, ProtocolError) as exc:
+        return await refuse("malformed", exc.message or exc.code, 400)
+    report = report_from_v2(notification.status, ReportSource.NOTIFICATION_V2)
+    outcome = await context.service.apply_payment_report(report)
+    await store.record_notification(
+        ReceivedNotification(API, body, outcome.verdict.value, outcome.reason, report.out_trade_no)
+    )
+    log.info(
+        "notify v2 out_trade_no=%s transaction_id=%s verdict=%s reason=%s",
+        report.out_trade_no,
+        report.transaction_id,
+        outcome.verdict.value,
+        outcome.reason,
+    )
+    if outcome.acknowledged:
+        return _xml(ACK_SUCCESS)
+    return _xml(ack_failure(outcome.reason), 422)
