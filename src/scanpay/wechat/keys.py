@@ -153,6 +153,14 @@ class TrustStore:
         )
         return serial
 
+    def copy(self) -> TrustStore:
+        """An independent store trusting the same keys (to try new ones before adopting)."""
+        twin = TrustStore()
+        twin._keys = dict(self._keys)
+        twin._public_key_ids = list(self._public_key_ids)
+        twin._certificate_serials = list(self._certificate_serials)
+        return twin
+
     def lookup(self, serial: str) -> RSAPublicKey:
         """The key named by ``serial``; :class:`UnknownKeyError` when it is not trusted."""
         entry = self._keys.get(normalise_serial(serial))

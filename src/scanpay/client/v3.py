@@ -1,0 +1,340 @@
+"""Async client for WeChat Pay API v3 Native calls, over the pure core in scanpay.wechat.v3.
+
+Every call: build an :class:`~scanpay.wechat.v3.request.ApiRequest` (exact body bytes), sign
+``(method, path+query, body)`` with a fresh timestamp and nonce, send exactly those bytes,
+then verify the answer's Wechatpay-* signature over the exact bytes received before parsing
+anything (bill files excepted: WeChat does not sign them; their SHA-1 is checked instead).
+Platform-certificate mode downloads ``/v3/certificates`` when a signature names a serial it
+does not know (once per answer, then :class:`UnknownKeyError`); public-key mode sends
+``Wechatpay-Serial: PUB_KEY_ID_...``; both may be configured at once during a migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Final
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from scanpay.client.retry import NOT_SENT, RetryPolicy, call_with_retry
+from scanpay.errors import (
+    ConfigurationError,
+    MalformedMessageError,
+    TransportError,
+    UnknownKeyError,
+)
+from scanpay.wechat.bill import Bill
+from scanpay.wechat.keys import TrustStore, is_public_key_id, load_private_key
+from scanpay.wechat.secret import Secret
+from scanpay.wechat.v3.aead import api_v3_cipher
+from scanpay.wechat.v3.apierror import parse_error
+from scanpay.wechat.v3.bills import (
+    AccountType,
+    FundFlowBill,
+    TradeBillType,
+    bill_download_request,
+    fund_flow_bill_from,
+    fund_flow_bill_request,
+    parse_bill_descriptor,
+    parse_trade_bill,
+    trade_bill_request,
+)
+from scanpay.wechat.v3.certificates import certificates_request, parse_certificates
+from scanpay.wechat.v3.notify import (
+    PaymentNotice,
+    RefundNotice,
+    open_envelope,
+    parse_envelope,
+)
+from scanpay.wechat.v3.refunds import (
+    Refund,
+    RefundApplication,
+    create_refund_request,
+    parse_refund,
+    query_refund_request,
+)
+from scanpay.wechat.v3.request import ApiRequest
+from scanpay.wechat.v3.sign import V3Merchant, build_authorization
+from scanpay.wechat.v3.transactions import (
+    NativeOrder,
+    Transaction,
+    close_order_request,
+    native_prepay_request,
+    parse_code_url,
+    parse_transaction,
+    query_by_out_trade_no_request,
+    query_by_transaction_id_request,
+)
+from scanpay.wechat.v3.verify import (
+    REQUEST_ID,
+    HeaderSource,
+    SignedHeaders,
+    read_signed_headers,
+    verify_signed,
+)
+
+DEFAULT_BASE_URL: Final = "https://api.mch.weixin.qq.com"
+USER_AGENT: Final = "scanpay/0.1 (+https://github.com/scanpay)"
+log = logging.getLogger(__name__)
+_NOT_SENT_ERRORS: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def random_nonce() -> str:
+    return secrets.token_hex(16).upper()
+
+
+class V3Client:
+    """WeChat Pay API v3 for one merchant. Base URL, transport, clock, nonce, retry policy,
+    sleep and random source are injectable."""
+
+    def __init__(
+        self,
+        mchid: str,
+        merchant_serial_no: str,
+        merchant_private_key: RSAPrivateKey | bytes | str,
+        api_v3_key: Secret,
+        trust: TrustStore,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        nonce: Callable[[], str] = random_nonce,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random_source: Callable[[], float] = random.random,
+        download_certificates: bool | None = None,
+    ) -> None:
+        if not isinstance(api_v3_key, Secret):
+            raise ConfigurationError("api_v3_key must be a Secret")
+        key = (
+            merchant_private_key
+            if isinstance(merchant_private_key, RSAPrivateKey)
+            else load_private_key(merchant_private_key)
+        )
+        self.merchant = V3Merchant(mchid, merchant_serial_no.upper(), key)
+        self.trust = trust
+        self._cipher = api_v3_cipher(api_v3_key)
+        self._clock = clock
+        self._nonce = nonce
+        self._retry = retry
+        self._sleep = sleep
+        self._random = random_source
+        if download_certificates is None:
+            download_certificates = bool(trust.certificate_serials) or not trust.public_key_ids
+        self.download_certificates = download_certificates
+        self._refresh_lock = asyncio.Lock()
+        self._base_path = urlsplit(base_url).path.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"V3Client(mchid={self.merchant.mchid!r}, serial_no={self.merchant.serial_no!r}, "
+            f"base_url={str(self._http.base_url)!r}, trust={self.trust!r})"
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> V3Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- the exchange -----------------------------------------------------------------
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    async def _send_once(
+        self, request: ApiRequest, *, allow_refresh: bool = True
+    ) -> httpx.Response:
+        target = self._base_path + request.url
+        authorization = build_authorization(
+            self.merchant,
+            request.method,
+            target,
+            request.body,
+            timestamp=self.now(),
+            nonce=self._nonce(),
+        )
+        headers = {"Authorization": authorization}
+        if request.body:
+            headers["Content-Type"] = "application/json"
+        serial = self.trust.preferred_serial()
+        if serial is not None and is_public_key_id(serial):
+            headers["Wechatpay-Serial"] = serial
+        try:
+            response = await self._http.request(
+                request.method, target, content=request.body, headers=headers
+            )
+        except _NOT_SENT_ERRORS as exc:
+            raise TransportError(
+                f"{request.method} {request.url}: {type(exc).__name__}", code=NOT_SENT
+            ) from None
+        except httpx.TransportError as exc:
+            raise TransportError(f"{request.method} {request.url}: {type(exc).__name__}") from None
+        request_id = response.headers.get(REQUEST_ID)
+        log.debug("%s %s -> %s [%s]", request.method, request.url, response.status_code, request_id)
+        if response.is_success:
+            if request.signed_response:
+                await self._verify(response.headers, response.content, allow_refresh)
+            return response
+        if response.headers.get("Wechatpay-Signature"):
+            # WeChat signs its error answers too; a forged error must not pass as WeChat's.
+            await self._verify(response.headers, response.content, allow_refresh)
+        raise parse_error(response.status_code, response.content, request_id)
+
+    async def send(self, request: ApiRequest) -> httpx.Response:
+        """Sign, send, verify (retrying where safe); the verified 2xx response."""
+        return await call_with_retry(
+            lambda: self._send_once(request),
+            self._retry,
+            idempotent=request.idempotent,
+            sleep=self._sleep,
+            random=self._random,
+            what=f"{request.method} {request.url}",
+        )
+
+    # --- trust ---------------------------------------------------------------------------
+
+    async def _verify(
+        self, headers: HeaderSource, body: bytes, allow_refresh: bool = True
+    ) -> SignedHeaders:
+        signed = read_signed_headers(headers)
+        try:
+            verify_signed(signed, body, self.trust, now=self.now())
+        except UnknownKeyError:
+            refreshable = self.download_certificates and not is_public_key_id(signed.serial)
+            if not (allow_refresh and refreshable):
+                raise
+            await self.refresh_certificates(wanted=signed.serial)
+            verify_signed(signed, body, self.trust, now=self.now())
+        return signed
+
+    async def refresh_certificates(self, *, wanted: str | None = None) -> list[str]:
+        """Download, decrypt and trust the platform certificates; their serials.
+
+        The answer is decrypted first (only WeChat Pay and this merchant know the API v3 key),
+        then its signature is checked with the certificates it brought plus those trusted.
+        """
+        async with self._refresh_lock:
+            if wanted is not None and wanted in self.trust:
+                return list(self.trust.certificate_serials)
+            request = certificates_request()
+            response = await call_with_retry(
+                lambda: self._fetch_unverified(request),
+                self._retry,
+                idempotent=True,
+                sleep=self._sleep,
+                random=self._random,
+                what="GET /v3/certificates",
+            )
+            certificates = parse_certificates(response.content, self._cipher)
+            trial = self.trust.copy()
+            for cert in certificates:
+                trial.add_certificate(cert)
+            verify_signed(
+                read_signed_headers(response.headers),
+                response.content,
+                trial,
+                now=self.now(),
+            )
+            serials = [self.trust.add_certificate(cert) for cert in certificates]
+            log.info("trusted %d platform certificate(s)", len(serials))
+            return serials
+
+    async def _fetch_unverified(self, request: ApiRequest) -> httpx.Response:
+        unsigned = ApiRequest(
+            request.method, request.url, request.body, True, signed_response=False
+        )
+        return await self._send_once(unsigned, allow_refresh=False)
+
+    async def verify_notification(
+        self, headers: HeaderSource, body: bytes
+    ) -> PaymentNotice | RefundNotice:
+        """Verify (refreshing certificates once for an unknown serial), decrypt, type."""
+        signed = await self._verify(headers, body)
+        envelope = parse_envelope(body)
+        resource = open_envelope(envelope, self._cipher)
+        if isinstance(resource, Transaction):
+            self._check_merchant(resource.mchid)
+            return PaymentNotice(envelope, resource, signed)
+        if resource.mchid:
+            self._check_merchant(resource.mchid)
+        return RefundNotice(envelope, resource, signed)
+
+    def _check_merchant(self, mchid: str) -> None:
+        if mchid != self.merchant.mchid:
+            raise MalformedMessageError("message names another merchant")
+
+    # --- API calls -------------------------------------------------------------------------
+
+    async def create_native_order(self, order: NativeOrder) -> str:
+        """Native prepay; the ``code_url`` to show as a QR code."""
+        self._check_merchant(order.mchid)
+        response = await self.send(native_prepay_request(order))
+        return parse_code_url(response.content)
+
+    async def query_by_out_trade_no(self, out_trade_no: str) -> Transaction:
+        response = await self.send(query_by_out_trade_no_request(out_trade_no, self.merchant.mchid))
+        transaction = parse_transaction(response.content)
+        self._check_merchant(transaction.mchid)
+        if transaction.out_trade_no != out_trade_no:
+            raise MalformedMessageError("answer is about another order")
+        return transaction
+
+    async def query_by_transaction_id(self, transaction_id: str) -> Transaction:
+        request = query_by_transaction_id_request(transaction_id, self.merchant.mchid)
+        transaction = parse_transaction((await self.send(request)).content)
+        self._check_merchant(transaction.mchid)
+        if transaction.transaction_id != transaction_id:
+            raise MalformedMessageError("answer is about another transaction")
+        return transaction
+
+    async def close_order(self, out_trade_no: str) -> None:
+        """Close an unpaid order (WeChat answers 204); confirm by querying."""
+        await self.send(close_order_request(out_trade_no, self.merchant.mchid))
+
+    async def create_refund(self, application: RefundApplication) -> Refund:
+        refund = parse_refund((await self.send(create_refund_request(application))).content)
+        if refund.out_refund_no != application.out_refund_no:
+            raise MalformedMessageError("answer is about another refund")
+        return refund
+
+    async def query_refund(self, out_refund_no: str) -> Refund:
+        refund = parse_refund((await self.send(query_refund_request(out_refund_no))).content)
+        if refund.out_refund_no != out_refund_no:
+            raise MalformedMessageError("answer is about another refund")
+        return refund
+
+    async def trade_bill(
+        self, bill_date: date, bill_type: TradeBillType = TradeBillType.ALL, *, gzip: bool = False
+    ) -> Bill:
+        descriptor = parse_bill_descriptor(
+            (await self.send(trade_bill_request(bill_date, bill_type, gzip=gzip))).content
+        )
+        content = (await self.send(bill_download_request(descriptor))).content
+        return parse_trade_bill(content, descriptor)
+
+    async def fund_flow_bill(
+        self, bill_date: date, account_type: AccountType = AccountType.BASIC, *, gzip: bool = False
+    ) -> FundFlowBill:
+        request = fund_flow_bill_request(bill_date, account_type, gzip=gzip)
+        descriptor = parse_bill_descriptor((await self.send(request)).content)
+        content = (await self.send(bill_download_request(descriptor))).content
+        return fund_flow_bill_from(content, descriptor)
