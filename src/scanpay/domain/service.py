@@ -107,7 +107,8 @@ class PaymentService:
         if placed.attempt.status is not AttemptStatus.CREATING:
             return placed
         attempt = await self.open_attempt(placed.order, placed.attempt)
-        return PlacedOrder(placed.order, attempt, placed.created)
+        fresh = await self.store.get_order(placed.order.id)
+        return PlacedOrder(fresh, attempt, placed.created)
 
     async def open_attempt(self, order: Order, attempt: PaymentAttempt) -> PaymentAttempt:
         """Ask WeChat for the attempt's ``code_url`` (identical parameters on every retry)."""
