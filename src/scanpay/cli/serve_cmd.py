@@ -1,13 +1,58 @@
-"""`scanpay serve` (not written yet)."""
+"""``scanpay serve``: the merchant service from configuration, under uvicorn.
+
+Configuration comes from ``SCANPAY_*`` environment variables and, with ``--env-file``, a
+dotenv file (see docs/service.md). The schema is upgraded to the latest migration at start.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError as SettingsError
+
+from scanpay.config import Settings
+from scanpay.errors import ConfigurationError
+from scanpay.web.app import create_app
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add this command's options."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+    parser.add_argument(
+        "--env-file", type=Path, default=None, help="a dotenv file with SCANPAY_* settings"
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn and scanpay log level")
+
+
+def load_settings(env_file: Path | None) -> Settings:
+    try:
+        if env_file is not None:
+            if not env_file.is_file():
+                raise ConfigurationError(f"no such env file: {env_file}")
+            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        return Settings()  # type: ignore[call-arg]
+    except SettingsError as exc:
+        names = ", ".join(
+            "SCANPAY_" + str(err["loc"][0]).upper() for err in exc.errors() if err["loc"]
+        )
+        raise ConfigurationError(f"invalid or missing settings: {names}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("scanpay serve: not implemented yet")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app = create_app(load_settings(args.env_file))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+    )
+    return 0

@@ -3,7 +3,8 @@
 ``TRANSITIONS[(from_status, trigger)] = to_status``. Applying a trigger to an order whose
 status is the one that trigger leads to is a no-op (notifications repeat; a query races a
 notification); anything else not in the table raises :class:`InvalidTransitionError`.
-:func:`mermaid` draws the table for docs/state-machine.md.
+:func:`mermaid` draws the table for docs/state-machine.md; ``python -m
+scanpay.domain.machine`` prints the generated part of that document.
 """
 
 from __future__ import annotations
@@ -89,3 +90,20 @@ def mermaid() -> str:
     for (source, trigger), target in TRANSITIONS.items():
         lines.append(f"    {source.value} --> {target.value}: {trigger.value}")
     return "\n".join(lines) + "\n"
+
+
+def table_markdown() -> str:
+    """The table as a Markdown table (deterministic: table order)."""
+    rows = ["| from | trigger | to | event |", "|---|---|---|---|"]
+    for (source, trigger), target in TRANSITIONS.items():
+        rows.append(f"| {source.value} | {trigger.value} | {target.value} | {EVENT_FOR[target]} |")
+    return "\n".join(rows) + "\n"
+
+
+def generated_doc() -> str:
+    """The part of docs/state-machine.md drawn from the table (a test keeps them equal)."""
+    return "```mermaid\n" + mermaid() + "```\n\n" + table_markdown()
+
+
+if __name__ == "__main__":
+    print(generated_doc(), end="")
