@@ -48,9 +48,16 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     log = (tmp_path / "demo.log").open("wb")
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "scanpay.cli.main", "demo",
-            "--port", str(port), "--simulator-port", str(sim_port),
-            "--data-dir", str(tmp_path / "data"),
+            sys.executable,
+            "-m",
+            "scanpay.cli.main",
+            "demo",
+            "--port",
+            str(port),
+            "--simulator-port",
+            str(sim_port),
+            "--data-dir",
+            str(tmp_path / "data"),
         ],  # fmt: skip
         stdout=log,
         stderr=subprocess.STDOUT,

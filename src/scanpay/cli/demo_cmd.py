@@ -16,6 +16,8 @@ import secrets
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr
 
 from scanpay.config import Settings
 from scanpay.simulator import Simulator
@@ -45,7 +47,7 @@ def _shop_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def build(data_dir: Path, host: str, port: int, simulator_port: int) -> tuple[Simulator, object]:
+def build(data_dir: Path, host: str, port: int, simulator_port: int) -> tuple[Simulator, FastAPI]:
     """Create the simulator and the merchant app wired to each other over loopback HTTP."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sim_url = f"http://{host}:{simulator_port}"
@@ -55,11 +57,11 @@ def build(data_dir: Path, host: str, port: int, simulator_port: int) -> tuple[Si
     settings = Settings(
         database_url=f"sqlite:///{(data_dir / 'scanpay.sqlite3').resolve()}",
         public_base_url=service_url,
-        shop_api_key=_shop_key(data_dir),
+        shop_api_key=SecretStr(_shop_key(data_dir)),
         wechat_base_url=sim_url,
         appid=creds.appid,
         mchid=creds.mchid,
-        api_v2_key=creds.api_v2_key.reveal(),
+        api_v2_key=SecretStr(creds.api_v2_key.reveal()),
         simulator_phone_url=f"{sim_url}/sim/scan",
     )
     return sim, create_app(settings)
@@ -68,8 +70,8 @@ def build(data_dir: Path, host: str, port: int, simulator_port: int) -> tuple[Si
 async def serve(data_dir: Path, host: str, port: int, simulator_port: int) -> None:
     sim, app = build(data_dir, host, port, simulator_port)
     servers = [
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")),  # type: ignore[arg-type]
-        uvicorn.Server(uvicorn.Config(sim.app, host=host, port=simulator_port, log_level="warning")),
+        uvicorn.Server(uvicorn.Config(asgi, host=host, port=p, log_level="warning"))
+        for asgi, p in ((app, port), (sim.app, simulator_port))
     ]
     async with sim:
         tasks = [asyncio.create_task(server.serve()) for server in servers]
@@ -78,14 +80,17 @@ async def serve(data_dir: Path, host: str, port: int, simulator_port: int) -> No
                 break
             await asyncio.sleep(0.05)
         if all(server.started for server in servers):
-            print(f"scanpay demo is running. Open http://{host}:{port}/ in a browser.", flush=True)
-            print(f"  simulator (WeChat Pay stand-in): http://{host}:{simulator_port}/sim", flush=True)
-            print(f"  data folder: {data_dir.resolve()}", flush=True)
-            print("Press Ctrl+C to stop.", flush=True)
+            print(
+                f"scanpay demo is running. Open http://{host}:{port}/ in a browser.\n"
+                f"  simulator (WeChat Pay stand-in): http://{host}:{simulator_port}/sim\n"
+                f"  data folder: {data_dir}\n"
+                "Press Ctrl+C to stop.",
+                flush=True,
+            )
         await asyncio.gather(*tasks)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.data_dir, args.host, args.port, args.simulator_port))
+    asyncio.run(serve(args.data_dir.resolve(), args.host, args.port, args.simulator_port))
     return 0
