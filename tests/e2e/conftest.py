@@ -58,7 +58,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             str(sim_port),
             "--data-dir",
             str(tmp_path / "data"),
-        ],  # fmt: skip
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
