@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from scanpay.domain.machine import Trigger
 from scanpay.domain.model import (
     ApiVersion,
     AttemptStatus,
@@ -177,3 +178,27 @@ async def test_reconcile_by_query(service: PaymentService, gateway: LedgerGatewa
     paid = await service.reconcile(placed.order.id)
     assert paid.verdict is ReportVerdict.APPLIED
     assert (await service.store.get_order(placed.order.id)).status is OrderStatus.PAID
+
+
+async def test_concurrent_duplicates_raise_no_false_alarm(
+    service: PaymentService, gateway: LedgerGateway
+) -> None:
+    placed = await service.place_order(100, "Tea")
+    report = success(placed.attempt.out_trade_no, 100, gateway)
+    await asyncio.gather(*(service.apply_payment_report(report) for _ in range(20)))
+    assert service.store.alerts_sync() == []  # type: ignore[attr-defined]
+
+
+async def test_payment_for_a_closed_order_is_flagged_not_counted(
+    service: PaymentService, gateway: LedgerGateway
+) -> None:
+    placed = await service.place_order(100, "Tea")
+    await service.store.apply_trigger(placed.order.id, Trigger.CLOSE, {})
+    outcome = await service.apply_payment_report(success(placed.attempt.out_trade_no, 100, gateway))
+    assert outcome.verdict is ReportVerdict.NOTED
+    assert outcome.reason == "payment_after_close"
+    assert outcome.acknowledged
+    assert (await service.store.get_order(placed.order.id)).status is OrderStatus.CLOSED
+    assert [a.data["reason"] for a in service.store.alerts_sync()] == [  # type: ignore[attr-defined]
+        "payment_after_close"
+    ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from scanpay.domain.machine import Trigger
 from scanpay.domain.model import (
     CURRENCY,
     AttemptStatus,
@@ -29,6 +30,7 @@ from scanpay.domain.model import (
     utcnow,
 )
 from scanpay.domain.ports import (
+    Applied,
     AttemptUpdate,
     IdempotencyClaim,
     OrderStore,
@@ -36,7 +38,7 @@ from scanpay.domain.ports import (
     PlacedOrder,
 )
 from scanpay.domain.trade_state import PaymentMeaning, meaning_of, trigger_for
-from scanpay.errors import ApiError, RetryableApiError
+from scanpay.errors import ApiError, InvalidTransitionError, RetryableApiError
 
 log = logging.getLogger(__name__)
 
@@ -165,32 +167,48 @@ class PaymentService:
         if attempt.status is AttemptStatus.PAID:
             return ReportOutcome(ReportVerdict.DUPLICATE, "already_paid", attempt.order_id)
         order = await self.store.get_order(attempt.order_id)
-        if order.status is not OrderStatus.PENDING:
-            # Money arrived for an order that is paid by another attempt, or closed:
-            # never a second payment; flag it for a person (automatic refund: issue 5).
-            reason = "second_payment" if order.status is not OrderStatus.CLOSED else (
-                "payment_after_close")  # fmt: skip
-            await self.store.record_alert(
-                order.id, reason,
-                {"out_trade_no": report.out_trade_no, "transaction_id": report.transaction_id},
-            )  # fmt: skip
-            self._on_change(order.id)
-            return ReportOutcome(ReportVerdict.NOTED, reason, order.id)
-        applied = await self.store.apply_trigger(
-            order.id,
-            trigger,
-            {
-                "out_trade_no": report.out_trade_no,
-                "transaction_id": report.transaction_id,
-                "source": report.source.value,
-            },
-            AttemptUpdate(attempt.id, AttemptStatus.PAID, report.transaction_id),
-        )
-        if applied.event is None:
+        if order.status is OrderStatus.PENDING:
+            applied = await self._pay(order.id, trigger, report, attempt)
+            if applied is not None and applied.event is not None:
+                self._on_change(order.id)
+                log.info("order paid order=%s out_trade_no=%s", order.id, report.out_trade_no)
+                return ReportOutcome(ReportVerdict.APPLIED, trigger.value, order.id)
+            order = await self.store.get_order(order.id)
+        # Not applied: either a concurrent duplicate of this very attempt won (the attempt is
+        # paid in the same transaction as the order), or the order was settled otherwise.
+        current = await self.store.find_attempt(report.out_trade_no)
+        if current is not None and current.status is AttemptStatus.PAID:
             return ReportOutcome(ReportVerdict.DUPLICATE, "already_paid", order.id)
+        # Money arrived for an order paid by another attempt, or closed: never a second
+        # payment; flag it for a person (automatic refund: issue 5).
+        reason = "payment_after_close" if order.status is OrderStatus.CLOSED else "second_payment"
+        await self.store.record_alert(
+            order.id,
+            reason,
+            {"out_trade_no": report.out_trade_no, "transaction_id": report.transaction_id},
+        )
         self._on_change(order.id)
-        log.info("order paid order=%s out_trade_no=%s", order.id, report.out_trade_no)
-        return ReportOutcome(ReportVerdict.APPLIED, trigger.value, order.id)
+        log.warning("payment for a settled order order=%s out_trade_no=%s reason=%s",
+                    order.id, report.out_trade_no, reason)  # fmt: skip
+        return ReportOutcome(ReportVerdict.NOTED, reason, order.id)
+
+    async def _pay(
+        self, order_id: str, trigger: Trigger, report: PaymentReport, attempt: PaymentAttempt
+    ) -> Applied | None:
+        """The transition, or None when the order was settled another way meanwhile."""
+        try:
+            return await self.store.apply_trigger(
+                order_id,
+                trigger,
+                {
+                    "out_trade_no": report.out_trade_no,
+                    "transaction_id": report.transaction_id,
+                    "source": report.source.value,
+                },
+                AttemptUpdate(attempt.id, AttemptStatus.PAID, report.transaction_id),
+            )
+        except InvalidTransitionError:
+            return None
 
     async def reconcile(self, order_id: str) -> ReportOutcome:
         """Ask WeChat about the order's current attempt and apply the verified answer."""
