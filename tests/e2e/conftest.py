@@ -88,7 +88,9 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         log.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is
+# open, so it must be closed before any asyncio test of another module runs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = os.environ.get("SCANPAY_CHROMIUM") or shutil.which("chromium")
     if executable is None:
