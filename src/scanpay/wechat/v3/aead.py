@@ -64,7 +64,7 @@ def gcm_decrypt(cipher: AESGCM, nonce: str, ciphertext: str, associated_data: st
         raise DecryptionError("GCM tag mismatch (wrong API v3 key or tampered data)") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EncryptedResource:
     """A v3 ``resource`` / ``encrypt_certificate`` object."""
 

@@ -25,16 +25,19 @@ def dump_json(value: Mapping[str, object]) -> bytes:
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> JsonObject:
-    result: JsonObject = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedMessageError("duplicate JSON key")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise MalformedMessageError("duplicate JSON key")
     return result
 
 
 def _reject_constant(name: str) -> NoReturn:
     raise MalformedMessageError(f"JSON constant {name} is not allowed")
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
+)
 
 
 def parse_json(body: bytes) -> JsonObject:
@@ -62,11 +65,11 @@ def obj(container: Mapping[str, object], name: str, *, required: bool = True) ->
 
 def text(container: Mapping[str, object], name: str, *, required: bool = True) -> str:
     value = container.get(name)
+    if type(value) is str and (value or not required):
+        return value
     if value is None and not required:
         return ""
-    if not isinstance(value, str) or (required and value == ""):
-        raise MalformedMessageError(f"{name} must be a non-empty string")
-    return value
+    raise MalformedMessageError(f"{name} must be a non-empty string")
 
 
 def integer(container: Mapping[str, object], name: str, *, required: bool = True) -> int:

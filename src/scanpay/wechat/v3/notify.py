@@ -38,7 +38,7 @@ def failure_body(message: str = "失败") -> bytes:
     return dump_json({"code": "FAIL", "message": message})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """The clear part of a notification."""
 
@@ -50,14 +50,14 @@ class Envelope:
     resource: EncryptedResource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PaymentNotice:
     envelope: Envelope
     transaction: Transaction
     signed: SignedHeaders
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RefundNotice:
     envelope: Envelope
     refund: Refund

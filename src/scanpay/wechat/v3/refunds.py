@@ -31,7 +31,7 @@ REFUNDS_PATH: Final = "/v3/refund/domestic/refunds"
 _TRANSACTION_ID: Final = re.compile(r"[0-9A-Za-z]{1,32}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RefundApplication:
     """A refund request body, validated on construction (one of the two order ids)."""
 
@@ -101,7 +101,7 @@ def query_refund_request(out_refund_no: str) -> ApiRequest:
     return ApiRequest("GET", path, idempotent=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refund:
     """A v3 Refund object (create/query answer, decrypted REFUND.* resource)."""
 

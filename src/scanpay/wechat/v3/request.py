@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 JSON: Final = "application/json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiRequest:
     method: str
     url: str

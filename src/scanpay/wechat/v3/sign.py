@@ -60,7 +60,7 @@ def sign_message(private_key: RSAPrivateKey, message: bytes) -> str:
 def verify_message(public_key: RSAPublicKey, message: bytes, signature: str) -> None:
     """Raise :class:`SignatureError` unless ``signature`` is a valid SHA256withRSA signature."""
     try:
-        raw = base64.b64decode(signature.encode("ascii"), validate=True)
+        raw = binascii.a2b_base64(signature.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
         raise SignatureError("signature is not base64") from None
     try:

@@ -34,7 +34,7 @@ def check_notify_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NativeOrder:
     """A Native prepay request body, validated on construction."""
 
@@ -138,7 +138,7 @@ def close_order_request(out_trade_no: str, mchid: str) -> ApiRequest:
     return ApiRequest("POST", path, dump_json({"mchid": mchid}), idempotent=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transaction:
     """A v3 Transaction object (query answer, decrypted TRANSACTION.SUCCESS resource)."""
 

@@ -46,6 +46,8 @@ HeaderSource = MultiHeaders | Mapping[str, str] | Iterable[tuple[str, str]]
 
 def header_pairs(headers: HeaderSource) -> list[tuple[str, str]]:
     """All header pairs, repeats kept (httpx ``multi_items``, a mapping, or raw pairs)."""
+    if type(headers) is dict:  # the common case, kept cheap
+        return list(headers.items())
     multi = getattr(headers, "multi_items", None)
     if callable(multi):
         return [(str(k), str(v)) for k, v in multi()]
@@ -63,7 +65,7 @@ def single_header(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
     return found[0] if found else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SignedHeaders:
     """The Wechatpay-* headers of one response or notification."""
 
@@ -86,19 +88,21 @@ class SignedHeaders:
 def read_signed_headers(headers: HeaderSource) -> SignedHeaders:
     """Pick the Wechatpay-* headers; missing or repeated ones are malformed."""
     pairs = header_pairs(headers)
-    values: dict[str, str] = {}
-    for name in _REQUIRED:
-        value = single_header(pairs, name)
-        if not value:
-            raise MalformedMessageError(f"header {name} is missing")
-        values[name] = value
-    signature_type = single_header(pairs, SIGNATURE_TYPE) or SCHEME
+    lowered = {key.lower(): value for key, value in pairs}
+    if len(lowered) != len(pairs):  # a name repeats; is it one of ours?
+        names = [key.lower() for key, _ in pairs]
+        for name in (*_REQUIRED, SIGNATURE_TYPE):
+            if names.count(name.lower()) > 1:
+                raise MalformedMessageError(f"header {name} appears more than once")
+    timestamp = lowered.get("wechatpay-timestamp")
+    nonce = lowered.get("wechatpay-nonce")
+    signature = lowered.get("wechatpay-signature")
+    serial = lowered.get("wechatpay-serial")
+    if not (timestamp and nonce and signature and serial):
+        missing = [name for name in _REQUIRED if not lowered.get(name.lower())]
+        raise MalformedMessageError(f"header {missing[0]} is missing")
     return SignedHeaders(
-        timestamp=values[TIMESTAMP],
-        nonce=values[NONCE],
-        signature=values[SIGNATURE],
-        serial=values[SERIAL],
-        signature_type=signature_type,
+        timestamp, nonce, signature, serial, lowered.get("wechatpay-signature-type") or SCHEME
     )
 
 
