@@ -53,6 +53,7 @@ async def test_live_stream_sees_the_payment_and_closes(shop: Shop) -> None:
     await shop.sim.pay(code_url=order["code_url"])
     await shop.sim.deliver_due_notifications()
     response = await asyncio.wait_for(stream, timeout=10)
+    assert len(shop.context.hub) == 0  # the finished stream left nothing behind
     messages = parse_sse(response.text)
     assert messages[0][1]["type"] == "snapshot"
     assert messages[0][1]["status"] == "pending"

@@ -50,33 +50,37 @@ async def stream_order(
     else:
         seq = last_event_id
     idle = 0.0
-    while True:
-        wake = context.hub.watch(order_id)  # before reading: no lost wake-ups
-        for event in await context.store.events_after(order_id, seq):
-            seq = event.seq
-            if event.status is not None:
-                status = event.status
-            if event.type in PUBLIC_EVENTS:
-                payload = {
-                    "order_id": order_id,
-                    "seq": seq,
-                    "type": event.type.value,
-                    "status": status,
-                }
-                yield _message(seq, payload)
-        if is_settled(status):
-            return
-        try:
-            async with asyncio.timeout(POLL_SECONDS):
-                await wake.wait()
-        except TimeoutError:
-            idle += POLL_SECONDS
-        else:
-            idle = 0.0
-            continue
-        if idle >= context.settings.sse_heartbeat_seconds:
-            idle = 0.0
-            yield b": keep-alive\n\n"
+    context.hub.subscribe(order_id)
+    try:
+        while True:
+            wake = context.hub.watch(order_id)  # before reading: no lost wake-ups
+            for event in await context.store.events_after(order_id, seq):
+                seq = event.seq
+                if event.status is not None:
+                    status = event.status
+                if event.type in PUBLIC_EVENTS:
+                    payload = {
+                        "order_id": order_id,
+                        "seq": seq,
+                        "type": event.type.value,
+                        "status": status,
+                    }
+                    yield _message(seq, payload)
+            if is_settled(status):
+                return
+            try:
+                async with asyncio.timeout(POLL_SECONDS):
+                    await wake.wait()
+            except TimeoutError:
+                idle += POLL_SECONDS
+            else:
+                idle = 0.0
+                continue
+            if idle >= context.settings.sse_heartbeat_seconds:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+    finally:
+        context.hub.unsubscribe(order_id)
 
 
 @router.get(
