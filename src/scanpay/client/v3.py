@@ -7,6 +7,8 @@ anything (bill files excepted: WeChat does not sign them; their SHA-1 is checked
 Platform-certificate mode downloads ``/v3/certificates`` when a signature names a serial it
 does not know (once per answer, then :class:`UnknownKeyError`); public-key mode sends
 ``Wechatpay-Serial: PUB_KEY_ID_...``; both may be configured at once during a migration.
+A bill's ``download_url`` is fetched from ``base_url``'s origin (its path and query only), so the
+Authorization header never goes to a host other than the configured one.
 """
 
 from __future__ import annotations
