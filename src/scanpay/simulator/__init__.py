@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from scanpay.simulator.clock import SimClock as SimClock
 from scanpay.simulator.core import Simulator as Simulator
+from scanpay.simulator.core import generate_credentials as generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials as MerchantCredentials
 from scanpay.simulator.notifier import RETRY_DELAYS as RETRY_DELAYS
 from scanpay.simulator.payer import PayOutcome as PayOutcome
@@ -21,4 +22,5 @@ __all__ = [
     "PayResult",
     "SimClock",
     "Simulator",
+    "generate_credentials",
 ]

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 from starlette.applications import Starlette
 
+from scanpay.errors import ConfigurationError
 from scanpay.simulator import credentials as credential_store
 from scanpay.simulator.app import build_app
 from scanpay.simulator.clock import SimClock
@@ -27,6 +28,11 @@ from scanpay.simulator.payer import Payer, PayOutcome, PayResult
 from scanpay.simulator.v2api import V2Api
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8090"
+
+
+def generate_credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
+    """Fresh credentials for ``Simulator.create(credentials=...)`` (RSA keys take a moment)."""
+    return credential_store.generate()
 
 
 class Simulator:
@@ -63,8 +69,13 @@ class Simulator:
         notify_transport: httpx.AsyncBaseTransport | None = None,
         clock: SimClock | None = None,
         merchant_name: str = "scanpay demo shop",
+        credentials: tuple[MerchantCredentials, SimulatorKeys] | None = None,
     ) -> Simulator:
-        creds, keys = credential_store.load_or_create(state_dir)
+        """A simulator; ``credentials`` (from :func:`generate_credentials`) reuses keys made
+        earlier, which makes in-memory simulators in test suites cheap."""
+        if credentials is not None and state_dir is not None:
+            raise ConfigurationError("credentials= is for in-memory simulators only")
+        creds, keys = credentials or credential_store.load_or_create(state_dir)
         return cls(
             creds=creds,
             keys=keys,

@@ -65,6 +65,7 @@ class Notifier:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = False
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -95,6 +96,7 @@ class Notifier:
             loop.call_soon_threadsafe(wakeup.set)
 
         self._unsubscribe = self._clock.subscribe(on_advance)
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="scanpay-sim-notifier")
 
     async def stop(self) -> None:
@@ -102,9 +104,11 @@ class Notifier:
             self._unsubscribe()
             self._unsubscribe = None
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Ask the loop to finish its current attempt and leave (no cancellation inside
+            # an HTTP exchange), then wait for it.
+            self._stopping = True
+            self.wake()
+            await self._task
             self._task = None
         if self._http is not None:
             await self._http.aclose()
@@ -117,7 +121,7 @@ class Notifier:
 
     async def _run(self) -> None:
         assert self._wakeup is not None
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
             await self.deliver_due()
             due = self._ledger.next_due()
@@ -125,7 +129,8 @@ class Notifier:
             if due is not None and not self._clock.frozen:
                 wait = max(0.0, min(wait, due - self._clock.timestamp()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
 
     async def deliver_due(self) -> int:
         """Make every attempt that is due now, wait for the answers; returns how many."""
