@@ -1,0 +1,83 @@
+"""Run a simulator (and a merchant receiver) on loopback ports in background threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import uvicorn
+
+from scanpay.simulator import Simulator
+from scanpay.wechat.v2.notify import ACK_SUCCESS
+
+READY_WAIT_SECONDS = 15.0
+
+
+@contextmanager
+def serve_simulator(state_dir: Path | None = None) -> Iterator[tuple[Simulator, str]]:
+    """A simulator served by uvicorn on 127.0.0.1 and a free port; yields (sim, base URL)."""
+    sim = Simulator.create(state_dir)
+    config = uvicorn.Config(
+        sim.app, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="sim-uvicorn", daemon=True)
+    thread.start()
+    ready = threading.Event()
+    while not server.started and thread.is_alive():
+        ready.wait(0.02)
+    if not server.started:
+        raise RuntimeError("the simulator did not start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    sim.public_url = f"http://127.0.0.1:{port}"
+    try:
+        yield sim, sim.public_url
+    finally:
+        server.should_exit = True
+        thread.join(READY_WAIT_SECONDS)
+        sim.close()
+
+
+@dataclass
+class Inbox:
+    bodies: list[bytes] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self) -> bytes:
+        if not self.arrived.wait(READY_WAIT_SECONDS):
+            raise AssertionError("no notification arrived")
+        return self.bodies[0]
+
+
+@contextmanager
+def serve_receiver() -> Iterator[tuple[Inbox, str]]:
+    """A merchant notify_url (stdlib http.server) that records bodies and acknowledges."""
+    inbox = Inbox()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            size = int(self.headers.get("Content-Length", "0"))
+            inbox.bodies.append(self.rfile.read(size))
+            inbox.arrived.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(ACK_SUCCESS)))
+            self.end_headers()
+            self.wfile.write(ACK_SUCCESS)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, name="receiver", daemon=True)
+    thread.start()
+    try:
+        yield inbox, f"http://127.0.0.1:{httpd.server_address[1]}/notify"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(READY_WAIT_SECONDS)
