@@ -1,16 +1,46 @@
-"""Async client for WeChat Pay API v2 (XML) Native calls."""
+"""Async client for WeChat Pay API v2 (XML): Native orders, refunds, bills, notifications.
+
+The only place v2 bytes leave the process. Each method builds a request with the pure core
+(:mod:`scanpay.wechat.v2`), sends it, and hands the answer back to the core to verify and
+parse. ``secapi/`` calls (refund) go through a second HTTP client that presents the merchant's
+certificate (mutual TLS); with an injected ``transport`` both clients share it and the
+certificate is not used.
+
+Retries (:class:`RetryPolicy`) happen only where they cannot do harm: a connection that failed
+before the request was sent, and ``SYSTEMERROR`` / ``BIZERR_NEED_RETRY`` / ``FREQUENCY_LIMITED``
+or HTTP 5xx on calls that are idempotent by ``out_trade_no`` / ``out_refund_no`` — the same
+bytes are sent again. A read timeout after sending is never retried here (the caller may
+repeat the call with the same numbers). Keys never appear in reprs, logs or errors.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import random
 import secrets
-from collections.abc import Callable, Mapping
-from typing import Final
+import ssl
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, TypeVar
 
 import httpx
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    pkcs12,
+)
 
-from scanpay.errors import TransportError
+from scanpay.errors import ConfigurationError, RetryableApiError, TransportError
+from scanpay.wechat.bill import Bill
+from scanpay.wechat.secret import Secret
+from scanpay.wechat.v2.bills import DOWNLOAD_BILL_PATH, DownloadBill, parse_bill_response
 from scanpay.wechat.v2.envelope import V2Merchant, decode_response, encode_request
+from scanpay.wechat.v2.notify import PaymentNotification, verify_payment_notification
 from scanpay.wechat.v2.orders import (
     CLOSE_ORDER_PATH,
     ORDER_QUERY_PATH,
@@ -23,13 +53,101 @@ from scanpay.wechat.v2.orders import (
     parse_order_query,
     parse_unified_order,
 )
+from scanpay.wechat.v2.refund_notify import RefundNotification, decrypt_refund_notification
+from scanpay.wechat.v2.refunds import (
+    REFUND_PATH,
+    REFUND_QUERY_PATH,
+    RefundQuery,
+    RefundQueryResult,
+    RefundRequest,
+    RefundResult,
+    parse_refund,
+    parse_refund_query,
+)
 
 DEFAULT_BASE_URL: Final = "https://api.mch.weixin.qq.com"
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# httpx errors raised before any byte of the request reached the server.
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def random_nonce() -> str:
     return secrets.token_hex(16)
+
+
+def full_jitter(delay: float) -> float:
+    # spreading retries, not cryptography: the plain PRNG is right here
+    return random.uniform(0.0, delay)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; ``jitter`` and ``sleep`` are injectable for tests."""
+
+    attempts: int = 3
+    base_delay: float = 0.2
+    max_delay: float = 2.0
+    jitter: Callable[[float], float] = full_jitter
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return self.jitter(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+NO_RETRY: Final = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """The merchant's API certificate for ``secapi/`` calls (``apiclient_cert``)."""
+
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "ClientCertificate(<hidden>)"
+
+    @classmethod
+    def from_pem_files(cls, cert_path: str | Path, key_path: str | Path) -> ClientCertificate:
+        try:
+            return cls(Path(cert_path).read_bytes(), Path(key_path).read_bytes())
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read client certificate: {exc.strerror}") from None
+
+    @classmethod
+    def from_pkcs12(cls, data: bytes, password: str | Secret) -> ClientCertificate:
+        """``apiclient_cert.p12`` (its password is the mch_id unless changed)."""
+        secret = password.reveal() if isinstance(password, Secret) else password
+        try:
+            key, cert, _chain = pkcs12.load_key_and_certificates(data, secret.encode())
+        except ValueError:
+            raise ConfigurationError("PKCS#12 bundle unreadable or wrong password") from None
+        if key is None or cert is None:
+            raise ConfigurationError("PKCS#12 bundle lacks the key or the certificate")
+        key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        return cls(cert.public_bytes(Encoding.PEM), key_pem)
+
+    def ssl_context(self, *, cadata: str | None = None) -> ssl.SSLContext:
+        """A verifying TLS context that presents this certificate.
+
+        ``cadata`` (PEM) replaces the system trust store, for private test servers.
+        """
+        context = ssl.create_default_context(cadata=cadata)
+        # ssl loads key material from files only: a private directory, removed at once.
+        with tempfile.TemporaryDirectory(prefix="scanpay-cert-") as folder:
+            cert_file, key_file = Path(folder, "cert.pem"), Path(folder, "key.pem")
+            cert_file.write_bytes(self.cert_pem)
+            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(self.key_pem)
+            try:
+                context.load_cert_chain(cert_file, key_file)
+            except ssl.SSLError:
+                raise ConfigurationError("client certificate and key do not load") from None
+        return context
 
 
 class V2Client:
@@ -42,22 +160,40 @@ class V2Client:
         base_url: str = DEFAULT_BASE_URL,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
+        connect_timeout: float = 5.0,
         nonce: Callable[[], str] = random_nonce,
+        client_cert: ClientCertificate | None = None,
+        retry: RetryPolicy = NO_RETRY,
+        server_ca_pem: str | None = None,
     ) -> None:
         self.merchant = merchant
+        self.retry = retry
         self._nonce = nonce
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        self._base_url = base_url.rstrip("/")
+        self._transport = transport
+        self._client_cert = client_cert
+        self._server_ca_pem = server_ca_pem
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, connect_timeout))
+        plain_verify = ssl.create_default_context(cadata=server_ca_pem) if server_ca_pem else True
+        self._http = self._new_http(verify=plain_verify)
+        self._secure: httpx.AsyncClient | None = None
+
+    def _new_http(self, *, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self._base_url,
+            transport=self._transport,
+            timeout=self._timeout,
+            verify=verify,
             headers={"Content-Type": "text/xml; charset=utf-8", "User-Agent": "scanpay/0.1"},
         )
 
     def __repr__(self) -> str:
-        return f"V2Client(mch_id={self.merchant.mch_id!r}, base_url={str(self._http.base_url)!r})"
+        return f"V2Client(mch_id={self.merchant.mch_id!r}, base_url={self._base_url!r})"
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._secure is not None:
+            await self._secure.aclose()
 
     async def __aenter__(self) -> V2Client:
         return self
@@ -65,16 +201,70 @@ class V2Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def call(self, path: str, fields: Mapping[str, str | int]) -> dict[str, str]:
+    def _secure_http(self) -> httpx.AsyncClient:
+        if self._transport is not None:
+            return self._http  # tests / simulator: the transport stands in for TLS
+        if self._secure is None:
+            if self._client_cert is None:
+                raise ConfigurationError("secapi calls need client_cert (the merchant API cert)")
+            context = self._client_cert.ssl_context(cadata=self._server_ca_pem)
+            self._secure = self._new_http(verify=context)
+        return self._secure
+
+    async def _exchange(
+        self,
+        path: str,
+        body: bytes,
+        read: Callable[[httpx.Response], T],
+        *,
+        secure: bool = False,
+        idempotent: bool = True,
+    ) -> T:
+        """POST ``body`` and ``read`` the answer, retrying (same bytes) where it is safe."""
+        http = self._secure_http() if secure else self._http
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= self.retry.attempts
+            try:
+                response = await http.post(path, content=body)
+            except _NOT_SENT as exc:
+                if last:
+                    raise TransportError(f"{path}: {type(exc).__name__}") from None
+                reason = type(exc).__name__
+            except httpx.TransportError as exc:
+                raise TransportError(f"{path}: {type(exc).__name__}") from None
+            else:
+                if response.status_code >= 500:
+                    if last or not idempotent:
+                        raise TransportError(f"{path}: HTTP {response.status_code}")
+                    reason = f"HTTP {response.status_code}"
+                else:
+                    try:
+                        return read(response)
+                    except RetryableApiError as exc:
+                        if last or not idempotent:
+                            raise
+                        reason = exc.code
+            log.info("v2 %s: %s on attempt %d, retrying", path, reason, attempt)
+            await self.retry.sleep(self.retry.delay(attempt))
+
+    def _read_envelope(self, response: httpx.Response) -> dict[str, str]:
+        return decode_response(response.content, self.merchant, http_status=response.status_code)
+
+    async def call(
+        self,
+        path: str,
+        fields: Mapping[str, str | int],
+        *,
+        secure: bool = False,
+        idempotent: bool = True,
+    ) -> dict[str, str]:
         """Sign, send, verify: the verified response fields or a typed error."""
         body = encode_request(fields, self.merchant, nonce=self._nonce())
-        try:
-            response = await self._http.post(path, content=body)
-        except httpx.TransportError as exc:
-            raise TransportError(f"{path}: {type(exc).__name__}") from None
-        if response.status_code >= 500:
-            raise TransportError(f"{path}: HTTP {response.status_code}")
-        return decode_response(response.content, self.merchant, http_status=response.status_code)
+        return await self._exchange(
+            path, body, self._read_envelope, secure=secure, idempotent=idempotent
+        )
 
     async def create_native_order(self, order: UnifiedOrder) -> UnifiedOrderResult:
         fields = await self.call(UNIFIED_ORDER_PATH, order.to_fields())
@@ -86,3 +276,29 @@ class V2Client:
 
     async def close_order(self, out_trade_no: str) -> None:
         await self.call(CLOSE_ORDER_PATH, close_order_fields(out_trade_no))
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        """``secapi/pay/refund`` over mutual TLS; the answer means *accepted*, not done."""
+        fields = await self.call(REFUND_PATH, request.to_fields(), secure=True)
+        return parse_refund(fields)
+
+    async def query_refund(self, query: RefundQuery) -> RefundQueryResult:
+        return parse_refund_query(await self.call(REFUND_QUERY_PATH, query.to_fields()))
+
+    async def download_bill(self, request: DownloadBill) -> Bill:
+        """The day's bill, parsed; ``ApiError`` when WeChat answers with an XML failure."""
+        body = encode_request(request.to_fields(), self.merchant, nonce=self._nonce())
+
+        def read(response: httpx.Response) -> Bill:
+            return parse_bill_response(response.content, http_status=response.status_code)
+
+        return await self._exchange(DOWNLOAD_BILL_PATH, body, read)
+
+    def verify_payment_notification(self, body: bytes) -> PaymentNotification:
+        """Check a payment notification's raw body: signature, then that it names us."""
+        return verify_payment_notification(
+            body, self.merchant.key, appid=self.merchant.appid, mch_id=self.merchant.mch_id
+        )
+
+    def decrypt_refund_notification(self, body: bytes) -> RefundNotification:
+        return decrypt_refund_notification(body, self.merchant)

@@ -25,12 +25,22 @@ class PaymentNotification:
     fields: Mapping[str, str]
 
 
-def verify_payment_notification(body: bytes, key: Secret) -> PaymentNotification:
-    """Parse and verify the raw bytes of a payment notification."""
+def verify_payment_notification(
+    body: bytes, key: Secret, *, appid: str | None = None, mch_id: str | None = None
+) -> PaymentNotification:
+    """Parse and verify the raw bytes of a payment notification.
+
+    The signature is checked with the sign type the notification declares; when ``appid`` /
+    ``mch_id`` are given the notification must name exactly them.
+    """
     fields = parse_xml(body)
     if fields.get("return_code") != "SUCCESS":
         raise MalformedMessageError("notification return_code is not SUCCESS")
     sign_type = verify_v2(fields, key)
+    if (appid is not None and fields.get("appid") != appid) or (
+        mch_id is not None and fields.get("mch_id") != mch_id
+    ):
+        raise MalformedMessageError("notification names another merchant")
     if fields.get("result_code") != "SUCCESS":
         raise MalformedMessageError("notification result_code is not SUCCESS")
     status = parse_order_query({**fields, "trade_state": TradeState.SUCCESS.value})
