@@ -23,6 +23,7 @@ from starlette.routing import Route
 from scanpay.errors import DomainError, NotFoundError, ValidationError
 from scanpay.simulator import pages
 from scanpay.simulator.payer import PayOutcome
+from scanpay.simulator.v3api import V3Answer, V3Request
 from scanpay.wechat.v2.envelope import encode_failure
 from scanpay.wechat.xmlcodec import MAX_BODY_BYTES
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 XML_TYPE: Final = "text/xml; charset=utf-8"
 MAX_JSON_BYTES: Final = 16 * 1024
+MAX_V3_BODY: Final = 64 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -168,6 +170,31 @@ def build_app(sim: Simulator) -> Starlette:
         )
         return HTMLResponse(html)
 
+    async def v3_request(request: Request) -> V3Request | Response:
+        body = await read_body(request, MAX_V3_BODY)
+        if body is None:
+            return Response(status_code=413)
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        target = raw_path.decode("latin-1")
+        if request.scope.get("query_string"):
+            target += "?" + request.scope["query_string"].decode("latin-1")
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        return V3Request(request.method, target, body, headers)
+
+    def v3_response(answer: V3Answer) -> Response:
+        return Response(answer.body, status_code=answer.status, headers=answer.headers)
+
+    def v3_endpoint(
+        handle: Callable[[V3Request, str], V3Answer], param: str = ""
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            parsed = await v3_request(request)
+            if isinstance(parsed, Response):
+                return parsed
+            return v3_response(handle(parsed, request.path_params.get(param, "")))
+
+        return endpoint
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await sim.start()
@@ -181,6 +208,29 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/pay/unifiedorder", v2_endpoint(sim.v2.unified_order), methods=both),
         Route("/pay/orderquery", v2_endpoint(sim.v2.order_query), methods=both),
         Route("/pay/closeorder", v2_endpoint(sim.v2.close_order), methods=both),
+        Route(
+            "/v3/pay/transactions/native",
+            v3_endpoint(lambda r, _: sim.v3.native_prepay(r)),
+            methods=["POST"],
+        ),
+        Route(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}",
+            v3_endpoint(sim.v3.query_by_out_trade_no, "out_trade_no"),
+            methods=["GET"],
+        ),
+        Route(
+            "/v3/pay/transactions/id/{transaction_id}",
+            v3_endpoint(sim.v3.query_by_transaction_id, "transaction_id"),
+            methods=["GET"],
+        ),
+        Route(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+            v3_endpoint(sim.v3.close, "out_trade_no"),
+            methods=["POST"],
+        ),
+        Route(
+            "/v3/certificates", v3_endpoint(lambda r, _: sim.v3.certificates(r)), methods=["GET"]
+        ),
         Route("/sim", overview, methods=["GET"]),
         Route("/sim/", overview, methods=["GET"]),
         Route("/sim/pay", pay, methods=["POST"]),

@@ -17,15 +17,16 @@ from urllib.parse import quote
 import httpx
 from starlette.applications import Starlette
 
-from scanpay.errors import ConfigurationError
+from scanpay.errors import ConfigurationError, NotFoundError
 from scanpay.simulator import credentials as credential_store
 from scanpay.simulator.app import build_app
 from scanpay.simulator.clock import SimClock
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
-from scanpay.simulator.ledger import Ledger, Order
+from scanpay.simulator.ledger import Ledger, Notification, Order
 from scanpay.simulator.notifier import Notifier
 from scanpay.simulator.payer import Payer, PayOutcome, PayResult
 from scanpay.simulator.v2api import V2Api
+from scanpay.simulator.v3api import V3Api
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8090"
 
@@ -55,9 +56,12 @@ class Simulator:
         self.clock = clock
         self.public_url = public_url.rstrip("/")
         self.merchant_name = merchant_name
-        self.notifier = Notifier(ledger, clock, transport=notify_transport)
-        self.payer = Payer(creds, ledger, clock, on_notification=self.notifier.wake)
         self.v2 = V2Api(creds, ledger, clock)
+        self.v3 = V3Api(creds, keys, ledger, clock)
+        self.notifier = Notifier(
+            ledger, clock, transport=notify_transport, sign_headers=self._sign_v3_notification
+        )
+        self.payer = Payer(creds, ledger, clock, on_notification=self.notifier.wake)
         self.app: Starlette = build_app(self)
 
     @classmethod
@@ -88,6 +92,12 @@ class Simulator:
 
     def __repr__(self) -> str:
         return f"Simulator(mchid={self.credentials.mchid!r}, public_url={self.public_url!r})"
+
+    def _sign_v3_notification(self, notification: Notification) -> dict[str, str]:
+        order = self.ledger.order(notification.out_trade_no)
+        if order is None:
+            raise NotFoundError("notification for an order that is not in the ledger")
+        return self.v3.sign_notification(notification.body, order)
 
     # lifecycle ----------------------------------------------------------------------------
 

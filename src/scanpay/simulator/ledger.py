@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS orders (
     bank_type TEXT NOT NULL DEFAULT '',
     time_end TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    api TEXT NOT NULL DEFAULT 'v2',
+    signer TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS payments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -104,6 +106,10 @@ class Order:
     time_end: str
     created_at: float
     updated_at: float
+    #: "v2" or "v3": which API created the order (and so how it is notified)
+    api: str = "v2"
+    #: v3 only: "public_key" or "platform", the key the merchant verifies WeChat with
+    signer: str = ""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Order:
@@ -152,6 +158,14 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add columns that ledgers written by earlier versions lack."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(orders)")}
+        for name in ("api TEXT NOT NULL DEFAULT 'v2'", "signer TEXT NOT NULL DEFAULT ''"):
+            if name.split()[0] not in columns:
+                self._db.execute(f"ALTER TABLE orders ADD COLUMN {name}")
 
     def close(self) -> None:
         with self._lock:

@@ -55,7 +55,9 @@ class Notifier:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 5.0,
+        sign_headers: Callable[[Notification], dict[str, str]] | None = None,
     ) -> None:
+        self._sign_headers = sign_headers
         self._ledger = ledger
         self._clock = clock
         self._transport = transport
@@ -146,11 +148,12 @@ class Notifier:
         status: int | None = None
         answer = b""
         error = ""
+        headers = {"Content-Type": notification.content_type}
+        if notification.kind == "payment_v3" and self._sign_headers is not None:
+            headers.update(self._sign_headers(notification))  # fresh timestamp per attempt
         try:
             response = await self._client().post(
-                notification.url,
-                content=notification.body,
-                headers={"Content-Type": notification.content_type},
+                notification.url, content=notification.body, headers=headers
             )
             status, answer = response.status_code, response.content
         except httpx.HTTPError as exc:

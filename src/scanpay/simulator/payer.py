@@ -9,6 +9,8 @@ hours), an order past its ``time_expire``, a closed order or one already paid.
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -20,9 +22,11 @@ from scanpay.simulator.clock import SimClock
 from scanpay.simulator.credentials import MerchantCredentials
 from scanpay.simulator.ledger import Ledger, Order
 from scanpay.simulator.v2api import CODE_URL_LIFETIME
+from scanpay.simulator.v3api import transaction
 from scanpay.wechat.fields import format_v2_time, parse_v2_time
 from scanpay.wechat.states import TradeState
 from scanpay.wechat.v2.notify import build_payment_notification
+from scanpay.wechat.v3.notify import build_notification
 
 
 class PayOutcome(StrEnum):
@@ -171,6 +175,9 @@ class Payer:
         )
 
     def _queue_notification(self, order: Order) -> None:
+        if order.api == "v3":
+            self._queue_v3_notification(order)
+            return
         fields: dict[str, str | int] = {
             "appid": order.appid,
             "mch_id": order.mch_id,
@@ -195,6 +202,24 @@ class Payer:
             url=order.notify_url,
             body=body,
             content_type="text/xml",
+            at=self._clock.timestamp(),
+        )
+        self._on_notification()
+
+    def _queue_v3_notification(self, order: Order) -> None:
+        body = build_notification(
+            transaction(order),
+            self._creds.api_v3_key,
+            notification_id=str(uuid.uuid4()),
+            create_time=self._clock.now(),
+            nonce=secrets.token_hex(6),
+        )
+        self._ledger.add_notification(
+            kind="payment_v3",
+            out_trade_no=order.out_trade_no,
+            url=order.notify_url,
+            body=body,
+            content_type="application/json",
             at=self._clock.timestamp(),
         )
         self._on_notification()
