@@ -97,12 +97,13 @@ def client(
     attempts: int = 3,
     sleeps: Sleeps | None = None,
 ) -> V2Client:
-    policy = RetryPolicy(attempts=attempts, jitter=lambda d: d, sleep=sleeps or Sleeps())
     return V2Client(
         sim.credentials.v2_merchant(sign_type),
         base_url="http://sim.test",
         transport=transport,
-        retry=policy,
+        retry=RetryPolicy(attempts=attempts, base_delay=0.2, jitter=0.5),
+        sleep=sleeps or Sleeps(),
+        random=lambda: 1.0,  # the top of the jitter range: delays are exactly the ceilings
     )
 
 
@@ -133,12 +134,14 @@ async def test_connection_refused_too_often_is_a_transport_error(sim: Simulator)
     assert len(faults.requests) == 3
 
 
-async def test_read_timeout_is_not_retried(sim: Simulator) -> None:
-    faults = Faults(sim, [read_timeout])
+async def test_read_timeout_retried_only_when_idempotent(sim: Simulator) -> None:
+    faults = Faults(sim, [read_timeout, read_timeout])
     async with client(sim, faults) as v2:
         with pytest.raises(TransportError):
-            await v2.create_native_order(order())
-    assert len(faults.requests) == 1
+            await v2.call("/pay/orderquery", {"out_trade_no": "SP20240305a1"}, idempotent=False)
+        assert len(faults.requests) == 1
+        assert (await v2.create_native_order(order())).code_url  # same out_trade_no: repeat
+    assert len(faults.requests) == 3
 
 
 async def test_system_error_is_retried_on_idempotent_calls(sim: Simulator) -> None:

@@ -6,11 +6,12 @@ parse. ``secapi/`` calls (refund) go through a second HTTP client that presents 
 certificate (mutual TLS); with an injected ``transport`` both clients share it and the
 certificate is not used.
 
-Retries (:class:`RetryPolicy`) happen only where they cannot do harm: a connection that failed
-before the request was sent, and ``SYSTEMERROR`` / ``BIZERR_NEED_RETRY`` / ``FREQUENCY_LIMITED``
-or HTTP 5xx on calls that are idempotent by ``out_trade_no`` / ``out_refund_no`` — the same
-bytes are sent again. A read timeout after sending is never retried here (the caller may
-repeat the call with the same numbers). Keys never appear in reprs, logs or errors.
+Retries follow :mod:`scanpay.client.retry` (shared with v3): a connection that failed before
+the request was sent is always repeated; ``SYSTEMERROR`` / ``BIZERR_NEED_RETRY`` /
+``FREQUENCY_LIMITED``, HTTP 5xx and transport failures after sending only on calls that are
+idempotent by ``out_trade_no`` / ``out_refund_no`` (every v2 call here; ``call(...,
+idempotent=False)`` opts out). The very same bytes are sent again. Keys never appear in
+reprs, logs or errors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
+import random as _random
 import secrets
 import ssl
 import tempfile
@@ -35,7 +36,8 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
-from scanpay.errors import ConfigurationError, RetryableApiError, TransportError
+from scanpay.client.retry import NO_RETRY, NOT_SENT, RetryPolicy, call_with_retry
+from scanpay.errors import ConfigurationError, TransportError
 from scanpay.wechat.bill import Bill
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.v2.bills import DOWNLOAD_BILL_PATH, DownloadBill, parse_bill_response
@@ -69,35 +71,14 @@ DEFAULT_BASE_URL: Final = "https://api.mch.weixin.qq.com"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+__all__ = ["ClientCertificate", "RetryPolicy", "V2Client", "random_nonce"]
+
 # httpx errors raised before any byte of the request reached the server.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def random_nonce() -> str:
     return secrets.token_hex(16)
-
-
-def full_jitter(delay: float) -> float:
-    # spreading retries, not cryptography: the plain PRNG is right here
-    return random.uniform(0.0, delay)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter; ``jitter`` and ``sleep`` are injectable for tests."""
-
-    attempts: int = 3
-    base_delay: float = 0.2
-    max_delay: float = 2.0
-    jitter: Callable[[float], float] = full_jitter
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return self.jitter(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-
-
-NO_RETRY: Final = RetryPolicy(attempts=1)
 
 
 @dataclass(frozen=True)
@@ -164,10 +145,14 @@ class V2Client:
         nonce: Callable[[], str] = random_nonce,
         client_cert: ClientCertificate | None = None,
         retry: RetryPolicy = NO_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
         server_ca_pem: str | None = None,
     ) -> None:
         self.merchant = merchant
         self.retry = retry
+        self._sleep = sleep
+        self._random = random
         self._nonce = nonce
         self._base_url = base_url.rstrip("/")
         self._transport = transport
@@ -220,34 +205,28 @@ class V2Client:
         secure: bool = False,
         idempotent: bool = True,
     ) -> T:
-        """POST ``body`` and ``read`` the answer, retrying (same bytes) where it is safe."""
+        """POST ``body`` and ``read`` the answer, repeating the same bytes where it is safe."""
         http = self._secure_http() if secure else self._http
-        attempt = 0
-        while True:
-            attempt += 1
-            last = attempt >= self.retry.attempts
+
+        async def once() -> T:
             try:
                 response = await http.post(path, content=body)
             except _NOT_SENT as exc:
-                if last:
-                    raise TransportError(f"{path}: {type(exc).__name__}") from None
-                reason = type(exc).__name__
+                raise TransportError(f"{path}: {type(exc).__name__}", code=NOT_SENT) from None
             except httpx.TransportError as exc:
                 raise TransportError(f"{path}: {type(exc).__name__}") from None
-            else:
-                if response.status_code >= 500:
-                    if last or not idempotent:
-                        raise TransportError(f"{path}: HTTP {response.status_code}")
-                    reason = f"HTTP {response.status_code}"
-                else:
-                    try:
-                        return read(response)
-                    except RetryableApiError as exc:
-                        if last or not idempotent:
-                            raise
-                        reason = exc.code
-            log.info("v2 %s: %s on attempt %d, retrying", path, reason, attempt)
-            await self.retry.sleep(self.retry.delay(attempt))
+            if response.status_code >= 500:
+                raise TransportError(f"{path}: HTTP {response.status_code}")
+            return read(response)
+
+        return await call_with_retry(
+            once,
+            self.retry,
+            idempotent=idempotent,
+            sleep=self._sleep,
+            random=self._random,
+            what=f"v2 {path}",
+        )
 
     def _read_envelope(self, response: httpx.Response) -> dict[str, str]:
         return decode_response(response.content, self.merchant, http_status=response.status_code)
