@@ -45,6 +45,7 @@ def serve_simulator(state_dir: Path | None = None) -> Iterator[tuple[Simulator, 
 @dataclass
 class Inbox:
     bodies: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
 
     def wait(self) -> bytes:
@@ -61,6 +62,7 @@ def serve_receiver() -> Iterator[tuple[Inbox, str]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             size = int(self.headers.get("Content-Length", "0"))
+            inbox.headers.append(dict(self.headers.items()))
             inbox.bodies.append(self.rfile.read(size))
             inbox.arrived.set()
             self.send_response(200)
