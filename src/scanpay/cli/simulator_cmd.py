@@ -63,12 +63,12 @@ from wechatpy.pay import WeChatPay
 client = WeChatPay(appid="{creds.appid}", api_key="{v2_key}", mch_id="{creds.mchid}")
 client.API_BASE_URL = "{base_url}/"
 
-# wechatpayv3 (API v3 endpoints of the simulator are not there yet; see docs/simulator.md)
+# wechatpayv3 (public-key mode; certificate mode: see docs/simulator.md)
 from wechatpayv3 import WeChatPay, WeChatPayType
 pay = WeChatPay(
     wechatpay_type=WeChatPayType.NATIVE, mchid="{creds.mchid}", appid="{creds.appid}",
     private_key=open("{key_path}").read(), cert_serial_no="{creds.merchant_serial_no}",
-    apiv3_key="{v3_key}", notify_url="https://your.shop/notify",
+    apiv3_key="{v3_key}", notify_url="http://127.0.0.1:8000/notify",
     public_key=open("{pub_path}").read(), public_key_id="{creds.wechatpay_public_key_id}",
 )
 pay._core._gate_way = "{base_url}"
