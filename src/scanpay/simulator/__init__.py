@@ -1,4 +1,4 @@
-"""A local WeChat Pay: API v2 Native at WeChat's paths, a payer, notifications, a test clock.
+"""A local WeChat Pay: API v2 and v3 Native at WeChat's paths, a payer, notifications, a clock.
 
 Public surface (pinned by tests/simulator/test_public_api.py)::
 

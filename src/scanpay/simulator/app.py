@@ -1,7 +1,9 @@
 """The simulator's ASGI app: WeChat's paths at the root, the control API under ``/sim/``.
 
 WeChat API v2: ``POST /pay/unifiedorder``, ``/pay/orderquery``, ``/pay/closeorder`` (XML in,
-XML out, always HTTP 200 as WeChat does). Control API (JSON): ``POST /sim/pay``,
+XML out, always HTTP 200 as WeChat does). WeChat API v3: ``POST /v3/pay/transactions/native``,
+``GET /v3/pay/transactions/out-trade-no/{no}`` and ``/id/{id}``, ``POST .../{no}/close``,
+``GET /v3/certificates`` (JSON, signed answers). Control API (JSON): ``POST /sim/pay``,
 ``GET /sim/notifications``, ``POST /sim/notifications/deliver``, ``GET /sim/clock``,
 ``POST /sim/clock/advance``, ``GET /sim/orders``, ``GET /sim/orders/{out_trade_no}``.
 Pages: ``GET /sim`` (ledger overview), ``GET|POST /sim/scan`` (the payer's phone).
