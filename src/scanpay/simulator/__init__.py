@@ -1,6 +1,6 @@
 """A local WeChat Pay: API v2 and v3 Native at WeChat's paths, a payer, notifications, a clock.
 
-Public surface (pinned by tests/simulator/test_public_api.py)::
+Public surface (pinned by tests/simulator/test_state.py::test_public_api)::
 
     from scanpay.simulator import Simulator, PayOutcome, MerchantCredentials, SimClock
 """
