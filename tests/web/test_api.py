@@ -172,4 +172,4 @@ async def test_wechat_unreachable_is_a_503_and_the_order_is_kept(
         )
     await app.state.scanpay.aclose()
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "TRANSPORT_ERROR"
+    assert response.json()["error"]["code"] == "NOT_SENT"
