@@ -13,7 +13,17 @@ ruff format --check src tests benchmarks
 echo "== mypy (strict)"
 mypy
 echo "== postgresql"
+pg_data=var/pg/data
+pg_ctl=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl
+pg_was_up=0
+if [ -f "$pg_data/PG_VERSION" ] && runuser -u postgres -- "$pg_ctl" -D "$pg_data" status >/dev/null 2>&1; then
+    pg_was_up=1
+fi
 SCANPAY_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
+if [ "$pg_was_up" = 0 ]; then
+    # Stop the server this run started, however the run ends.
+    trap 'runuser -u postgres -- "$pg_ctl" -D "$pg_data" stop -m fast >/dev/null 2>&1 || true' EXIT
+fi
 export SCANPAY_TEST_POSTGRES_URL
 echo "$SCANPAY_TEST_POSTGRES_URL"
 echo "== pytest"
