@@ -37,8 +37,9 @@ class AttemptStatus(StrEnum):
     CREATING = "creating"  # stored, WeChat not (yet) answered with a code_url
     ACTIVE = "active"  # code_url known, shopper may pay
     PAID = "paid"
-    CLOSED = "closed"
+    CLOSED = "closed"  # closed at WeChat (or never created there): can never be paid
     FAILED = "failed"  # WeChat refused the order; never payable
+    SURPLUS = "surplus"  # paid, but the order was already paid or settled: refunded
 
 
 class ApiVersion(StrEnum):
@@ -50,6 +51,7 @@ class EventType(StrEnum):
     CREATED = "created"
     QR_READY = "qr_ready"
     ATTEMPT_FAILED = "attempt_failed"
+    ATTEMPT_CLOSED = "attempt_closed"
     PAID = "paid"
     CLOSED = "closed"
     EXPIRED = "expired"
@@ -65,6 +67,8 @@ PUBLIC_EVENTS: Final = frozenset(EventType) - {EventType.ALERT}
 class ReportSource(StrEnum):
     NOTIFICATION_V2 = "notification_v2"
     QUERY_V2 = "query_v2"
+    NOTIFICATION_V3 = "notification_v3"
+    QUERY_V3 = "query_v3"
 
 
 def utcnow() -> datetime:
@@ -121,6 +125,7 @@ class Order:
     updated_at: datetime
     currency: str = CURRENCY
     last_seq: int = 0
+    expires_at: datetime | None = None  # overall deadline; unpaid after it -> expired
 
     def __post_init__(self) -> None:
         check_amount(self.amount)
@@ -146,6 +151,18 @@ class PaymentAttempt:
     updated_at: datetime
     code_url: str | None = None
     transaction_id: str | None = None
+    expires_at: datetime | None = None  # end of the payment window (closed at WeChat after)
+    next_query_at: datetime | None = None  # the reconciler's next look; None: nothing to do
+    query_count: int = 0
+    last_query_at: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether the shopper may still pay this attempt (as far as we know)."""
+        return self.status in (AttemptStatus.CREATING, AttemptStatus.ACTIVE)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     def __post_init__(self) -> None:
         if not OUT_TRADE_NO.fullmatch(self.out_trade_no):
@@ -189,3 +206,4 @@ class NativeOrderRequest:
     amount: int
     currency: str
     product_id: str
+    time_expire: datetime | None = None  # the attempt's expiry, sent as WeChat's time_expire

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from scanpay.domain.machine import Step, Trigger
@@ -126,3 +127,58 @@ class OrderStore(Protocol):
     async def events_after(self, order_id: str, seq: int) -> list[Event]: ...
 
     async def record_notification(self, received: ReceivedNotification) -> None: ...
+
+
+class LifecycleStore(OrderStore, Protocol):
+    """Persistence for expiry, replacement, active queries and surplus payments."""
+
+    async def get_attempt(self, attempt_id: str) -> PaymentAttempt: ...
+
+    async def claim_due(
+        self, now: datetime, worker: str, lease_seconds: float, limit: int
+    ) -> list[PaymentAttempt]:
+        """Lease (compare-and-set) up to ``limit`` attempts whose next look is due."""
+        ...
+
+    async def claim(
+        self, attempt_id: str, now: datetime, worker: str, lease_seconds: float
+    ) -> PaymentAttempt | None:
+        """Lease one attempt whatever its schedule; None when another worker holds it."""
+        ...
+
+    async def release(
+        self, attempt_id: str, worker: str, next_query_at: datetime | None, queried: bool
+    ) -> bool: ...
+
+    async def nudge(self, order_id: str, now: datetime, quiet_seconds: float) -> bool:
+        """Bring the order's open attempt's next look forward, at most once per quiet."""
+        ...
+
+    async def schedule(self, attempt_id: str, at: datetime | None) -> None: ...
+
+    async def close_attempt(
+        self, attempt_id: str, data: Mapping[str, Any], next_query_at: datetime | None = None
+    ) -> PaymentAttempt: ...
+
+    async def replace_attempt(self, old_id: str, new: PaymentAttempt) -> PaymentAttempt | None:
+        """Insert ``new`` as the one successor of closed ``old_id`` (None if lost/settled)."""
+        ...
+
+    async def mark_surplus(
+        self,
+        attempt_id: str,
+        transaction_id: str,
+        reason: str,
+        data: Mapping[str, Any],
+        next_query_at: datetime | None,
+    ) -> Event | None:
+        """Attempt -> surplus plus an alert event, once; None if already flagged or paid."""
+        ...
+
+
+class SurplusRefunder(Protocol):
+    """Gives back a payment nobody should have made (a second paid attempt of one order)."""
+
+    async def refund_surplus(self, attempt: PaymentAttempt, idempotency_key: str) -> None:
+        """Refund the whole attempt; safe to call again with the same key."""
+        ...

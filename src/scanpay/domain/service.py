@@ -33,12 +33,14 @@ from scanpay.domain.ports import (
     Applied,
     AttemptUpdate,
     IdempotencyClaim,
-    OrderStore,
+    LifecycleStore,
     PaymentGateway,
     PlacedOrder,
+    SurplusRefunder,
 )
+from scanpay.domain.reconciler import LifecyclePolicy
 from scanpay.domain.trade_state import PaymentMeaning, meaning_of, trigger_for
-from scanpay.errors import ApiError, InvalidTransitionError, RetryableApiError
+from scanpay.errors import ApiError, InvalidTransitionError, RetryableApiError, ScanpayError
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +70,46 @@ class PaymentService:
 
     def __init__(
         self,
-        store: OrderStore,
+        store: LifecycleStore,
         gateway: PaymentGateway,
         *,
         clock: Callable[[], datetime] = utcnow,
         on_change: Callable[[str], None] | None = None,
+        policy: LifecyclePolicy | None = None,
+        refunder: SurplusRefunder | None = None,
     ) -> None:
         self.store = store
         self.gateway = gateway
+        self.policy = policy or LifecyclePolicy()
+        self.refunder = refunder
         self._clock = clock
         self._on_change = on_change or (lambda _order_id: None)
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def notify_change(self, order_id: str) -> None:
+        """Wake whoever follows ``order_id`` (status streams) after a committed change."""
+        self._on_change(order_id)
+
+    def new_attempt(self, order: Order, now: datetime) -> PaymentAttempt:
+        """A fresh attempt (new ``out_trade_no``) for ``order``, with its window and its
+        first scheduled look."""
+        return PaymentAttempt(
+            id=new_attempt_id(),
+            order_id=order.id,
+            out_trade_no=new_out_trade_no(now),
+            api_version=self.gateway.api_version,
+            appid=self.gateway.appid,
+            mchid=self.gateway.mchid,
+            amount=order.amount,
+            currency=CURRENCY,
+            status=AttemptStatus.CREATING,
+            created_at=now,
+            updated_at=now,
+            expires_at=self.policy.attempt_expiry(now, order.expires_at),
+            next_query_at=now + self.policy.query_delay(0),
+        )
 
     async def place_order(
         self, amount: int, description: str, claim: IdempotencyClaim | None = None
@@ -90,20 +122,9 @@ class PaymentService:
             status=OrderStatus.PENDING,
             created_at=now,
             updated_at=now,
+            expires_at=now + self.policy.order_deadline,
         )
-        attempt = PaymentAttempt(
-            id=new_attempt_id(),
-            order_id=order.id,
-            out_trade_no=new_out_trade_no(now),
-            api_version=self.gateway.api_version,
-            appid=self.gateway.appid,
-            mchid=self.gateway.mchid,
-            amount=amount,
-            currency=CURRENCY,
-            status=AttemptStatus.CREATING,
-            created_at=now,
-            updated_at=now,
-        )
+        attempt = self.new_attempt(order, now)
         placed = await self.store.create_order(order, attempt, claim)
         self._on_change(placed.order.id)
         if placed.attempt.status is not AttemptStatus.CREATING:
@@ -120,6 +141,7 @@ class PaymentService:
             amount=attempt.amount,
             currency=attempt.currency,
             product_id=order.id[:32],
+            time_expire=attempt.expires_at,
         )
         try:
             code_url = await self.gateway.create_native_order(request)
@@ -164,7 +186,7 @@ class PaymentService:
         trigger = trigger_for(meaning)
         if trigger is None:
             return ReportOutcome(ReportVerdict.NOTED, meaning.value, attempt.order_id)
-        if attempt.status is AttemptStatus.PAID:
+        if attempt.status in (AttemptStatus.PAID, AttemptStatus.SURPLUS):
             return ReportOutcome(ReportVerdict.DUPLICATE, "already_paid", attempt.order_id)
         order = await self.store.get_order(attempt.order_id)
         if order.status is OrderStatus.PENDING:
@@ -177,20 +199,49 @@ class PaymentService:
         # Not applied: either a concurrent duplicate of this very attempt won (the attempt is
         # paid in the same transaction as the order), or the order was settled otherwise.
         current = await self.store.find_attempt(report.out_trade_no)
-        if current is not None and current.status is AttemptStatus.PAID:
+        if current is not None and current.status in (AttemptStatus.PAID, AttemptStatus.SURPLUS):
             return ReportOutcome(ReportVerdict.DUPLICATE, "already_paid", order.id)
-        # Money arrived for an order paid by another attempt, or closed: never a second
-        # payment; flag it for a person (automatic refund: issue 5).
-        reason = "payment_after_close" if order.status is OrderStatus.CLOSED else "second_payment"
-        await self.store.record_alert(
-            order.id,
-            reason,
-            {"out_trade_no": report.out_trade_no, "transaction_id": report.transaction_id},
+        # Money arrived for an order paid by another attempt, or closed/expired: never a
+        # second payment. Flag it once (compare-and-set on the attempt) and give it back.
+        reason = (
+            "second_payment" if order.status is not OrderStatus.CLOSED else "payment_after_close"
         )
+        retry_at = self._clock() + self.policy.query_delay(0)
+        event = await self.store.mark_surplus(
+            attempt.id,
+            report.transaction_id,
+            reason,
+            {
+                "out_trade_no": report.out_trade_no,
+                "transaction_id": report.transaction_id,
+                "amount": attempt.amount,
+                "source": report.source.value,
+                "action": "refund" if self.refunder is not None else "manual",
+            },
+            retry_at if self.refunder is not None else None,
+        )
+        if event is None:
+            return ReportOutcome(ReportVerdict.DUPLICATE, "already_flagged", order.id)
         self._on_change(order.id)
         log.warning("payment for a settled order order=%s out_trade_no=%s reason=%s",
                     order.id, report.out_trade_no, reason)  # fmt: skip
+        await self.refund_surplus(await self.store.get_attempt(attempt.id))
         return ReportOutcome(ReportVerdict.NOTED, reason, order.id)
+
+    async def refund_surplus(self, attempt: PaymentAttempt) -> bool:
+        """Refund a surplus attempt in full (idempotency key from its ``out_trade_no``, so
+        repeated or concurrent calls refund once). False when it must be retried later."""
+        if self.refunder is None or attempt.status is not AttemptStatus.SURPLUS:
+            return False
+        try:
+            await self.refunder.refund_surplus(attempt, surplus_refund_key(attempt.out_trade_no))
+        except ScanpayError as exc:
+            log.warning("surplus refund out_trade_no=%s failed: %s (will retry)",
+                        attempt.out_trade_no, exc.code)  # fmt: skip
+            return False
+        await self.store.schedule(attempt.id, None)
+        log.info("surplus refunded out_trade_no=%s", attempt.out_trade_no)
+        return True
 
     async def _pay(
         self, order_id: str, trigger: Trigger, report: PaymentReport, attempt: PaymentAttempt
@@ -215,6 +266,11 @@ class PaymentService:
         attempt = await self.store.current_attempt(order_id)
         report = await self.gateway.query_payment(attempt.out_trade_no)
         return await self.apply_payment_report(report)
+
+
+def surplus_refund_key(out_trade_no: str) -> str:
+    """The refund idempotency key of a surplus payment: one refund per ``out_trade_no``."""
+    return f"surplus-{out_trade_no}"
 
 
 def _mismatch(

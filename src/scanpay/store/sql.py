@@ -8,7 +8,6 @@ The blocking database calls run in worker threads so the event loop stays free.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -19,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from scanpay.domain import machine
 from scanpay.domain.machine import Trigger
 from scanpay.domain.model import (
-    ApiVersion,
     AttemptStatus,
     Event,
     EventType,
@@ -36,7 +34,12 @@ from scanpay.domain.ports import (
     ReceivedNotification,
 )
 from scanpay.errors import ConflictError, InvalidTransitionError, NotFoundError
+from scanpay.store.lifecycle import LifecycleStore
 from scanpay.store.migrate import writer
+from scanpay.store.rows import append_event, attempt_values
+from scanpay.store.rows import attempt_from_row as _attempt
+from scanpay.store.rows import event_from_row as _event
+from scanpay.store.rows import order_from_row as _order
 from scanpay.store.tables import (
     events,
     idempotency_keys,
@@ -47,63 +50,16 @@ from scanpay.store.tables import (
 
 R = TypeVar("R")
 _CAS_ROUNDS = 16
+_OPEN = (AttemptStatus.CREATING, AttemptStatus.ACTIVE)
 
 
-def _order(row: sa.Row[Any]) -> Order:
-    m = row._mapping
-    return Order(
-        id=m["id"],
-        amount=m["amount"],
-        description=m["description"],
-        status=OrderStatus(m["status"]),
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        currency=m["currency"],
-        last_seq=m["last_seq"],
-    )
-
-
-def _attempt(row: sa.Row[Any]) -> PaymentAttempt:
-    m = row._mapping
-    return PaymentAttempt(
-        id=m["id"],
-        order_id=m["order_id"],
-        out_trade_no=m["out_trade_no"],
-        api_version=ApiVersion(m["api_version"]),
-        appid=m["appid"],
-        mchid=m["mchid"],
-        amount=m["amount"],
-        currency=m["currency"],
-        status=AttemptStatus(m["status"]),
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        code_url=m["code_url"],
-        transaction_id=m["transaction_id"],
-    )
-
-
-def _event(row: sa.Row[Any]) -> Event:
-    m = row._mapping
-    return Event(
-        order_id=m["order_id"],
-        seq=m["seq"],
-        type=EventType(m["type"]),
-        status=OrderStatus(m["status"]) if m["status"] else None,
-        data=dict(m["data"]),
-        created_at=m["created_at"],
-    )
-
-
-class SqlStore:
+class SqlStore(LifecycleStore):
     """Orders, attempts and events in one SQL database (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
         self._writer = writer(engine)
         self._clock = clock
-
-    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        return await asyncio.to_thread(fn, *args)
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -123,7 +79,10 @@ class SqlStore:
     def _current_attempt(self, conn: sa.Connection, order_id: str) -> PaymentAttempt:
         row = conn.execute(
             sa.select(payment_attempts)
-            .where(payment_attempts.c.order_id == order_id)
+            .where(
+                payment_attempts.c.order_id == order_id,
+                payment_attempts.c.replaced_by.is_(None),
+            )
             .order_by(payment_attempts.c.created_at.desc(), payment_attempts.c.id)
             .limit(1)
         ).first()
@@ -172,35 +131,9 @@ class SqlStore:
         new_status: OrderStatus | None = None,
         expected: OrderStatus | None = None,
     ) -> Event | None:
-        """Bump the order's ``last_seq`` (and status, compare-and-set) and insert the event.
-        Returns None when ``expected`` no longer holds."""
-        now = self._clock()
-        values: dict[str, Any] = {"last_seq": orders.c.last_seq + 1, "updated_at": now}
-        where = [orders.c.id == order_id]
-        if new_status is not None:
-            values["status"] = new_status.value
-        if expected is not None:
-            where.append(orders.c.status == expected.value)
-        row = conn.execute(
-            sa.update(orders)
-            .where(*where)
-            .values(**values)
-            .returning(orders.c.last_seq, orders.c.status)
-        ).first()
-        if row is None:
-            return None
-        event = Event(order_id, row.last_seq, kind, OrderStatus(row.status), dict(data), now)
-        conn.execute(
-            sa.insert(events).values(
-                order_id=order_id,
-                seq=event.seq,
-                type=kind.value,
-                status=row.status,
-                data=event.data,
-                created_at=now,
-            )
+        return append_event(
+            conn, self._clock(), order_id, kind, data, new_status=new_status, expected=expected
         )
-        return event
 
     def create_order_sync(
         self, order: Order, attempt: PaymentAttempt, claim: IdempotencyClaim | None
@@ -221,9 +154,10 @@ class SqlStore:
                         last_seq=0,
                         created_at=order.created_at,
                         updated_at=order.updated_at,
+                        expires_at=order.expires_at,
                     )
                 )
-                conn.execute(sa.insert(payment_attempts).values(**_attempt_values(attempt)))
+                conn.execute(sa.insert(payment_attempts).values(**attempt_values(attempt)))
                 if claim is not None:
                     conn.execute(
                         sa.insert(idempotency_keys).values(
@@ -340,14 +274,17 @@ class SqlStore:
                 if event is None:
                     continue  # lost the race: re-read and ask the machine again
                 if attempt is not None:
+                    values: dict[str, Any] = {
+                        "status": attempt.status.value,
+                        "transaction_id": attempt.transaction_id,
+                        "updated_at": event.created_at,
+                    }
+                    if attempt.status not in _OPEN:
+                        values["next_query_at"] = None  # nothing left to ask WeChat
                     conn.execute(
                         sa.update(payment_attempts)
                         .where(payment_attempts.c.id == attempt.attempt_id)
-                        .values(
-                            status=attempt.status.value,
-                            transaction_id=attempt.transaction_id,
-                            updated_at=event.created_at,
-                        )
+                        .values(**values)
                     )
                 return Applied(self._get_order(conn, order_id), step, event)
         raise InvalidTransitionError("order kept changing; gave up")
@@ -411,21 +348,3 @@ class SqlStore:
             query = sa.select(events).where(events.c.type == EventType.ALERT.value)
             rows = conn.execute(query.order_by(events.c.id)).all()
         return [_event(row) for row in rows]
-
-
-def _attempt_values(attempt: PaymentAttempt) -> dict[str, Any]:
-    return {
-        "id": attempt.id,
-        "order_id": attempt.order_id,
-        "out_trade_no": attempt.out_trade_no,
-        "api_version": attempt.api_version.value,
-        "appid": attempt.appid,
-        "mchid": attempt.mchid,
-        "amount": attempt.amount,
-        "currency": attempt.currency,
-        "status": attempt.status.value,
-        "code_url": attempt.code_url,
-        "transaction_id": attempt.transaction_id,
-        "created_at": attempt.created_at,
-        "updated_at": attempt.updated_at,
-    }

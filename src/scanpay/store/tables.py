@@ -42,6 +42,7 @@ orders: Final = sa.Table(
     sa.Column("last_seq", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=True),  # 0003: the order's deadline
 )
 
 payment_attempts: Final = sa.Table(
@@ -60,6 +61,14 @@ payment_attempts: Final = sa.Table(
     sa.Column("transaction_id", sa.String(64), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # 0003: payment window, the reconciler's schedule (NULL = nothing to do) and its lease
+    sa.Column("expires_at", UtcDateTime, nullable=True),
+    sa.Column("next_query_at", UtcDateTime, nullable=True, index=True),
+    sa.Column("query_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_query_at", UtcDateTime, nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("leased_by", sa.String(64), nullable=True),
+    sa.Column("replaced_by", sa.String(40), nullable=True),  # the attempt made after this one
 )
 
 events: Final = sa.Table(

@@ -1,0 +1,117 @@
+"""The active-query schedule and one reconciler pass, free of any web or database code.
+
+Policy (:class:`LifecyclePolicy`): an attempt's payment window, the order's overall deadline,
+and the backoff of active queries: ``first, 2*first, 4*first, ...`` capped at ``max_delay``
+after each look, counted from the attempt's creation. The schedule lives in the database
+(``next_query_at``), so a restarted process carries on where the old one stopped.
+
+:class:`Reconciler` makes one pass: lease the attempts that are due (compare-and-set, so
+never two workers on one attempt), let :class:`~scanpay.domain.lifecycle.Lifecycle` look at
+each one, store the next look and give the lease back. Time is the injected ``clock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from scanpay.domain.model import PaymentAttempt
+from scanpay.domain.ports import LifecycleStore
+from scanpay.errors import ScanpayError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LifecyclePolicy:
+    payment_window: timedelta = timedelta(minutes=15)
+    order_deadline: timedelta = timedelta(hours=2)
+    first_query_delay: timedelta = timedelta(seconds=10)
+    max_query_delay: timedelta = timedelta(minutes=5)
+    checkout_quiet: timedelta = timedelta(seconds=5)
+    lease: timedelta = timedelta(seconds=60)
+    batch: int = 50
+
+    def query_delay(self, looks: int) -> timedelta:
+        """The wait after ``looks`` queries: first, 2*first, 4*first, ... capped."""
+        factor: int = 2 ** min(max(looks, 0), 30)
+        delay: timedelta = min(self.first_query_delay * factor, self.max_query_delay)
+        return delay
+
+    def next_query(self, attempt: PaymentAttempt, now: datetime) -> datetime:
+        """When to look at an open attempt again after querying it now: the backoff, but
+        never later than its expiry (that is when it must be closed)."""
+        at = now + self.query_delay(attempt.query_count + 1)
+        if attempt.expires_at is not None:
+            at = min(at, max(attempt.expires_at, now))
+        return at
+
+    def attempt_expiry(self, now: datetime, order_expires_at: datetime | None) -> datetime:
+        window_end = now + self.payment_window
+        return window_end if order_expires_at is None else min(window_end, order_expires_at)
+
+
+class AttemptHandler:
+    """What a pass does with one leased attempt (implemented by ``Lifecycle``)."""
+
+    async def look(self, attempt: PaymentAttempt) -> tuple[datetime | None, bool]:
+        """Act on the attempt; return (next look or None, whether WeChat was queried)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PassResult:
+    claimed: int
+    failed: int
+
+
+class Reconciler:
+    """One worker. ``worker_id`` must be unique per running instance (random by default)."""
+
+    def __init__(
+        self,
+        store: LifecycleStore,
+        handler: AttemptHandler,
+        policy: LifecyclePolicy,
+        *,
+        clock: Callable[[], datetime],
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.handler = handler
+        self.policy = policy
+        self.clock = clock
+        self.worker_id = worker_id or "w_" + secrets.token_hex(8)
+
+    async def run_once(self) -> PassResult:
+        """Lease what is due now, look at each, release. Errors of one attempt (WeChat
+        unreachable, ...) are logged and retried on the backoff; they never stop the pass."""
+        now = self.clock()
+        claimed = await self.store.claim_due(
+            now, self.worker_id, self.policy.lease.total_seconds(), self.policy.batch
+        )
+        failed = 0
+        for attempt in claimed:
+            queried = False
+            try:
+                next_at, queried = await self.handler.look(attempt)
+            except ScanpayError as exc:
+                failed += 1
+                next_at = self.clock() + self.policy.query_delay(attempt.query_count)
+                log.warning("reconcile out_trade_no=%s failed: %s (next look %s)",
+                            attempt.out_trade_no, exc.code, next_at.isoformat())  # fmt: skip
+            await self.store.release(attempt.id, self.worker_id, next_at, queried)
+        return PassResult(len(claimed), failed)
+
+    async def drain(self, max_passes: int = 1000) -> int:
+        """Passes until nothing is due (tests on a frozen clock); returns attempts handled."""
+        total = 0
+        for _ in range(max_passes):
+            result = await self.run_once()
+            total += result.claimed
+            if result.claimed == 0:
+                break
+        return total
