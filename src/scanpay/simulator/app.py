@@ -233,6 +233,40 @@ def build_app(sim: Simulator) -> Starlette:
         Route(
             "/v3/certificates", v3_endpoint(lambda r, _: sim.v3.certificates(r)), methods=["GET"]
         ),
+        # refunds and bills (scanpay.simulator.v2refunds / v3refunds / bills); secapi is
+        # plain HTTP here: the simulator does not ask for the merchant's client certificate
+        Route("/secapi/pay/refund", v2_endpoint(sim.v2_refunds.refund), methods=both),
+        Route("/pay/refundquery", v2_endpoint(sim.v2_refunds.refund_query), methods=both),
+        Route(
+            "/pay/downloadbill",
+            v3_endpoint(lambda r, _: sim.bills.v2_download(r)),
+            methods=["POST"],
+        ),
+        Route(
+            "/v3/refund/domestic/refunds",
+            v3_endpoint(lambda r, _: sim.v3_refunds.create(r)),
+            methods=["POST"],
+        ),
+        Route(
+            "/v3/refund/domestic/refunds/{out_refund_no}",
+            v3_endpoint(sim.v3_refunds.query, "out_refund_no"),
+            methods=["GET"],
+        ),
+        Route(
+            "/v3/bill/tradebill",
+            v3_endpoint(lambda r, _: sim.bills.v3_trade_bill(r)),
+            methods=["GET"],
+        ),
+        Route(
+            "/v3/bill/fundflowbill",
+            v3_endpoint(lambda r, _: sim.bills.v3_fund_flow_bill(r)),
+            methods=["GET"],
+        ),
+        Route(
+            "/v3/billdownload/file",
+            v3_endpoint(lambda r, _: sim.bills.v3_download(r)),
+            methods=["GET"],
+        ),
         Route("/sim", overview, methods=["GET"]),
         Route("/sim/", overview, methods=["GET"]),
         Route("/sim/pay", pay, methods=["POST"]),

@@ -20,13 +20,18 @@ from starlette.applications import Starlette
 from scanpay.errors import ConfigurationError, NotFoundError
 from scanpay.simulator import credentials as credential_store
 from scanpay.simulator.app import build_app
+from scanpay.simulator.bills import Bills
 from scanpay.simulator.clock import SimClock
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.simulator.ledger import Ledger, Notification, Order
 from scanpay.simulator.notifier import Notifier
 from scanpay.simulator.payer import Payer, PayOutcome, PayResult
+from scanpay.simulator.refunds import RefundBook
 from scanpay.simulator.v2api import V2Api
+from scanpay.simulator.v2refunds import V2Refunds
 from scanpay.simulator.v3api import V3Api
+from scanpay.simulator.v3refunds import V3Refunds
+from scanpay.wechat.fields import BEIJING
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8090"
 
@@ -62,6 +67,19 @@ class Simulator:
             ledger, clock, transport=notify_transport, sign_headers=self._sign_v3_notification
         )
         self.payer = Payer(creds, ledger, clock, on_notification=self.notifier.wake)
+        # refunds and bills (scanpay.simulator.refunds / v2refunds / v3refunds / bills)
+        self.refunds = RefundBook(creds, ledger, clock, on_notification=self.notifier.wake)
+        self.notifier.before_delivery.append(self.refunds.settle)
+        self.v2_refunds = V2Refunds(self.v2, self.refunds)
+        self.v3_refunds = V3Refunds(self.v3, self.refunds)
+        self.bills = Bills(
+            self.v2,
+            self.v3,
+            ledger,
+            self.refunds,
+            public_url=lambda: self.public_url,
+            today=lambda: self.clock.now().astimezone(BEIJING).date(),
+        )
         self.app: Starlette = build_app(self)
 
     @classmethod

@@ -187,6 +187,27 @@ class Ledger:
             row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
             return row
 
+    # for modules that keep their own tables in this ledger (scanpay.simulator.refunds) ------
+
+    def ensure_schema(self, script: str) -> None:
+        """Create extra tables (``CREATE TABLE IF NOT EXISTS ...``) in this ledger."""
+        with self._lock:
+            self._db.executescript(script)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``, rolled back on error)."""
+        with self._tx() as db:
+            yield db
+
+    def fetch_one(self, sql: str, *args: object) -> sqlite3.Row | None:
+        return self._one(sql, *args)
+
+    def fetch_all(self, sql: str, *args: object) -> list[sqlite3.Row]:
+        with self._lock:
+            rows: list[sqlite3.Row] = self._db.execute(sql, args).fetchall()
+            return rows
+
     # orders -------------------------------------------------------------------------------
 
     def insert_order(self, order: Order) -> None:

@@ -42,6 +42,8 @@ def v3_acknowledges(status: int, body: bytes) -> bool:
 ACKNOWLEDGERS: Final[dict[str, Acknowledges]] = {
     "payment_v2": v2_acknowledges,
     "payment_v3": v3_acknowledges,
+    "refund_v2": v2_acknowledges,
+    "refund_v3": v3_acknowledges,
 }
 
 
@@ -68,6 +70,9 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = False
+        #: called (under the delivery lock) before each round of deliveries, e.g. to settle
+        #: refunds that became due and queue their notifications
+        self.before_delivery: list[Callable[[], object]] = []
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -137,6 +142,8 @@ class Notifier:
     async def deliver_due(self) -> int:
         """Make every attempt that is due now, wait for the answers; returns how many."""
         async with self._delivery_lock():
+            for hook in self.before_delivery:
+                hook()
             due = self._ledger.due_notifications(self._clock.timestamp())
             for notification in due:
                 await self._attempt(notification)
@@ -149,7 +156,7 @@ class Notifier:
         answer = b""
         error = ""
         headers = {"Content-Type": notification.content_type}
-        if notification.kind == "payment_v3" and self._sign_headers is not None:
+        if notification.kind.endswith("_v3") and self._sign_headers is not None:
             headers.update(self._sign_headers(notification))  # fresh timestamp per attempt
         try:
             response = await self._client().post(
