@@ -8,9 +8,12 @@ purpose: they belong to a simulated merchant that exists only in ``--state-dir``
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from scanpay.errors import ValidationError
 from scanpay.simulator import MerchantCredentials, Simulator
+from scanpay.simulator.faults import SCENARIOS, FaultSpec, parse_fault, scenario
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +32,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="origin that browsers and SDKs use to reach it (default http://HOST:PORT)",
     )
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE][:TIMES][@SCOPE]",
+        help="switch a fault on from the start, e.g. drop_notifications=0.3 (repeatable; "
+        "see docs/simulator.md)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"a named set of faults: {', '.join(SCENARIOS)} (repeatable)",
+    )
+    parser.add_argument(
+        "--fault-seed", type=int, default=None, help="seed of the faults' random source"
+    )
+
+
+def apply_fault_flags(sim: Simulator, args: argparse.Namespace) -> list[FaultSpec]:
+    """Switch on what ``--fault`` / ``--scenario`` / ``--fault-seed`` ask for."""
+    specs = [spec for name in args.scenario for spec in scenario(name)]
+    specs.extend(parse_fault(text) for text in args.fault)
+    if args.fault_seed is not None:
+        sim.faults.seed(args.fault_seed)
+    sim.faults.set(specs, now=sim.clock.timestamp())
+    return specs
 
 
 def banner(sim: Simulator, base_url: str) -> str:
@@ -80,7 +111,16 @@ def run(args: argparse.Namespace) -> int:
 
     base_url = args.public_url or f"http://{args.host}:{args.port}"
     sim = Simulator.create(args.state_dir, public_url=base_url)
+    try:
+        active = apply_fault_flags(sim, args)
+    except ValidationError as exc:
+        sim.close()
+        print(f"scanpay simulator: {exc.message}", file=sys.stderr)
+        return 2
     print(banner(sim, base_url.rstrip("/")), flush=True)
+    if active:
+        names = ", ".join(f"{s.fault.value}={s.value:g}" for s in active)
+        print(f"faults switched on: {names}", flush=True)
     try:
         uvicorn.run(sim.app, host=args.host, port=args.port, log_level=args.log_level)
     finally:

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from scanpay.errors import DomainError, NotFoundError, ValidationError
 from scanpay.simulator import pages
+from scanpay.simulator.fault_http import FaultMiddleware, fault_routes
 from scanpay.simulator.payer import PayOutcome
 from scanpay.simulator.v3api import V3Answer, V3Request
 from scanpay.wechat.v2.envelope import encode_failure
@@ -278,4 +280,7 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/sim/orders", orders, methods=["GET"]),
         Route("/sim/orders/{out_trade_no}", order, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes.extend(fault_routes(sim))
+    return Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(FaultMiddleware, sim=sim)]
+    )

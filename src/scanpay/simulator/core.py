@@ -23,6 +23,8 @@ from scanpay.simulator.app import build_app
 from scanpay.simulator.bills import Bills
 from scanpay.simulator.clock import SimClock
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from scanpay.simulator.fault_delivery import FaultyDelivery
+from scanpay.simulator.faults import Fault, Faults
 from scanpay.simulator.ledger import Ledger, Notification, Order
 from scanpay.simulator.notifier import Notifier
 from scanpay.simulator.payer import Payer, PayOutcome, PayResult
@@ -67,6 +69,10 @@ class Simulator:
             ledger, clock, transport=notify_transport, sign_headers=self._sign_v3_notification
         )
         self.payer = Payer(creds, ledger, clock, on_notification=self.notifier.wake)
+        #: injected faults, platform-certificate rotation ticks, "user paying" completions
+        self.faults = Faults()
+        self.notifier.deliver_round = FaultyDelivery(self.notifier, self.faults, ledger, clock)
+        self.notifier.before_delivery.append(self._tick)
         # refunds and bills (scanpay.simulator.refunds / v2refunds / v3refunds / bills)
         self.refunds = RefundBook(creds, ledger, clock, on_notification=self.notifier.wake)
         self.notifier.before_delivery.append(self.refunds.settle)
@@ -116,6 +122,25 @@ class Simulator:
         if order is None:
             raise NotFoundError("notification for an order that is not in the ledger")
         return self.v3.sign_notification(notification.body, order)
+
+    def _tick(self) -> None:
+        now = self.clock.timestamp()
+        if self.faults.due_rotation(now):
+            serial = self.v3.keyring.rotate()
+            self.faults.note(Fault.ROTATE_CERTIFICATE, serial=serial)
+        self.payer.complete_user_paying(now)
+
+    def resend_notification(self, notification_id: int) -> bool:
+        """Make a notification due now again (one more attempt, then WeChat's schedule)."""
+        with self.ledger.transaction() as db:
+            cursor = db.execute(
+                "UPDATE notifications SET status = 'pending', next_at = ? WHERE id = ?",
+                (self.clock.timestamp(), notification_id),
+            )
+            found = cursor.rowcount == 1
+        if found:
+            self.notifier.wake()
+        return found
 
     # lifecycle ----------------------------------------------------------------------------
 

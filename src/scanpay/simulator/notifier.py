@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import httpx
@@ -73,6 +73,8 @@ class Notifier:
         #: called (under the delivery lock) before each round of deliveries, e.g. to settle
         #: refunds that became due and queue their notifications
         self.before_delivery: list[Callable[[], object]] = []
+        #: replaces the plain one-attempt-each round (scanpay.simulator.fault_delivery)
+        self.deliver_round: Callable[[list[Notification]], Awaitable[None]] | None = None
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -145,31 +147,58 @@ class Notifier:
             for hook in self.before_delivery:
                 hook()
             due = self._ledger.due_notifications(self._clock.timestamp())
+            if self.deliver_round is not None:
+                await self.deliver_round(due)
+                return len(due)
             for notification in due:
                 await self._attempt(notification)
             return len(due)
 
     async def _attempt(self, notification: Notification) -> None:
-        number = notification.attempts + 1
         at = self._clock.timestamp()
+        self.record(notification, at, [await self.post(notification)])
+
+    async def post(
+        self,
+        notification: Notification,
+        *,
+        body: bytes | None = None,
+        tamper: Callable[[dict[str, str]], None] | None = None,
+    ) -> tuple[int | None, bytes, str]:
+        """POST one copy (``body`` replaces the stored one; ``tamper`` edits the signed
+        headers); returns (HTTP status or None, answer, transport error)."""
         status: int | None = None
         answer = b""
         error = ""
         headers = {"Content-Type": notification.content_type}
         if notification.kind.endswith("_v3") and self._sign_headers is not None:
             headers.update(self._sign_headers(notification))  # fresh timestamp per attempt
+        if tamper is not None:
+            tamper(headers)
+        content = notification.body if body is None else body
         try:
-            response = await self._client().post(
-                notification.url, content=notification.body, headers=headers
-            )
+            response = await self._client().post(notification.url, content=content, headers=headers)
             status, answer = response.status_code, response.content
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ANSWER_CHARS]
         except Exception as exc:  # an in-process merchant app crashed: its HTTP 500
             log.exception("notify_url %s raised", notification.url)
             error = f"{type(exc).__name__} raised by the merchant app"
-        acknowledges = ACKNOWLEDGERS.get(notification.kind, v2_acknowledges)
-        acknowledged = status is not None and acknowledges(status, answer)
+        return status, answer, error
+
+    def acknowledges(self, notification: Notification, status: int | None, answer: bytes) -> bool:
+        check = ACKNOWLEDGERS.get(notification.kind, v2_acknowledges)
+        return status is not None and check(status, answer)
+
+    def record(
+        self, notification: Notification, at: float, copies: list[tuple[int | None, bytes, str]]
+    ) -> None:
+        """Log one attempt (the answer of the first copy acknowledged, else of the first
+        copy) and schedule the next one on WeChat's timetable."""
+        number = notification.attempts + 1
+        acked = [c for c in copies if self.acknowledges(notification, c[0], c[1])]
+        status, answer, error = (acked or copies)[0]
+        acknowledged = bool(acked)
         if acknowledged:
             state, next_at = "delivered", None
         elif number > len(RETRY_DELAYS):

@@ -13,6 +13,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -33,13 +34,18 @@ class PayOutcome(StrEnum):
     SUCCESS = "success"
     CANCEL = "cancel"
     INSUFFICIENT_BALANCE = "insufficient_balance"
+    #: USERPAYING (entering the password) for ``Payer.user_paying_seconds`` of simulated
+    #: time, then SUCCESS and the notification
+    USER_PAYING = "user_paying"
 
 
 MESSAGES = {
     PayOutcome.SUCCESS: "Paid",
     PayOutcome.CANCEL: "The payer cancelled; the order is still unpaid",
     PayOutcome.INSUFFICIENT_BALANCE: "Insufficient balance; the order is still unpaid",
+    PayOutcome.USER_PAYING: "The payer is entering the password (USERPAYING)",
 }
+USER_PAYING_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class Payer:
         self._ledger = ledger
         self._clock = clock
         self._on_notification = on_notification
+        self.user_paying_seconds = USER_PAYING_SECONDS
+        self._paying_until: dict[str, float] = {}
+        self._paying_loaded = False
 
     def find(self, *, code_url: str = "", out_trade_no: str = "") -> Order:
         """The order a code or number names, checked to be payable now."""
@@ -122,16 +131,28 @@ class Payer:
             self._log_refusal(code_url, out_trade_no, outcome, exc)
             raise
         now = self._clock.now()
+        if outcome is PayOutcome.USER_PAYING:
+            return self._start_user_paying(order, now.timestamp())
         if outcome is not PayOutcome.SUCCESS:
             self._ledger.record_payment(
                 order.out_trade_no, outcome.value, now.timestamp(), order.trade_state,
                 MESSAGES[outcome],
             )  # fmt: skip
             return self._result(order, outcome, paid=False)
+        if not self._settle(order.out_trade_no, TradeState.NOTPAY, now):
+            # closed or paid in between: report what happened instead
+            self.find(out_trade_no=order.out_trade_no)
+            raise InvalidTransitionError("the order changed while paying", code="CONFLICT")
+        paid = self._ledger.order(order.out_trade_no)
+        assert paid is not None
+        return self._result(paid, outcome, paid=True)
+
+    def _settle(self, out_trade_no: str, expected: TradeState, now: datetime) -> bool:
+        """``expected`` -> SUCCESS with payer details, then the notification; False if lost."""
         transaction_id = ids.transaction_id(now)
         won = self._ledger.transition(
-            order.out_trade_no,
-            expected=TradeState.NOTPAY,
+            out_trade_no,
+            expected=expected,
             new=TradeState.SUCCESS,
             at=now.timestamp(),
             transaction_id=transaction_id,
@@ -139,16 +160,52 @@ class Payer:
             bank_type="OTHERS",
             time_end=format_v2_time(now),
         )
-        if not won:  # closed or paid in between: report what happened instead
-            self.find(out_trade_no=order.out_trade_no)
-            raise InvalidTransitionError("the order changed while paying", code="CONFLICT")
-        paid = self._ledger.order(order.out_trade_no)
+        if not won:
+            return False
+        paid = self._ledger.order(out_trade_no)
         assert paid is not None
         self._ledger.record_payment(
-            paid.out_trade_no, outcome.value, now.timestamp(), paid.trade_state, "Paid"
+            paid.out_trade_no, PayOutcome.SUCCESS.value, now.timestamp(), paid.trade_state, "Paid"
         )
         self._queue_notification(paid)
-        return self._result(paid, outcome, paid=True)
+        return True
+
+    def _start_user_paying(self, order: Order, now: float) -> PayResult:
+        outcome = PayOutcome.USER_PAYING
+        if not self._ledger.transition(
+            order.out_trade_no, expected=TradeState.NOTPAY, new=TradeState.USERPAYING, at=now
+        ):
+            self.find(out_trade_no=order.out_trade_no)
+            raise InvalidTransitionError("the order changed while paying", code="CONFLICT")
+        self._paying_until[order.out_trade_no] = now + self.user_paying_seconds
+        self._ledger.record_payment(
+            order.out_trade_no, outcome.value, now, TradeState.USERPAYING, MESSAGES[outcome]
+        )
+        paying = self._ledger.order(order.out_trade_no)
+        assert paying is not None
+        return self._result(paying, outcome, paid=False)
+
+    def complete_user_paying(self, now: float) -> list[str]:
+        """Settle every USERPAYING order whose time is up (on the simulator's clock).
+
+        After a restart, orders found in USERPAYING finish ``user_paying_seconds`` after
+        they entered it."""
+        if not self._paying_loaded:
+            self._paying_loaded = True
+            for order in self._ledger.orders():
+                if order.trade_state is TradeState.USERPAYING:
+                    self._paying_until.setdefault(
+                        order.out_trade_no, order.updated_at + self.user_paying_seconds
+                    )
+        settled = []
+        for out_trade_no, until in sorted(self._paying_until.items(), key=lambda kv: kv[1]):
+            if until > now:
+                continue
+            del self._paying_until[out_trade_no]
+            moment = datetime.fromtimestamp(until, UTC)
+            if self._settle(out_trade_no, TradeState.USERPAYING, moment):
+                settled.append(out_trade_no)
+        return settled
 
     def _log_refusal(
         self, code_url: str, out_trade_no: str, outcome: PayOutcome, exc: InvalidTransitionError

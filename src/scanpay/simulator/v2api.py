@@ -42,6 +42,7 @@ STATE_DESC: Final = {
     TradeState.SUCCESS: "支付成功",
     TradeState.CLOSED: "订单已关闭",
     TradeState.REFUND: "转入退款",
+    TradeState.USERPAYING: "用户支付中",
 }
 
 Fields = dict[str, str | int]

@@ -21,10 +21,12 @@ from datetime import timedelta
 from typing import Final
 
 from scanpay.errors import MalformedMessageError, SignatureError
-from scanpay.simulator import ids
+from scanpay.simulator import faults, ids
 from scanpay.simulator.clock import SimClock
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from scanpay.simulator.faults import Fault
 from scanpay.simulator.ledger import Ledger, Order
+from scanpay.simulator.rotation import KeyRing
 from scanpay.simulator.v2api import CODE_URL_LIFETIME, STATE_DESC
 from scanpay.wechat.fields import BEIJING, format_v2_time, parse_v2_time
 from scanpay.wechat.keys import (
@@ -78,8 +80,8 @@ class V3Api:
         self._merchant_keys = TrustStore(
             certificates=[load_certificate(creds.merchant_certificate_pem)]
         )
-        self._platform_cert = load_certificate(creds.platform_certificate_pem)
-        self._platform_key = load_private_key(keys.platform_private_key_pem.reveal())
+        #: platform certificates (rotation: scanpay.simulator.rotation)
+        self.keyring = KeyRing(creds, keys)
         self._public_key = load_private_key(keys.wechatpay_private_key_pem.reveal())
 
     # signing ------------------------------------------------------------------------------
@@ -90,18 +92,22 @@ class V3Api:
         return PUBLIC_KEY if serial and is_public_key_id(serial) else PLATFORM
 
     def signed_headers(self, body: bytes, signer: str) -> dict[str, str]:
-        if signer == PUBLIC_KEY:
+        active = faults.active()  # injected faults (scanpay.simulator.faults)
+        if signer == PUBLIC_KEY or Fault.NEW_MERCHANT in active:
             serial, key = self._creds.wechatpay_public_key_id, self._public_key
         else:
-            serial, key = self._creds.platform_serial_no, self._platform_key
+            current = self.keyring.current()
+            serial, key = current.serial, current.private_key
+        serial, timestamp = faults.adjust_signing(active, serial, int(self._wall()))
         headers = sign_response(
             body,
             serial=serial,
             private_key=key,
-            timestamp=int(self._wall()),
+            timestamp=timestamp,
             nonce=secrets.token_hex(16).upper(),
         )
         headers[SIGNATURE_TYPE] = "WECHATPAY2-SHA256-RSA2048"
+        faults.tamper_signature(active, headers)
         return headers
 
     def _answer(
@@ -252,8 +258,10 @@ class V3Api:
         refused = self._authenticate(request)
         if refused is not None:
             return refused
+        # A new merchant (public-key mode only) has no platform certificate at all.
+        listed = [] if Fault.NEW_MERCHANT in faults.active() else self.keyring.listed()
         body = build_certificates(
-            [self._platform_cert], self._creds.api_v3_key, nonces=[secrets.token_hex(6)]
+            listed, self._creds.api_v3_key, nonces=[secrets.token_hex(6) for _ in listed]
         )
         # Signed by the platform key whatever the caller trusts: that is the point of it.
         return self._answer(request, 200, body, signer=PLATFORM)
