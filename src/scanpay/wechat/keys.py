@@ -163,7 +163,9 @@ class TrustStore:
 
     def lookup(self, serial: str) -> RSAPublicKey:
         """The key named by ``serial``; :class:`UnknownKeyError` when it is not trusted."""
-        entry = self._keys.get(normalise_serial(serial))
+        entry = self._keys.get(serial)  # stored names are canonical: try as received first
+        if entry is None:
+            entry = self._keys.get(normalise_serial(serial))
         if entry is None:
             kind = "public key id" if is_public_key_id(serial) else "certificate serial"
             raise UnknownKeyError(f"untrusted WeChat Pay {kind}")

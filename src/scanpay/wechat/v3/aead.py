@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from scanpay.errors import ConfigurationError, DecryptionError, MalformedMessageError
 from scanpay.wechat.secret import Secret
-from scanpay.wechat.v3.jsonbody import text
+from scanpay.wechat.v3.jsonbody import texts
 
 ALGORITHM: Final = "AEAD_AES_256_GCM"
 NONCE_LENGTH: Final = 12
+_REQUIRED_TEXT: Final = ("ciphertext", "nonce", "algorithm")
+_OPTIONAL_TEXT: Final = ("associated_data", "original_type")
 
 
 def api_v3_cipher(api_v3_key: Secret) -> AESGCM:
@@ -52,9 +54,9 @@ def gcm_decrypt(cipher: AESGCM, nonce: str, ciphertext: str, associated_data: st
     nonce_bytes = nonce.encode("utf-8")
     if len(nonce_bytes) != NONCE_LENGTH:
         raise DecryptionError("GCM nonce must be 12 bytes")
-    try:
-        sealed = base64.b64decode(ciphertext.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
+    try:  # strict: alphabet, padding, nothing after it; non-ASCII text is a ValueError
+        sealed = binascii.a2b_base64(ciphertext, strict_mode=True)
+    except ValueError:
         raise DecryptionError("ciphertext is not base64") from None
     if len(sealed) < 16:
         raise DecryptionError("ciphertext shorter than the GCM tag")
@@ -76,13 +78,9 @@ class EncryptedResource:
 
     @classmethod
     def from_json(cls, value: Mapping[str, object]) -> EncryptedResource:
-        return cls(
-            ciphertext=text(value, "ciphertext"),
-            nonce=text(value, "nonce"),
-            associated_data=text(value, "associated_data", required=False),
-            algorithm=text(value, "algorithm"),
-            original_type=text(value, "original_type", required=False),
-        )
+        ciphertext, nonce, algorithm = texts(value, _REQUIRED_TEXT)
+        associated_data, original_type = texts(value, _OPTIONAL_TEXT, required=False)
+        return cls(ciphertext, nonce, associated_data, algorithm, original_type)
 
     def to_json(self) -> dict[str, object]:
         result: dict[str, object] = {}

@@ -22,11 +22,16 @@ from scanpay.wechat.fields import format_v3_time, parse_v3_time
 from scanpay.wechat.keys import TrustStore
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.v3.aead import EncryptedResource, decrypt_resource, encrypt_resource
-from scanpay.wechat.v3.jsonbody import dump_json, obj, parse_json, text
+from scanpay.wechat.v3.jsonbody import dump_json, obj, parse_json, text, texts
 from scanpay.wechat.v3.refunds import Refund, refund_from_json
 from scanpay.wechat.v3.sign import WINDOW
 from scanpay.wechat.v3.transactions import Transaction, transaction_from_json
-from scanpay.wechat.v3.verify import HeaderSource, SignedHeaders, verify_response
+from scanpay.wechat.v3.verify import (
+    HeaderSource,
+    SignedHeaders,
+    read_signed_headers,
+    verify_signed,
+)
 
 TRANSACTION_SUCCESS: Final = "TRANSACTION.SUCCESS"
 REFUND_EVENTS: Final = frozenset({"REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"})
@@ -64,13 +69,17 @@ class RefundNotice:
     signed: SignedHeaders
 
 
+_ENVELOPE_TEXT: Final = ("id", "create_time", "event_type", "resource_type")
+
+
 def parse_envelope(body: bytes) -> Envelope:
     data = parse_json(body)
+    notification_id, create_time, event_type, resource_type = texts(data, _ENVELOPE_TEXT)
     return Envelope(
-        id=text(data, "id"),
-        create_time=parse_v3_time(text(data, "create_time")),
-        event_type=text(data, "event_type"),
-        resource_type=text(data, "resource_type"),
+        id=notification_id,
+        create_time=parse_v3_time(create_time),
+        event_type=event_type,
+        resource_type=resource_type,
         summary=text(data, "summary", required=False),
         resource=EncryptedResource.from_json(obj(data, "resource")),
     )
@@ -97,7 +106,8 @@ def verify_notification(
     window: int = WINDOW,
 ) -> PaymentNotice | RefundNotice:
     """Verify a notification over its raw bytes, then decrypt and type it."""
-    signed = verify_response(headers, body, trust, now=now, window=window)
+    signed = read_signed_headers(headers)
+    verify_signed(signed, body, trust, now=now, window=window)
     envelope = parse_envelope(body)
     resource = open_envelope(envelope, api_v3_key)
     if isinstance(resource, Transaction):

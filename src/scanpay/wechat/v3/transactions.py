@@ -18,7 +18,15 @@ from typing import Final
 from scanpay.errors import MalformedMessageError
 from scanpay.wechat.fields import check_amount, check_out_trade_no, format_v3_time, parse_v3_time
 from scanpay.wechat.states import TradeState
-from scanpay.wechat.v3.jsonbody import JsonObject, dump_json, integer, obj, parse_json, text
+from scanpay.wechat.v3.jsonbody import (
+    JsonObject,
+    dump_json,
+    integer,
+    obj,
+    parse_json,
+    text,
+    texts,
+)
 from scanpay.wechat.v3.request import ApiRequest, path_segment, with_query
 
 NATIVE_PATH: Final = "/v3/pay/transactions/native"
@@ -185,31 +193,42 @@ class Transaction:
         return body
 
 
+_TRADE_STATES: Final = {state.value: state for state in TradeState}
+
+
+_REQUIRED_TEXT: Final = ("appid", "mchid", "out_trade_no", "trade_state")
+_OPTIONAL_TEXT: Final = (
+    "trade_state_desc", "transaction_id", "trade_type", "bank_type", "attach", "success_time"
+)  # fmt: skip
+_CURRENCIES: Final = ("currency", "payer_currency")
+
+
 def transaction_from_json(data: Mapping[str, object]) -> Transaction:
-    state_text = text(data, "trade_state")
-    try:
-        state = TradeState(state_text)
-    except ValueError:
-        raise MalformedMessageError("unknown trade_state") from None
+    appid, mchid, out_trade_no, state_text = texts(data, _REQUIRED_TEXT)
+    state = _TRADE_STATES.get(state_text)
+    if state is None:
+        raise MalformedMessageError("unknown trade_state")
+    desc, transaction_id, trade_type, bank_type, attach, success_time = texts(
+        data, _OPTIONAL_TEXT, required=False
+    )
     amount = obj(data, "amount", required=False)
-    payer = obj(data, "payer", required=False)
-    success_time = text(data, "success_time", required=False)
+    currency, payer_currency = texts(amount, _CURRENCIES, required=False)
     return Transaction(
-        appid=text(data, "appid"),
-        mchid=text(data, "mchid"),
-        out_trade_no=text(data, "out_trade_no"),
+        appid=appid,
+        mchid=mchid,
+        out_trade_no=out_trade_no,
         trade_state=state,
-        trade_state_desc=text(data, "trade_state_desc", required=False),
-        transaction_id=text(data, "transaction_id", required=False),
-        trade_type=text(data, "trade_type", required=False),
-        bank_type=text(data, "bank_type", required=False),
-        attach=text(data, "attach", required=False),
+        trade_state_desc=desc,
+        transaction_id=transaction_id,
+        trade_type=trade_type,
+        bank_type=bank_type,
+        attach=attach,
         success_time=parse_v3_time(success_time) if success_time else None,
-        payer_openid=text(payer, "openid", required=False),
+        payer_openid=text(obj(data, "payer", required=False), "openid", required=False),
         total=integer(amount, "total", required=False),
         payer_total=integer(amount, "payer_total", required=False),
-        currency=text(amount, "currency", required=False) or "CNY",
-        payer_currency=text(amount, "payer_currency", required=False) or "CNY",
+        currency=currency or "CNY",
+        payer_currency=payer_currency or "CNY",
     )
 
 

@@ -32,7 +32,6 @@ SERIAL: Final = "Wechatpay-Serial"
 SIGNATURE_TYPE: Final = "Wechatpay-Signature-Type"
 REQUEST_ID: Final = "Request-ID"
 PROBE_PREFIX: Final = "WECHATPAY/SIGNTEST/"
-_REQUIRED: Final = (TIMESTAMP, NONCE, SIGNATURE, SERIAL)
 
 
 class MultiHeaders(Protocol):
@@ -85,25 +84,31 @@ class SignedHeaders:
         }
 
 
+# the headers read, in SignedHeaders field order (the first four are required), and the
+# position of each by lower-cased name
+_NAMES: Final = (TIMESTAMP, NONCE, SIGNATURE, SERIAL, SIGNATURE_TYPE)
+_SLOTS: Final = {name.lower(): index for index, name in enumerate(_NAMES)}
+
+
 def read_signed_headers(headers: HeaderSource) -> SignedHeaders:
-    """Pick the Wechatpay-* headers; missing or repeated ones are malformed."""
-    pairs = header_pairs(headers)
-    lowered = {key.lower(): value for key, value in pairs}
-    if len(lowered) != len(pairs):  # a name repeats; is it one of ours?
-        names = [key.lower() for key, _ in pairs]
-        for name in (*_REQUIRED, SIGNATURE_TYPE):
-            if names.count(name.lower()) > 1:
-                raise MalformedMessageError(f"header {name} appears more than once")
-    timestamp = lowered.get("wechatpay-timestamp")
-    nonce = lowered.get("wechatpay-nonce")
-    signature = lowered.get("wechatpay-signature")
-    serial = lowered.get("wechatpay-serial")
+    """Pick the Wechatpay-* headers; missing or repeated ones are malformed.
+
+    One pass over the headers; only the five Wechatpay-* names are kept (others may repeat).
+    """
+    found: list[str | None] = [None, None, None, None, None]
+    slot_of = _SLOTS.get
+    pairs = headers.items() if type(headers) is dict else header_pairs(headers)
+    for key, value in pairs:
+        slot = slot_of(key.lower())
+        if slot is not None:
+            if found[slot] is not None:
+                raise MalformedMessageError(f"header {_NAMES[slot]} appears more than once")
+            found[slot] = value
+    timestamp, nonce, signature, serial, signature_type = found
     if not (timestamp and nonce and signature and serial):
-        missing = [name for name in _REQUIRED if not lowered.get(name.lower())]
-        raise MalformedMessageError(f"header {missing[0]} is missing")
-    return SignedHeaders(
-        timestamp, nonce, signature, serial, lowered.get("wechatpay-signature-type") or SCHEME
-    )
+        missing = next(_NAMES[slot] for slot in range(4) if not found[slot])
+        raise MalformedMessageError(f"header {missing} is missing")
+    return SignedHeaders(timestamp, nonce, signature, serial, signature_type or SCHEME)
 
 
 def response_signing_string(timestamp: int | str, nonce: str, body: bytes) -> bytes:
