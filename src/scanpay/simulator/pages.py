@@ -26,6 +26,7 @@ font-size:17px;cursor:pointer}
 #pay{background:#07c160;color:#fff}#cancel{background:#f2f2f2;color:#333}
 #result{font-size:20px;font-weight:600;margin:10px 0}.ok{color:#07c160}.bad{color:#c0392b}
 table{border-collapse:collapse;font-size:13px;margin:8px}td,th{border:1px solid #ccc;padding:4px}
+.resend{width:auto;padding:4px 8px;margin:0;font-size:13px;background:#e0e0e0}
 """
 
 
@@ -89,7 +90,9 @@ def overview_page(
     note_rows = "".join(
         f"<tr><td>{n.id}</td><td>{escape(n.out_trade_no)}</td><td>{escape(n.url)}</td>"
         f"<td>{n.status}</td><td>{n.attempts}</td><td>{_when(n.next_at)}</td>"
-        f"<td>{escape(a[-1].answer[:80] or a[-1].error[:80]) if a else ''}</td></tr>"
+        f"<td>{escape(a[-1].answer[:80] or a[-1].error[:80]) if a else ''}</td>"
+        f'<td><form method="post" action="/sim/notifications/{n.id}/resend">'
+        f'<button class="resend" id="resend-{n.id}" type="submit">Resend</button></form></td></tr>'
         for n, a in reversed(notifications)
     )
     return _page(
@@ -99,6 +102,7 @@ def overview_page(
         "<th>body</th><th>state</th><th>transaction_id</th><th>created</th></tr>"
         f"{order_rows}</table>"
         '<h3 style="margin:8px">Notifications</h3><table><tr><th>id</th><th>order</th>'
-        "<th>url</th><th>status</th><th>attempts</th><th>next</th><th>last answer</th></tr>"
+        "<th>url</th><th>status</th><th>attempts</th><th>next</th><th>last answer</th>"
+        "<th>resend</th></tr>"
         f"{note_rows}</table>",
     )

@@ -2,7 +2,10 @@
 
 Outcomes: ``success`` pays the order (NOTPAY -> SUCCESS, compare-and-set) and queues the
 payment notification; ``cancel`` and ``insufficient_balance`` leave it NOTPAY, as WeChat
-does when the payer backs out or the balance is short. Paying is refused, with an error
+does when the payer backs out or the balance is short; ``user_paying`` holds the order in
+USERPAYING for ``Payer.user_paying_seconds`` of simulated time (30 s by default), after which
+it is paid and notified like ``success`` (settled from the notifier's rounds, so advancing the
+test clock is enough). Paying is refused, with an error
 whose ``code`` says why, for an unknown order or code, an expired QR (``code_url`` lives two
 hours), an order past its ``time_expire``, a closed order or one already paid.
 """
