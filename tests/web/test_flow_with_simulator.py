@@ -82,7 +82,7 @@ async def test_different_amount_changes_nothing_and_is_a_failure(shop: Shop) -> 
     order = await shop.create_order(1999)
     body = build_payment_notification(
         notification_fields(shop, order, total_fee=1, cash_fee=1),
-        Secret(shop.settings.api_v2_key.get_secret_value()),
+        shop.sim.credentials.api_v2_key,
         SignType.MD5,
     )
     status, answer = await post_notification(shop, body)
@@ -111,7 +111,7 @@ async def test_fifty_identical_notifications_at_once(shop: Shop) -> None:
     order = await shop.create_order()
     body = build_payment_notification(
         notification_fields(shop, order),
-        Secret(shop.settings.api_v2_key.get_secret_value()),
+        shop.sim.credentials.api_v2_key,
         SignType.HMAC_SHA256,
     )
     answers = await asyncio.gather(*(post_notification(shop, body) for _ in range(50)))

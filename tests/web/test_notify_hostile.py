@@ -6,7 +6,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanpay.wechat.secret import Secret
 from scanpay.wechat.states import SignType
 from scanpay.wechat.v2.notify import build_payment_notification, is_success_ack
 from tests.web.conftest import Shop
@@ -56,7 +55,7 @@ async def test_hostile_notification_changes_nothing(
 
 async def test_tampered_body_after_signing_is_refused(shop: Shop) -> None:
     order = await shop.create_order(1999)
-    key = Secret(shop.settings.api_v2_key.get_secret_value())
+    key = shop.sim.credentials.api_v2_key
     body = build_payment_notification(
         {
             "appid": shop.settings.appid,
@@ -80,7 +79,7 @@ async def test_tampered_body_after_signing_is_refused(shop: Shop) -> None:
 
 
 async def test_unknown_order_is_refused_and_never_paid(shop: Shop) -> None:
-    key = Secret(shop.settings.api_v2_key.get_secret_value())
+    key = shop.sim.credentials.api_v2_key
     body = build_payment_notification(
         {
             "appid": shop.settings.appid,
@@ -102,7 +101,7 @@ async def test_unknown_order_is_refused_and_never_paid(shop: Shop) -> None:
 
 async def test_another_merchant_is_refused(shop: Shop) -> None:
     order = await shop.create_order(1999)
-    key = Secret(shop.settings.api_v2_key.get_secret_value())
+    key = shop.sim.credentials.api_v2_key
     body = build_payment_notification(
         {
             "appid": shop.settings.appid,

@@ -285,6 +285,17 @@ class RefundService:
             return placed
         return PlacedRefund(await self.submit(placed.refund), placed.created)
 
+    async def refund_surplus(self, attempt: PaymentAttempt, idempotency_key: str) -> None:
+        """Refund a whole surplus attempt (a second payment); the order does not change.
+        (:class:`scanpay.domain.ports.SurplusRefunder`; same key twice refunds once.)"""
+        await self.refund(
+            attempt.order_id,
+            attempt.amount,
+            idempotency_key=idempotency_key,
+            reason="duplicate payment",
+            out_trade_no=attempt.out_trade_no,
+        )
+
     async def _target(self, order_id: str, out_trade_no: str | None) -> tuple[PaymentAttempt, bool]:
         await self.store.get_order(order_id)  # NotFoundError first
         paid_with = await self.store.paid_out_trade_no(order_id)

@@ -10,6 +10,7 @@ and writes the order's event in the same transaction as the refund row.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scanpay.domain import machine
 from scanpay.domain.machine import Trigger
-from scanpay.domain.model import EventType, OrderStatus
+from scanpay.domain.model import EventType, Order, OrderStatus
 from scanpay.domain.refunds import RELEASED, PlacedRefund, Refund, RefundStatus
 from scanpay.errors import ConflictError, NotFoundError, ValidationError
 from scanpay.store.sql import SqlStore
@@ -143,6 +144,30 @@ class SqlRefundStore(SqlStore):
 
     async def refunded_amount(self, order_id: str) -> int:
         return await self._run(self.refunded_amount_sync, order_id)
+
+    def list_orders_sync(
+        self, status: OrderStatus | None, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Order]:
+        """Orders newest first (``created_at``, then ``id``), after the keyset ``before``."""
+        query = sa.select(orders)
+        if status is not None:
+            query = query.where(orders.c.status == status.value)
+        if before is not None:
+            created, order_id = before
+            query = query.where(
+                sa.or_(
+                    orders.c.created_at < created,
+                    sa.and_(orders.c.created_at == created, orders.c.id < order_id),
+                )
+            )
+        query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
+        with self.engine.begin() as conn:
+            return [self._get_order(conn, row.id) for row in conn.execute(query).all()]
+
+    async def list_orders(
+        self, status: OrderStatus | None, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Order]:
+        return await self._run(self.list_orders_sync, status, limit, before)
 
     # ---- writes ------------------------------------------------------------------------
 

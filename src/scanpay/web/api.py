@@ -32,7 +32,8 @@ def check_order_id(order_id: str) -> str:
 async def order_view(context: AppContext, order_id: str) -> OrderView:
     order = await context.store.get_order(check_order_id(order_id))
     attempt = await context.store.current_attempt(order.id)
-    return OrderView.of(order, attempt, context.settings.public_base_url)
+    refunded = await context.store.refunded_amount(order.id)
+    return OrderView.of(order, attempt, context.settings.public_base_url, refunded)
 
 
 @router.post(

@@ -1,14 +1,16 @@
 """``create_app(settings, wechat_transport=None)``: the merchant service as an ASGI app.
 
 Everything is built inside the factory (nothing at import time): the database engine (and
-the schema upgraded to the latest migration), the WeChat Pay v2 client, the use cases and
+the schema upgraded to the latest migration), the WeChat Pay clients (v2 and/or v3,
+:mod:`scanpay.web.wiring`), the use cases and
 the routes. ``wechat_transport`` lets tests reach the simulator in-process.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -16,49 +18,46 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from scanpay.client.v2 import V2Client
 from scanpay.config import Settings
+from scanpay.domain.model import utcnow
+from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
 from scanpay.store.migrate import make_engine, upgrade
-from scanpay.store.sql import SqlStore
-from scanpay.web import api, errors, events, notify, pages
+from scanpay.store.refunds import SqlRefundStore
+from scanpay.web import api, errors, events, notify, notify_v3, pages, shop_api
 from scanpay.web.context import AppContext
-from scanpay.web.gateway import V2Gateway
 from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
-from scanpay.wechat.secret import Secret
-from scanpay.wechat.states import SignType
-from scanpay.wechat.v2.envelope import V2Merchant
+from scanpay.web.wiring import Extras, build_wechat
 
 STATIC: Final = Path(__file__).resolve().parent / "static"
 API_BODY_LIMIT: Final = 16 * 1024
 
 
 def create_app(
-    settings: Settings, wechat_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    wechat_transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     """Build the merchant service for ``settings``."""
     engine = make_engine(settings.database_url)
     if settings.migrate_on_startup:
         upgrade(engine)
-    store = SqlStore(engine)
-    merchant = V2Merchant(
-        appid=settings.appid,
-        mch_id=settings.mchid,
-        key=Secret(settings.api_v2_key.get_secret_value()),
-        sign_type=SignType(settings.sign_type),
-    )
-    client = V2Client(
-        merchant,
-        base_url=settings.wechat_base_url,
-        transport=wechat_transport,
-        timeout=settings.wechat_timeout_seconds,
-    )
+    store = SqlRefundStore(engine, clock=clock)
+    wechat = build_wechat(settings, wechat_transport)
     hub = ChangeHub()
-    gateway = V2Gateway(client, notify_url=settings.notify_url_v2)
-    service = PaymentService(store, gateway, on_change=hub.notify)
+    gateway = wechat.gateway
+    refunds = RefundService(store, gateway, clock=clock, on_change=hub.notify)
+    service = PaymentService(
+        store,
+        gateway,
+        clock=clock,
+        on_change=hub.notify,
+        refunder=refunds,
+    )
 
-    context = AppContext(settings=settings, store=store, service=service, hub=hub, client=client)
+    context = AppContext(settings=settings, store=store, service=service, hub=hub, client=wechat)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -74,11 +73,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.scanpay = context
+    app.state.extras = Extras(refunds=refunds, store=store, wechat=wechat)
     app.state.templates = pages.make_environment()
     errors.install(app)
     app.include_router(api.router)
     app.include_router(events.router)
+    app.include_router(shop_api.router)
     app.include_router(notify.router)
+    app.include_router(notify_v3.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from scanpay.client.v2 import V2Client
 from scanpay.config import Settings
 from scanpay.domain.service import PaymentService
-from scanpay.store.sql import SqlStore
+from scanpay.store.refunds import SqlRefundStore
 from scanpay.web.errors import AuthenticationError
 from scanpay.web.hub import ChangeHub
+
+if TYPE_CHECKING:
+    from scanpay.web.wiring import WeChatClients
 
 
 @dataclass(frozen=True)
 class AppContext:
     settings: Settings
-    store: SqlStore
+    store: SqlRefundStore  # SqlStore plus refunds
     service: PaymentService
     hub: ChangeHub
-    client: V2Client
+    client: WeChatClients  # closes the WeChat Pay clients (v2 and/or v3)
 
     async def aclose(self) -> None:
-        """Release the WeChat client and the database connections."""
+        """Release the WeChat clients and the database connections."""
         await self.client.aclose()
         self.store.engine.dispose()
 

@@ -1,4 +1,9 @@
-"""``POST /notify/v2``: WeChat Pay v2 payment notifications.
+"""``POST /notify/v2`` and ``POST /notify/v2/refund``: WeChat Pay v2 notifications.
+
+Refund notifications carry no signature: ``req_info`` is AES-256-ECB encrypted under the MD5
+of the API v2 key, so a body that decrypts (after the envelope's appid/mch_id are checked) is
+authentic; then the refund is matched by ``out_refund_no`` and cross-checked (out_trade_no,
+amount, merchant) in :mod:`scanpay.domain.refunds`.
 
 Raw body → content-type check → signature verification over every received field
 (:func:`scanpay.wechat.v2.notify.verify_payment_notification`) → match and cross-check in
@@ -17,14 +22,17 @@ from fastapi import APIRouter, Request, Response
 
 from scanpay.domain.model import ReportSource
 from scanpay.domain.ports import ReceivedNotification
-from scanpay.errors import MalformedMessageError, ProtocolError, SignatureError
+from scanpay.errors import DecryptionError, MalformedMessageError, ProtocolError, SignatureError
 from scanpay.web.context import get_context
-from scanpay.web.gateway import report_from_v2
+from scanpay.web.gateway import refund_report_from_v2, report_from_v2
+from scanpay.web.wiring import get_extras
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.v2.notify import ACK_SUCCESS, ack_failure, verify_payment_notification
+from scanpay.wechat.v2.refund_notify import decrypt_refund_notification
 
 log = logging.getLogger(__name__)
 API: Final = "v2-payment"
+REFUND_API: Final = "v2-refund"
 XML_TYPES: Final = frozenset({"text/xml", "application/xml"})
 
 router = APIRouter(tags=["notifications"])
@@ -54,6 +62,8 @@ async def notify_v2(request: Request) -> Response:
     # WeChat sends text/xml; a missing type is tolerated, a different one is refused.
     if content_type and content_type not in XML_TYPES:
         return await refuse("wrong_content_type", "content type must be XML", 415)
+    if context.settings.api_v2_key is None:
+        return await refuse("not_configured", "API v2 is not configured", 404)
     key = Secret(context.settings.api_v2_key.get_secret_value())
     try:
         notification = verify_payment_notification(body, key)
@@ -70,6 +80,53 @@ async def notify_v2(request: Request) -> Response:
         "notify v2 out_trade_no=%s transaction_id=%s verdict=%s reason=%s",
         report.out_trade_no,
         report.transaction_id,
+        outcome.verdict.value,
+        outcome.reason,
+    )
+    if outcome.acknowledged:
+        return _xml(ACK_SUCCESS)
+    return _xml(ack_failure(outcome.reason), 422)
+
+
+@router.post(
+    "/notify/v2/refund",
+    summary="WeChat Pay API v2 refund notification (XML, encrypted req_info)",
+    response_class=Response,
+    responses={200: {"content": {"text/xml": {}}}},
+)
+async def notify_v2_refund(request: Request) -> Response:
+    context = get_context(request)
+    extras = get_extras(request)
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    store = context.store
+
+    async def refuse(outcome: str, detail: str, status: int) -> Response:
+        await store.record_notification(ReceivedNotification(REFUND_API, body, outcome, detail))
+        log.warning("notify v2 refund refused outcome=%s detail=%s", outcome, detail)
+        return _xml(ack_failure(detail), status)
+
+    if content_type and content_type not in XML_TYPES:
+        return await refuse("wrong_content_type", "content type must be XML", 415)
+    merchant = extras.wechat.merchant_v2
+    if merchant is None:
+        return await refuse("not_configured", "API v2 is not configured", 404)
+    try:
+        notification = decrypt_refund_notification(body, merchant)
+    except DecryptionError as exc:
+        return await refuse("bad_encryption", exc.message or exc.code, 401)
+    except (MalformedMessageError, ProtocolError) as exc:
+        return await refuse("malformed", exc.message or exc.code, 400)
+    report = refund_report_from_v2(notification)
+    outcome = await extras.refunds.apply_refund_report(report)
+    await store.record_notification(
+        ReceivedNotification(
+            REFUND_API, body, outcome.verdict.value, outcome.reason, notification.out_trade_no
+        )
+    )
+    log.info(
+        "notify v2 refund out_refund_no=%s verdict=%s reason=%s",
+        report.out_refund_no,
         outcome.verdict.value,
         outcome.reason,
     )

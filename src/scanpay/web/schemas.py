@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from scanpay.domain.model import MAX_AMOUNT, MAX_DESCRIPTION, Order, OrderStatus, PaymentAttempt
+from scanpay.domain.refunds import MAX_REASON, Refund, RefundStatus
 
 
 class CreateOrder(BaseModel):
@@ -41,9 +42,12 @@ class OrderView(BaseModel):
     events_url: str
     created_at: datetime
     updated_at: datetime
+    refunded_amount: int = 0  # fen refunded (refunds that succeeded)
 
     @classmethod
-    def of(cls, order: Order, attempt: PaymentAttempt, base_url: str) -> OrderView:
+    def of(
+        cls, order: Order, attempt: PaymentAttempt, base_url: str, refunded: int = 0
+    ) -> OrderView:
         return cls(
             id=order.id,
             status=order.status,
@@ -56,7 +60,54 @@ class OrderView(BaseModel):
             events_url=f"{base_url}/api/orders/{order.id}/events",
             created_at=order.created_at,
             updated_at=order.updated_at,
+            refunded_amount=refunded,
         )
+
+
+class OrderPage(BaseModel):
+    """One page of orders, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[OrderView]
+    next_cursor: str | None
+
+
+class CreateRefund(BaseModel):
+    """A refund of ``amount`` fen of the order's payment (at most what is left to refund)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    amount: Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT, examples=[500])]
+    reason: Annotated[StrictStr, Field(max_length=MAX_REASON, examples=["damaged in transit"])] = ""
+
+
+class RefundView(BaseModel):
+    id: str
+    order_id: str
+    out_refund_no: str
+    amount: int
+    currency: str
+    reason: str
+    status: RefundStatus
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundView:
+        return cls(
+            id=refund.id,
+            order_id=refund.order_id,
+            out_refund_no=refund.out_refund_no,
+            amount=refund.amount,
+            currency=refund.currency,
+            reason=refund.reason,
+            status=refund.status,
+            created_at=refund.created_at,
+            updated_at=refund.updated_at,
+        )
+
+
+class RefundList(BaseModel):
+    items: list[RefundView]
 
 
 class ErrorDetail(BaseModel):

@@ -1,0 +1,124 @@
+"""``POST /notify/v3`` (and ``/notify/v3/refund``): WeChat Pay API v3 notifications.
+
+Raw body and headers → content type → :meth:`V3Client.verify_notification` (Wechatpay-*
+signature over the exact bytes, within the 5-minute window, by a trusted key; then AES-GCM
+decryption with the API v3 key; then the typed resource, whose mchid must be ours) → the
+domain: a ``TRANSACTION.SUCCESS`` goes to :meth:`PaymentService.apply_payment_report` (match by
+``out_trade_no``, check appid, mchid, amount, currency; one compare-and-set), a ``REFUND.*``
+to :meth:`RefundService.apply_refund_report`. Both paths take either event type.
+
+Answers: ``204`` (also for duplicates); otherwise 4xx/5xx with ``{"code": "FAIL", "message":
+...}`` so WeChat retries. Every body that reaches the handler is kept with its outcome in
+``notifications_received``; nothing else changes unless it verifies and matches. Log lines name
+the outcome and ids, never a key, header signature or decrypted payload.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from fastapi import APIRouter, Request, Response
+
+from scanpay.domain.model import ReportSource
+from scanpay.domain.ports import ReceivedNotification
+from scanpay.errors import (
+    ApiError,
+    DecryptionError,
+    ProtocolError,
+    SignatureError,
+    StaleMessageError,
+    TransportError,
+    UnknownKeyError,
+)
+from scanpay.web.context import get_context
+from scanpay.web.gateway import refund_report_from_v3, report_from_v3
+from scanpay.web.wiring import get_extras
+from scanpay.wechat.v3.notify import PaymentNotice, failure_body
+
+log = logging.getLogger(__name__)
+API: Final = "v3"
+JSON_TYPES: Final = frozenset({"application/json"})
+
+router = APIRouter(tags=["notifications"])
+
+# Each verification failure: (outcome recorded, HTTP status). Most specific first.
+FAILURES: Final[tuple[tuple[type[Exception], str, int], ...]] = (
+    (StaleMessageError, "stale", 401),
+    (UnknownKeyError, "unknown_serial", 401),
+    (SignatureError, "bad_signature", 401),
+    (DecryptionError, "decryption_failed", 400),
+    (ProtocolError, "malformed", 400),
+    (TransportError, "unverifiable", 503),  # platform certificates could not be fetched
+    (ApiError, "unverifiable", 503),
+)
+
+
+def _fail(message: str, status: int) -> Response:
+    return Response(failure_body(message), status_code=status, media_type="application/json")
+
+
+async def _notify_v3(request: Request) -> Response:
+    context = get_context(request)
+    extras = get_extras(request)
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    async def refuse(outcome: str, detail: str, status: int) -> Response:
+        await context.store.record_notification(ReceivedNotification(API, body, outcome, detail))
+        log.warning("notify v3 refused outcome=%s detail=%s", outcome, detail)
+        return _fail(detail, status)
+
+    if content_type and content_type not in JSON_TYPES:
+        return await refuse("wrong_content_type", "content type must be application/json", 415)
+    client = extras.wechat.v3
+    if client is None:
+        return await refuse("not_configured", "API v3 is not configured", 404)
+    try:
+        notice = await client.verify_notification(request.headers, body)
+    except (ProtocolError, TransportError, ApiError) as exc:
+        for kind, failure, status in FAILURES:
+            if isinstance(exc, kind):
+                return await refuse(failure, exc.message or exc.code, status)
+        raise  # unreachable: every caught kind is in FAILURES
+    if isinstance(notice, PaymentNotice):
+        report = report_from_v3(notice.transaction, ReportSource.NOTIFICATION_V3)
+        outcome = await context.service.apply_payment_report(report)
+        verdict, reason, acknowledged = outcome.verdict.value, outcome.reason, outcome.acknowledged
+        out_trade_no, what = report.out_trade_no, "v3-payment"
+        ident = report.out_trade_no
+    else:
+        refund_report = refund_report_from_v3(notice.refund, "notification_v3")
+        refunded = await extras.refunds.apply_refund_report(refund_report)
+        verdict, reason = refunded.verdict.value, refunded.reason
+        acknowledged = refunded.acknowledged
+        out_trade_no, what = notice.refund.out_trade_no, "v3-refund"
+        ident = refund_report.out_refund_no
+    await context.store.record_notification(
+        ReceivedNotification(what, body, verdict, reason, out_trade_no or None)
+    )
+    log.info("notify v3 %s id=%s event=%s verdict=%s reason=%s",
+             what, ident, notice.envelope.id, verdict, reason)  # fmt: skip
+    if acknowledged:
+        return Response(status_code=204)
+    return _fail(reason, 422)
+
+
+@router.post(
+    "/notify/v3",
+    summary="WeChat Pay API v3 notification (payment or refund; signed, encrypted JSON)",
+    response_class=Response,
+    status_code=204,
+)
+async def notify_v3(request: Request) -> Response:
+    return await _notify_v3(request)
+
+
+@router.post(
+    "/notify/v3/refund",
+    summary="WeChat Pay API v3 refund notification (same handling as /notify/v3)",
+    response_class=Response,
+    status_code=204,
+)
+async def notify_v3_refund(request: Request) -> Response:
+    return await _notify_v3(request)
