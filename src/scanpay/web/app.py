@@ -29,6 +29,7 @@ from scanpay.web.context import AppContext
 from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
 from scanpay.web.wiring import Extras, build_wechat
+from scanpay.web.worker import RefundServiceRefunder, build_lifecycle, policy_from
 
 STATIC: Final = Path(__file__).resolve().parent / "static"
 API_BODY_LIMIT: Final = 16 * 1024
@@ -54,15 +55,18 @@ def create_app(
         gateway,
         clock=clock,
         on_change=hub.notify,
-        refunder=refunds,
+        policy=policy_from(settings),
+        refunder=RefundServiceRefunder(refunds),
     )
+    lifecycle = build_lifecycle(settings, service, clock)
 
     context = AppContext(settings=settings, store=store, service=service, hub=hub, client=wechat)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            async with lifecycle.running():  # the reconciler task (docs/operations.md)
+                yield
         finally:
             await context.aclose()
 
@@ -73,6 +77,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.scanpay = context
+    app.state.lifecycle = lifecycle
     app.state.extras = Extras(refunds=refunds, store=store, wechat=wechat)
     app.state.templates = pages.make_environment()
     errors.install(app)
