@@ -1,0 +1,101 @@
+"""The Node SDK ``wechatpay-axios-plugin``, unmodified, only ``baseURL`` changed, runs a
+whole v3 Native flow against the simulator (``tests/simulator/node/flow.js``): prepay, pay,
+the payment and refund notifications verified with the configured key and decrypted with the
+SDK's ``Rsa``/``AesGcm``, query, refund query, close, and a v2 query with the SDK's sign check.
+
+Needs ``node`` and the package: ``npm install wechatpay-axios-plugin`` somewhere and point
+``SCANPAY_NODE_PATH`` at that ``node_modules`` folder; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanpay.simulator import Simulator
+
+from .live import serve_simulator
+
+FLOW = Path(__file__).parent / "node" / "flow.js"
+NODE = shutil.which("node")
+NODE_PATH = os.environ.get("SCANPAY_NODE_PATH", "")
+
+
+def _plugin_available() -> bool:
+    if NODE is None or not NODE_PATH:
+        return False
+    probe = subprocess.run(
+        [NODE, "-e", "require.resolve('wechatpay-axios-plugin')"],
+        env={**os.environ, "NODE_PATH": NODE_PATH},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+pytestmark = pytest.mark.skipif(
+    not _plugin_available(),
+    reason="needs node and wechatpay-axios-plugin (set SCANPAY_NODE_PATH to its node_modules)",
+)
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[tuple[Simulator, str]]:
+    with serve_simulator() as (sim, base_url):
+        sim.refunds.settle_after = 0
+        yield sim, base_url
+
+
+@pytest.mark.parametrize("mode", ["public-key", "certificate"])
+def test_node_wechatpay_axios_plugin_flow(
+    live: tuple[Simulator, str], tmp_path: Path, mode: str
+) -> None:
+    sim, base_url = live
+    creds = sim.credentials
+    config = {
+        "baseURL": base_url,
+        "mchid": creds.mchid,
+        "appid": creds.appid,
+        "serial": creds.merchant_serial_no,
+        "privateKey": creds.merchant_private_key_pem.reveal(),
+        "apiv3Key": creds.api_v3_key.reveal(),
+        "secret": creds.api_v2_key.reveal(),
+        "mode": mode,
+        "publicKeyId": creds.wechatpay_public_key_id,
+        "publicKey": creds.wechatpay_public_key_pem,
+        "platformSerial": creds.platform_serial_no,
+        "platformCertificate": creds.platform_certificate_pem,
+        "prefix": f"node-{mode}",
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert NODE is not None
+    run = subprocess.run(
+        [NODE, str(FLOW), str(path)],
+        env={**os.environ, "NODE_PATH": NODE_PATH},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out: dict[str, Any] = json.loads(run.stdout)
+    assert out["payment"]["ok"] is True
+    assert out["payment"]["resource"]["event"] == "TRANSACTION.SUCCESS"
+    assert out["payment"]["resource"]["transaction_id"] == out["paid_transaction_id"]
+    assert out["trade_state"] == "SUCCESS"
+    assert out["refund_status"] == "PROCESSING"
+    assert out["refund"]["ok"] is True
+    assert out["refund"]["resource"]["event"] == "REFUND.SUCCESS"
+    assert out["refund"]["resource"]["refund_status"] == "SUCCESS"
+    assert out["refund_query_status"] == "SUCCESS"
+    assert out["close_status"] == 204
+    assert out["v2_trade_state"] == "REFUND"
