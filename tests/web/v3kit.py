@@ -1,0 +1,61 @@
+"""A service wired to the simulator for API v2, v3 public-key mode or v3 certificate mode,
+on the simulator's test clock (starting now, so v3 signatures stay inside their window)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from scanpay.simulator import SimClock, Simulator
+from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from scanpay.web.app import create_app
+from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop
+
+MODES = ("v2", "v3-public-key", "v3-certificates")
+
+
+def v3_settings(creds: MerchantCredentials, folder: Path, *, public_key: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "api_version": "v3",
+        "api_v3_key": creds.api_v3_key.reveal(),
+        "merchant_private_key": creds.merchant_private_key_pem.reveal(),
+        "merchant_serial_no": creds.merchant_serial_no,
+    }
+    if public_key:
+        path = folder / "wechatpay_public_key.pem"
+        path.write_text(creds.wechatpay_public_key_pem)
+        values.update(wechatpay_public_key_id=creds.wechatpay_public_key_id,
+                      wechatpay_public_key_file=path)  # fmt: skip
+    return values
+
+
+async def open_shop(
+    make_settings: SettingsFactory,
+    folder: Path,
+    credentials: tuple[MerchantCredentials, SimulatorKeys],
+    mode: str,
+) -> AsyncIterator[Shop]:
+    late = LateASGITransport()
+    sim = Simulator.create(notify_transport=late, clock=SimClock(), credentials=credentials)
+    creds = sim.credentials
+    extra = {} if mode == "v2" else v3_settings(creds, folder, public_key=mode == "v3-public-key")
+    settings = make_settings(
+        appid=creds.appid,
+        mchid=creds.mchid,
+        api_v2_key=creds.api_v2_key.reveal(),
+        reconciler_enabled=False,
+        **extra,
+    )
+    app = create_app(settings, wechat_transport=httpx.ASGITransport(app=sim.app))
+    late.app = app
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+    try:
+        yield Shop(app, sim, http, settings)
+    finally:
+        await http.aclose()
+        await app.state.scanpay.aclose()
+        await sim.stop()
+        sim.close()
