@@ -353,3 +353,26 @@ async def test_refunds_survive_a_restart(tmp_path: Path) -> None:
     second.close()
     assert kept is not None
     assert kept.refund_fee == 100
+
+
+async def test_a_refunded_order_is_still_paid(rsim: Simulator, v2: V2Client, v3: V3Client) -> None:
+    order = UnifiedOrder(
+        out_trade_no="rf-again-v2", body="Tea", total_fee=1000,
+        notify_url=f"{SHOP}/notify/v2", product_id="tea",
+    )  # fmt: skip
+    rsim_code = (await v2.create_native_order(order)).code_url
+    await rsim.pay(code_url=rsim_code)
+    await v2.refund(v2_refund("rf-again-v2", "again-1", 10))
+    rsim.clock.advance(1)
+    await rsim.deliver_due_notifications()
+    with pytest.raises(ApiError) as v2_again:
+        await v2.create_native_order(order)
+    assert v2_again.value.code == "ORDERPAID"
+
+    await paid_v3_order(rsim, v3, "rf-again-v3")
+    await v3.create_refund(v3_refund("rf-again-v3", "again-2", 10))
+    rsim.clock.advance(1)
+    await rsim.deliver_due_notifications()
+    with pytest.raises(ApiError) as v3_again:
+        await paid_v3_order(rsim, v3, "rf-again-v3")
+    assert (v3_again.value.http_status, v3_again.value.code) == (403, "TRADE_ERROR")

@@ -167,7 +167,7 @@ class V2Api:
             )
             self._ledger.insert_order(created)
             return self._prepay_answer(sign_type, created)
-        if existing.trade_state is TradeState.SUCCESS:
+        if existing.trade_state in (TradeState.SUCCESS, TradeState.REFUND):  # paid
             return self._fail(sign_type, "ORDERPAID", "该订单已支付")
         if existing.trade_state is TradeState.CLOSED:
             return self._fail(sign_type, "ORDERCLOSED", "该订单已关闭")

@@ -159,7 +159,7 @@ class V3Api:
         fingerprint = json.dumps(order.to_json(), sort_keys=True, ensure_ascii=False)
         existing = self._ledger.order(order.out_trade_no)
         if existing is not None:
-            if existing.trade_state is TradeState.SUCCESS:
+            if existing.trade_state in (TradeState.SUCCESS, TradeState.REFUND):  # paid
                 return self._error(request, 403, "TRADE_ERROR", "该订单已支付")
             if existing.trade_state is TradeState.CLOSED:
                 return self._error(request, 400, "ORDER_CLOSED", "订单已关闭")
