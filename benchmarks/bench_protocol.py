@@ -12,8 +12,11 @@ Method, chosen for a small shared machine whose load changes while the benchmark
 * a warm-up batch per contender, then many short rounds (a few milliseconds each). Within a
   round the contenders run back to back, in an order rotated every round, with the garbage
   collector paused, so that all of them meet the same background load;
-* the per-operation figure is the median over rounds; a ratio is the median over rounds of
-  the ratio *within* a round (paired), which cancels most of the load drift between rounds.
+* per contender the median and the minimum over rounds are reported. Two ratios are shown:
+  *best* (minimum over minimum: the intrinsic cost, what ``timeit`` recommends, least touched
+  by other processes) and *paired* (the median over rounds of the ratio within a round, which
+  cancels load drift between rounds). The target verdict uses *best*; on a busy machine
+  read both, and trust neither to better than about 5 %.
 """
 
 from __future__ import annotations
@@ -119,8 +122,10 @@ def run_case(case: Case, rounds: int, batch: int) -> list[list[float]]:
     return samples
 
 
-def paired_ratio(ours: list[float], theirs: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+def ratios(ours: list[float], theirs: list[float]) -> tuple[float, float]:
+    """(ratio of the best rounds, median of the per-round ratios)."""
+    paired = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+    return min(ours) / min(theirs), paired
 
 
 def build_cases() -> list[Case]:
@@ -221,7 +226,8 @@ def build_cases() -> list[Case]:
             binascii.a2b_base64(found["ciphertext"]),
             found["associated_data"].encode(),
         )
-        return json.loads(plain)
+        value: dict[str, object] = json.loads(plain)
+        return value
 
     # --- contenders ---
     def ours_sign() -> object:
@@ -311,7 +317,8 @@ def main() -> None:
         f"load {load:.2f}; cryptography {version('cryptography')}, wechatpy "
         f"{version('wechatpy')}, wechatpayv3 {version('wechatpayv3')}; {rounds} rounds"
     )
-    print(f"{'operation':32} {'implementation':38} {'µs/op':>9} {'min':>8} {'x floor':>8}")
+    print(f"{'operation':32} {'implementation':38} {'median':>8} {'min':>8} {'x floor':>15}")
+    print(f"{'':32} {'':38} {'µs/op':>8} {'µs/op':>8} {'best / paired':>15}")
     verdicts: list[str] = []
     for case in cases:
         batch = max(1, int(case.batch * scale))
@@ -319,26 +326,28 @@ def main() -> None:
         roles = [c.role for c in case.contenders]
         floor = samples[roles.index("floor")]
         for contender, got in zip(case.contenders, samples, strict=True):
+            best, paired = ratios(got, floor)
             print(
-                f"{case.title:32} {contender.name:38} {statistics.median(got) * 1e6:9.2f} "
-                f"{min(got) * 1e6:8.2f} {paired_ratio(got, floor):8.2f}"
+                f"{case.title:32} {contender.name:38} {statistics.median(got) * 1e6:8.2f} "
+                f"{min(got) * 1e6:8.2f} {best:7.2f} {paired:7.2f}"
             )
         ours = samples[roles.index("scanpay")]
-        to_floor = paired_ratio(ours, floor)
-        parts = [f"{to_floor:.2f}x floor"]
+        best, paired = ratios(ours, floor)
+        parts = [f"{best:.2f}x floor (paired {paired:.2f})"]
+        met = best <= TARGET_FLOOR
         if "crypto" in roles:
-            parts.append(f"{paired_ratio(ours, samples[roles.index('crypto')]):.2f}x crypto-only")
-        met = to_floor <= TARGET_FLOOR
+            crypto, _ = ratios(ours, samples[roles.index("crypto")])
+            parts.append(f"{crypto:.2f}x crypto-only")
         for contender, got in zip(case.contenders, samples, strict=True):
             if contender.role == "peer":
-                ratio = paired_ratio(ours, got)
-                met = met and ratio <= 1.0
-                parts.append(f"{ratio:.2f}x {contender.name.split()[0]}")
-        verdicts.append(
-            f"{case.title:32} scanpay = {', '.join(parts)}: {'met' if met else 'MISSED'}"
-        )
+                best, paired = ratios(ours, got)
+                met = met and best <= 1.0
+                parts.append(f"{best:.2f}x {contender.name.split()[0]} (paired {paired:.2f})")
+        verdict = "met" if met else "MISSED"
+        verdicts.append(f"{case.title:32} scanpay = {', '.join(parts)}: {verdict}")
         print()
-    print("target: no slower than either peer, within 1.5x of the floor (paired medians)")
+    print(f"target: within {TARGET_FLOOR}x of the floor and no slower than either peer, judged on")
+    print("best-of-rounds ratios (paired-median ratios shown alongside)")
     print("\n".join(verdicts))
 
 
