@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export PATH="$PWD/.venv/bin:$PATH"
+if [ -d tests/simulator/node/node_modules ]; then
+    export SCANPAY_NODE_PATH="$PWD/tests/simulator/node/node_modules"
+fi
 
 echo "== ruff"
 ruff check src tests benchmarks
