@@ -41,6 +41,7 @@ async def order_view(context: AppContext, order_id: str) -> OrderView:
     status_code=201,
     dependencies=[Depends(require_shop_key)],
     summary="Create an order and its WeChat Pay QR code",
+    responses={200: {"model": OrderView, "description": "Idempotent replay: the stored order"}},
 )
 async def create_order(
     body: CreateOrder,

@@ -80,6 +80,7 @@ async def close(order_id: str, request: Request) -> OrderView:
     "/orders/{order_id}/refunds",
     status_code=201,
     summary="Refund all or part of a paid order (Idempotency-Key required)",
+    responses={200: {"model": RefundView, "description": "Idempotent replay: the stored refund"}},
 )
 async def create_refund(
     order_id: str,
