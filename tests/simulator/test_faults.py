@@ -4,6 +4,7 @@ what scanpay's own verifiers make of it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -314,3 +315,72 @@ async def test_order_faults_from_a_header_touch_that_order_only(
     state = (await raw.get("/sim/faults")).json()
     assert state["faults"] == {}
     assert state["orders"]["order-a"]["duplicate_notifications"]["value"] == 4
+
+
+class Gathering:
+    """A notify_url that answers only once ``expected`` deliveries are in flight together."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.arrived = 0
+        self.together = asyncio.Event()
+        self.app = Starlette(routes=[Route("/notify/v2", self.handle, methods=["POST"])])
+
+    async def handle(self, request: Request) -> Response:
+        await request.body()
+        self.arrived += 1
+        if self.arrived == self.expected:
+            self.together.set()
+        async with asyncio.timeout(10):
+            await self.together.wait()
+        return Response(ACK_SUCCESS, media_type="text/xml")
+
+
+async def test_duplicates_arrive_at_once(
+    clock: SimClock, credentials: tuple[MerchantCredentials, SimulatorKeys]
+) -> None:
+    merchant = Gathering(expected=5)
+    sim = Simulator.create(
+        clock=clock, credentials=credentials, notify_transport=httpx.ASGITransport(merchant.app)
+    )
+    async with sim:
+        switch_on(sim, "duplicate_notifications=5")
+        async with V2Client(
+            sim.credentials.v2_merchant(),
+            base_url="http://sim.test",
+            transport=httpx.ASGITransport(app=sim.app),
+        ) as client:
+            await pay_orders(sim, client, 1)
+        await sim.deliver_due_notifications()  # would wait forever if sent one by one
+        [note] = sim.notification_log()
+    sim.close()
+    assert merchant.arrived == 5
+    assert note["status"] == "delivered"
+
+
+class WithHeader(httpx.AsyncBaseTransport):
+    """Adds one header to every request (how a test reaches X-Sim-Fault through a client)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, name: str, value: str) -> None:
+        self.inner, self.name, self.value = inner, name, value
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers[self.name] = self.value
+        return await self.inner.handle_async_request(request)
+
+
+async def test_notification_faults_in_the_prepay_header(
+    sim: Simulator, client: V2Client, receiver: Receiver
+) -> None:
+    transport = WithHeader(httpx.ASGITransport(app=sim.app), "X-Sim-Fault", "drop_notifications")
+    async with V2Client(
+        sim.credentials.v2_merchant(), base_url="http://sim.test", transport=transport
+    ) as dropping:
+        await dropping.create_native_order(order("order-lost"))
+    await client.create_native_order(order("order-kept"))
+    for number in ("order-lost", "order-kept"):
+        await sim.pay(out_trade_no=number)
+    await sim.deliver_due_notifications()
+    assert delivered_numbers(receiver) == ["order-kept"]
+    statuses = {n["out_trade_no"]: n["status"] for n in sim.notification_log()}
+    assert statuses == {"order-lost": "dropped", "order-kept": "delivered"}

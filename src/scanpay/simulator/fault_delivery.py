@@ -5,8 +5,9 @@ Per notification that is due (faults of its order on top of the active ones):
 * ``delay_notifications``: the first attempt is put off by N simulated seconds (once);
 * ``drop_notifications``: drawn once, at the first attempt; a dropped notification is logged
   (status ``dropped``, an attempt whose error says so) and never sent nor retried;
-* ``duplicate_notifications``: every attempt is sent N times (one log entry, acknowledged if
-  any copy was);
+* ``duplicate_notifications``: every attempt is sent N times, the copies of a round all at
+  once (up to :data:`MAX_PARALLEL` in flight), as when several WeChat servers deliver the same
+  notification; one log entry per attempt, acknowledged if any copy was;
 * ``bad_signature`` / ``garbage_signature``: the first N attempts carry a wrong signature
   (v2: a wrong ``sign`` in the XML; v3: ``WECHATPAY/SIGNTEST/...`` or garbage), the retries on
   WeChat's schedule are signed correctly;
@@ -18,8 +19,10 @@ With no fault active a round is exactly the notifier's plain one.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
+from typing import Final
 
 from scanpay.errors import MalformedMessageError
 from scanpay.simulator import faults as fault_mod
@@ -30,6 +33,7 @@ from scanpay.simulator.notifier import Notifier
 from scanpay.wechat.xmlcodec import dump_xml, parse_xml
 
 Copy = tuple[int | None, bytes, str]
+MAX_PARALLEL: Final = 32
 
 
 def bad_v2_body(body: bytes, *, garbage: bool) -> bytes:
@@ -98,6 +102,7 @@ class FaultyDelivery:
         now = self._clock.timestamp()
         sends: list[tuple[Notification, dict[Fault, FaultSpec]]] = []
         reorder = False
+        held = 0  # delayed or dropped this round
         for note in due:
             fired = self._faults.fire(Scope.NOTIFICATIONS, out_trade_no=note.out_trade_no)
             first = note.attempts == 0
@@ -106,10 +111,12 @@ class FaultyDelivery:
                 self._faults.delayed.add(note.id)
                 self._hold(note, now + delay.value)
                 self._faults.note(Fault.DELAY_NOTIFICATIONS, notification=note.id, by=delay.value)
+                held += 1
                 continue
             if first and Fault.DROP_NOTIFICATIONS in fired:
                 self._drop(note, now)
                 self._faults.note(Fault.DROP_NOTIFICATIONS, notification=note.id)
+                held += 1
                 continue
             reorder = reorder or Fault.REORDER_NOTIFICATIONS in fired
             copies = fired.get(Fault.DUPLICATE_NOTIFICATIONS)
@@ -124,8 +131,19 @@ class FaultyDelivery:
         if reorder:
             self._faults.shuffle(sends)
         answers: dict[int, list[Copy]] = {}
-        for note, fired in sends:
-            answers.setdefault(note.id, []).append(await self._send(note, fired))
+        if len(sends) > len(due) - held:  # duplicates: copies arrive at once, as from
+            gate = asyncio.Semaphore(MAX_PARALLEL)  # several WeChat servers
+
+            async def send(note: Notification, fired: dict[Fault, FaultSpec]) -> Copy:
+                async with gate:
+                    return await self._send(note, fired)
+
+            results = await asyncio.gather(*(send(note, fired) for note, fired in sends))
+            for (note, _), copy in zip(sends, results, strict=True):
+                answers.setdefault(note.id, []).append(copy)
+        else:
+            for note, fired in sends:
+                answers.setdefault(note.id, []).append(await self._send(note, fired))
         for note in due:
             if note.id in answers:
                 self._notifier.record(note, now, answers[note.id])
