@@ -1,5 +1,5 @@
 """Platform-certificate rotation mid-run and "new merchant" mode, through scanpay's V3Client and
-through unmodified wechatpayv3 (gateway changed, simulator on a loopback port)."""
+through unmodified wechatpayv3, sync and async (gateway changed, simulator on a loopback port)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 from wechatpayv3 import WeChatPay, WeChatPayType
+from wechatpayv3.async_ import AsyncWeChatPay
+from wechatpayv3.async_ import WeChatPayType as AsyncPayType
 
 from scanpay.errors import MalformedMessageError, UnknownKeyError
 from scanpay.simulator import SimClock, Simulator
@@ -209,3 +211,34 @@ def test_wechatpayv3_in_new_merchant_mode(live: tuple[Simulator, str], tmp_path:
         assert code == 200, message
     finally:
         httpx.delete(f"{base_url}/sim/faults")
+
+
+async def test_wechatpayv3_async_picks_up_a_rotated_certificate(
+    live: tuple[Simulator, str], tmp_path: Path
+) -> None:
+    sim, base_url = live
+    creds = sim.credentials
+    pay = AsyncWeChatPay(
+        wechatpay_type=AsyncPayType.NATIVE,
+        mchid=creds.mchid,
+        private_key=creds.merchant_private_key_pem.reveal(),
+        cert_serial_no=creds.merchant_serial_no,
+        appid=creds.appid,
+        apiv3_key=creds.api_v3_key.reveal(),
+        notify_url="http://127.0.0.1:9/notify",
+        cert_dir=str(tmp_path / "certs"),
+    )
+    pay._core._gate_way = base_url  # certificate mode downloads /v3/certificates on entry
+    async with pay, httpx.AsyncClient(base_url=base_url) as control:
+        code, message = await pay.pay(
+            description="Tea", out_trade_no="rot-async", amount={"total": 2}
+        )
+        assert code == 200, message
+        rotated = (await control.post("/sim/certificates/rotate", json={})).json()
+        try:
+            code, message = await pay.query(out_trade_no="rot-async")
+            assert code == 200, message
+            assert json.loads(message)["trade_state"] == "NOTPAY"
+            assert (tmp_path / "certs" / f"{rotated['serial']}.pem").exists()
+        finally:
+            await control.post("/sim/certificates/retire")
