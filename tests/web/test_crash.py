@@ -129,7 +129,9 @@ def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
         thread.start()
         paid: dict[str, str] = {}
         auth = {"Authorization": f"Bearer {SHOP_KEY}"}
-        for i in range(ORDERS):
+        i = 0
+        # at least ORDERS payments, and keep paying until the service was killed 3 times
+        while i < ORDERS or (svc.kills < 3 and i < 20 * ORDERS):
             key = {"Idempotency-Key": f"crash-{i}", **auth}
             body = {"amount": 100 + i, "description": "Tea"}
             while True:
@@ -141,6 +143,7 @@ def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
             pay = httpx.post(f"{sim_url}/sim/pay", json={"code_url": order["code_url"]})
             assert pay.status_code == 200, pay.text
             paid[order["id"]] = order["out_trade_no"]
+            i += 1
         stop.set()
         thread.join()
         assert svc.kills >= 3

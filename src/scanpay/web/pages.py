@@ -19,6 +19,7 @@ from markupsafe import Markup
 from scanpay.domain.model import OrderStatus
 from scanpay.web.api import check_order_id
 from scanpay.web.context import get_context
+from scanpay.web.worker import get_lifecycle
 
 TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
 CSP: Final = (
@@ -84,8 +85,11 @@ async def buy(request: Request) -> RedirectResponse:
 @router.get("/checkout/{order_id}", response_class=HTMLResponse)
 async def checkout(order_id: str, request: Request) -> HTMLResponse:
     context = get_context(request)
-    order = await context.store.get_order(check_order_id(order_id))
-    attempt = await context.store.current_attempt(order.id)
+    order_id = check_order_id(order_id)
+    # an expired QR is closed at WeChat and replaced; an open one gets an early query
+    # (rate-limited): scanpay.domain.lifecycle
+    attempt = await get_lifecycle(request).lifecycle.checkout_attempt(order_id)
+    order = await context.store.get_order(order_id)
     phone_url = None
     if context.settings.simulator_phone_url and attempt.code_url:
         phone_url = (
