@@ -126,6 +126,7 @@ class Order:
     currency: str = CURRENCY
     last_seq: int = 0
     expires_at: datetime | None = None  # overall deadline; unpaid after it -> expired
+    return_url: str | None = None  # the shop's page the shopper goes back to (validated by the API)
 
     def __post_init__(self) -> None:
         check_amount(self.amount)

@@ -112,7 +112,12 @@ class PaymentService:
         )
 
     async def place_order(
-        self, amount: int, description: str, claim: IdempotencyClaim | None = None
+        self,
+        amount: int,
+        description: str,
+        claim: IdempotencyClaim | None = None,
+        *,
+        return_url: str | None = None,
     ) -> PlacedOrder:
         now = self._clock()
         order = Order(
@@ -123,6 +128,7 @@ class PaymentService:
             created_at=now,
             updated_at=now,
             expires_at=now + self.policy.order_deadline,
+            return_url=return_url,
         )
         attempt = self.new_attempt(order, now)
         placed = await self.store.create_order(order, attempt, claim)

@@ -32,6 +32,7 @@ def order_from_row(row: sa.Row[Any]) -> Order:
         currency=m["currency"],
         last_seq=m["last_seq"],
         expires_at=m["expires_at"],
+        return_url=m["return_url"],
     )
 
 

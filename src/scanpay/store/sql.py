@@ -155,6 +155,7 @@ class SqlStore(LifecycleStore):
                         created_at=order.created_at,
                         updated_at=order.updated_at,
                         expires_at=order.expires_at,
+                        return_url=order.return_url,
                     )
                 )
                 conn.execute(sa.insert(payment_attempts).values(**attempt_values(attempt)))

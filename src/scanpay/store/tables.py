@@ -43,6 +43,7 @@ orders: Final = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=True),  # 0003: the order's deadline
+    sa.Column("return_url", sa.String(2048), nullable=True),  # 0004: the shop's page
 )
 
 payment_attempts: Final = sa.Table(
