@@ -5,7 +5,13 @@ Every call: build an :class:`~scanpay.wechat.v3.request.ApiRequest` (exact body 
 then verify the answer's Wechatpay-* signature over the exact bytes received before parsing
 anything (bill files excepted: WeChat does not sign them; their SHA-1 is checked instead).
 Platform-certificate mode downloads ``/v3/certificates`` when a signature names a serial it
-does not know (once per answer, then :class:`UnknownKeyError`); public-key mode sends
+does not know (once per answer, then :class:`UnknownKeyError`). A download that does not bring
+the serial asked for (a forged message, or a serial WeChat never published) stops further
+automatic downloads for ``certificate_refresh_interval`` seconds (60 by default, on the
+injected clock), so forged notifications cannot make the client hammer WeChat. An empty
+certificate list is a valid answer: a merchant that joined after WeChat introduced the
+WeChat Pay public key has no platform certificates and must use public-key mode; the client
+then says so in the :class:`UnknownKeyError` it raises. Public-key mode sends
 ``Wechatpay-Serial: PUB_KEY_ID_...``; both may be configured at once during a migration.
 A bill's ``download_url`` is fetched from ``base_url``'s origin (its path and query only), so the
 Authorization header never goes to a host other than the configured one.
@@ -50,6 +56,7 @@ from scanpay.wechat.v3.bills import (
     trade_bill_request,
 )
 from scanpay.wechat.v3.certificates import certificates_request, parse_certificates
+from scanpay.wechat.v3.jsonbody import parse_json
 from scanpay.wechat.v3.notify import (
     PaymentNotice,
     RefundNotice,
@@ -87,6 +94,22 @@ DEFAULT_BASE_URL: Final = "https://api.mch.weixin.qq.com"
 USER_AGENT: Final = "scanpay/0.1 (+https://github.com/scanpay)"
 log = logging.getLogger(__name__)
 _NOT_SENT_ERRORS: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+CERTIFICATE_REFRESH_INTERVAL: Final = 60.0
+PUBLIC_KEY_ADVICE: Final = (
+    "configure the WeChat Pay public key (its PUB_KEY_ID_... and PEM, public-key mode)"
+)
+
+
+def _shown(serial: str) -> str:
+    """A serial from a message header, safe to put in an error (short, quoted)."""
+    return repr(serial[:64])
+
+
+def _lists_nothing(body: bytes) -> bool:
+    """True for a ``/v3/certificates`` answer whose ``data`` is an empty list."""
+    data = parse_json(body)
+    entries = data.get("data")
+    return isinstance(entries, list) and not entries
 
 
 def random_nonce() -> str:
@@ -114,6 +137,7 @@ class V3Client:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random_source: Callable[[], float] = random.random,
         download_certificates: bool | None = None,
+        certificate_refresh_interval: float = CERTIFICATE_REFRESH_INTERVAL,
     ) -> None:
         if not isinstance(api_v3_key, Secret):
             raise ConfigurationError("api_v3_key must be a Secret")
@@ -134,6 +158,9 @@ class V3Client:
             download_certificates = bool(trust.certificate_serials) or not trust.public_key_ids
         self.download_certificates = download_certificates
         self._refresh_lock = asyncio.Lock()
+        self._refresh_interval = certificate_refresh_interval
+        self._last_miss: float | None = None  # when a download last lacked the wanted serial
+        self._no_certificates = False  # the last download listed none (a new merchant)
         self._base_path = urlsplit(base_url).path.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -221,22 +248,47 @@ class V3Client:
         try:
             verify_signed(signed, body, self.trust, now=self.now())
         except UnknownKeyError:
-            refreshable = self.download_certificates and not is_public_key_id(signed.serial)
-            if not (allow_refresh and refreshable):
+            if is_public_key_id(signed.serial):
+                raise UnknownKeyError(
+                    f"signed with WeChat Pay public key {_shown(signed.serial)}, which this client "
+                    f"does not have: {PUBLIC_KEY_ADVICE}"
+                ) from None
+            if not (allow_refresh and self.download_certificates):
                 raise
             await self.refresh_certificates(wanted=signed.serial)
-            verify_signed(signed, body, self.trust, now=self.now())
+            try:
+                verify_signed(signed, body, self.trust, now=self.now())
+            except UnknownKeyError:
+                if self._no_certificates:
+                    raise UnknownKeyError(
+                        "WeChat Pay lists no platform certificates for this merchant: "
+                        + PUBLIC_KEY_ADVICE
+                    ) from None
+                raise
         return signed
+
+    def _refresh_throttled(self) -> bool:
+        last = self._last_miss
+        return last is not None and 0 <= self._clock() - last < self._refresh_interval
 
     async def refresh_certificates(self, *, wanted: str | None = None) -> list[str]:
         """Download, decrypt and trust the platform certificates; their serials.
 
         The answer is decrypted first (only WeChat Pay and this merchant know the API v3 key),
         then its signature is checked with the certificates it brought plus those trusted.
+        An empty list (a new merchant, public-key mode only) is answered with ``[]`` and
+        changes nothing. With ``wanted`` (an automatic refresh for an unknown serial) nothing
+        is downloaded while a previous download that lacked its serial is less than
+        ``certificate_refresh_interval`` seconds old: :class:`UnknownKeyError` instead.
         """
         async with self._refresh_lock:
             if wanted is not None and wanted in self.trust:
                 return list(self.trust.certificate_serials)
+            if wanted is not None and self._refresh_throttled():
+                raise UnknownKeyError(
+                    f"unknown serial {_shown(wanted)}; platform certificates were downloaded "
+                    f"less than {self._refresh_interval:g} s ago without it"
+                )
             request = certificates_request()
             response = await call_with_retry(
                 lambda: self._fetch_unverified(request),
@@ -246,17 +298,25 @@ class V3Client:
                 random=self._random,
                 what="GET /v3/certificates",
             )
+            signed = read_signed_headers(response.headers)
+            if _lists_nothing(response.content):
+                self._no_certificates = True
+                if wanted is not None:
+                    self._last_miss = self._clock()
+                # Nothing will be trusted; check the signature when its key is known.
+                if signed.serial in self.trust:
+                    verify_signed(signed, response.content, self.trust, now=self.now())
+                log.warning("WeChat Pay lists no platform certificates: use public-key mode")
+                return []
             certificates = parse_certificates(response.content, self._cipher)
             trial = self.trust.copy()
             for cert in certificates:
                 trial.add_certificate(cert)
-            verify_signed(
-                read_signed_headers(response.headers),
-                response.content,
-                trial,
-                now=self.now(),
-            )
+            verify_signed(signed, response.content, trial, now=self.now())
             serials = [self.trust.add_certificate(cert) for cert in certificates]
+            self._no_certificates = False
+            if wanted is not None and wanted not in serials:
+                self._last_miss = self._clock()
             log.info("trusted %d platform certificate(s)", len(serials))
             return serials
 
