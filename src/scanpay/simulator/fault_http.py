@@ -6,7 +6,9 @@ header, then: rotates the platform certificate (``rotate_certificate``), waits (
 answers in WeChat's error forms instead of the endpoint (``http_5xx``: bare 503;
 ``system_error``: v2 ``result_code=FAIL``/``SYSTEMERROR``, v3 500 ``SYSTEM_ERROR``;
 ``frequency_limited``: v2 ``return_code=FAIL``, v3 429 ``FREQUENCY_LIMITED``), or runs the
-endpoint with the signature faults in effect. Notification faults in the header of a prepay
+endpoint with the signature faults in effect. ``lost_answer`` runs the endpoint (the call is
+carried out) and throws its answer away: the caller gets a bare 504, as from a gateway whose
+upstream answered too late. Notification faults in the header of a prepay
 call (v2 ``/pay/unifiedorder``, v3 ``/v3/pay/transactions/native``) or of ``POST /sim/pay``
 are attached to that order. A header that does not parse is a 400 (``INVALID_FAULT``).
 
@@ -54,6 +56,7 @@ HEADER: Final = b"x-sim-fault"
 PREPAY_PATHS: Final = frozenset({"/pay/unifiedorder", "/v3/pay/transactions/native", "/sim/pay"})
 MAX_BUFFERED: Final = 256 * 1024
 ANSWERING: Final = (Fault.HTTP_5XX, Fault.SYSTEM_ERROR, Fault.FREQUENCY_LIMITED)
+LOST_HTML: Final = b"<html><body><h1>504 Gateway Time-out</h1></body></html>"
 
 
 async def _read_all(receive: Receive) -> bytes:
@@ -157,8 +160,26 @@ class FaultMiddleware:
                 response = self._error_answer(answering, scope, path, body)
             await response(scope, receive, send)
             return
+        if Fault.LOST_ANSWER in fired:
+            faults.note(Fault.LOST_ANSWER, path=path)
+            await self._lose_answer(
+                fired, scope, receive if body is None else _replay(body, receive)
+            )
+            await Response(LOST_HTML, status_code=504, media_type="text/html")(scope, receive, send)
+            return
         with applying(fired):
             await self.app(scope, receive if body is None else _replay(body, receive), send)
+
+    async def _lose_answer(
+        self, fired: dict[Fault, FaultSpec], scope: Scope, receive: Receive
+    ) -> None:
+        """Carry the call out; its answer goes nowhere."""
+
+        async def discard(message: Message) -> None:
+            return None
+
+        with applying(fired):
+            await self.app(scope, receive, discard)
 
     def _error_answer(self, fault: Fault, scope: Scope, path: str, body: bytes) -> Response:
         if fault is Fault.HTTP_5XX:  # a gateway in front of WeChat: no signature, HTML

@@ -23,6 +23,8 @@ or as JSON (``POST /sim/faults``): ``{"name": value}`` or ``{"name": {"value": v
 ``http_5xx``                 probability an API call answers a bare HTTP 503 (no signature)
 ``frequency_limited``        probability an API call answers FREQUENCY_LIMITED / 429
 ``slow``                     real seconds an API answer waits (at most :data:`MAX_SLOW`)
+``lost_answer``              probability an API call is carried out but its answer is lost:
+                             the caller gets a bare HTTP 504 (no signature)
 ``new_merchant``             ``/v3/certificates`` lists nothing; the public key signs everything
 ``rotate_certificate``       a new platform certificate after N simulated seconds (0: now)
 ===========================  =================================================================
@@ -65,6 +67,7 @@ class Fault(StrEnum):
     HTTP_5XX = "http_5xx"
     FREQUENCY_LIMITED = "frequency_limited"
     SLOW = "slow"
+    LOST_ANSWER = "lost_answer"
     NEW_MERCHANT = "new_merchant"
     ROTATE_CERTIFICATE = "rotate_certificate"
 
@@ -88,11 +91,18 @@ DEFAULTS: Final[dict[Fault, float]] = {
     Fault.HTTP_5XX: 1.0,
     Fault.FREQUENCY_LIMITED: 1.0,
     Fault.SLOW: 2.0,
+    Fault.LOST_ANSWER: 1.0,
     Fault.NEW_MERCHANT: 1,
     Fault.ROTATE_CERTIFICATE: 0,
 }
 PROBABILITIES: Final = frozenset(
-    {Fault.DROP_NOTIFICATIONS, Fault.SYSTEM_ERROR, Fault.HTTP_5XX, Fault.FREQUENCY_LIMITED}
+    {
+        Fault.DROP_NOTIFICATIONS,
+        Fault.SYSTEM_ERROR,
+        Fault.HTTP_5XX,
+        Fault.FREQUENCY_LIMITED,
+        Fault.LOST_ANSWER,
+    }
 )
 NOTIFICATION_ONLY: Final = frozenset(
     {
@@ -103,7 +113,7 @@ NOTIFICATION_ONLY: Final = frozenset(
     }
 )
 API_ONLY: Final = frozenset(
-    {Fault.SYSTEM_ERROR, Fault.HTTP_5XX, Fault.FREQUENCY_LIMITED, Fault.SLOW}
+    {Fault.SYSTEM_ERROR, Fault.HTTP_5XX, Fault.FREQUENCY_LIMITED, Fault.SLOW, Fault.LOST_ANSWER}
 )
 MAX_SLOW: Final = 30.0
 MAX_COPIES: Final = 20
