@@ -92,18 +92,3 @@ async def test_restart_keeps_orders_and_credentials(tmp_path: Path) -> None:
         n["out_trade_no"] for n in first_log
     ]
     second.close()
-
-
-def test_simulator_command_prints_ready_configuration(tmp_path: Path) -> None:
-    from scanpay.cli.simulator_cmd import banner
-
-    sim = Simulator.create(tmp_path)
-    text = banner(sim, "http://127.0.0.1:8090")
-    creds = sim.credentials
-    assert f"SCANPAY_APPID={creds.appid}\n" in text
-    assert f"SCANPAY_MCHID={creds.mchid}\n" in text
-    assert f"SCANPAY_API_V2_KEY={creds.api_v2_key.reveal()}\n" in text
-    assert "SCANPAY_WECHAT_BASE_URL=http://127.0.0.1:8090\n" in text
-    assert 'client.API_BASE_URL = "http://127.0.0.1:8090/"' in text
-    assert str(tmp_path / "merchant.json") in text
-    sim.close()

@@ -1,7 +1,8 @@
 """``scanpay simulator``: the local WeChat Pay on ``--host``/``--port``, state in ``--state-dir``.
 
 On start it prints where the test merchant's credentials are and configuration ready to paste
-for scanpay (``SCANPAY_*`` variables), wechatpy and wechatpayv3. Secrets are printed on
+for scanpay (``SCANPAY_*`` variables), wechatpy and wechatpayv3 (public-key and certificate
+mode; the latter reads ``DIR/wechatpayv3-certs``, made here). Secrets are printed on
 purpose: they belong to a simulated merchant that exists only in ``--state-dir``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Final
 
 from scanpay.errors import ValidationError
 from scanpay.simulator import MerchantCredentials, Simulator
@@ -62,48 +64,90 @@ def apply_fault_flags(sim: Simulator, args: argparse.Namespace) -> list[FaultSpe
     return specs
 
 
-def banner(sim: Simulator, base_url: str) -> str:
-    """What to paste where, for this simulator's merchant."""
+CERT_DIR: Final = "wechatpayv3-certs"
+
+
+def prepare_cert_dir(sim: Simulator) -> Path | None:
+    """``DIR/wechatpayv3-certs`` holding the platform certificate, for SDKs in certificate
+    mode that load their certificates from a folder (wechatpayv3's ``cert_dir``)."""
+    creds = sim.credentials
+    if creds.state_dir is None:
+        return None
+    folder = creds.state_dir / CERT_DIR
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{creds.platform_serial_no}.pem"
+    if not target.exists():
+        target.write_text(creds.platform_certificate_pem, encoding="ascii")
+    return folder
+
+
+def configuration(sim: Simulator, base_url: str) -> dict[str, str]:
+    """Ready-to-paste configuration per client: scanpay's environment and Python snippets."""
     creds: MerchantCredentials = sim.credentials
-    state_dir = creds.state_dir.resolve() if creds.state_dir else None
+    on_disk = creds.state_dir is not None
     v2_key = creds.api_v2_key.reveal()
     v3_key = creds.api_v3_key.reveal()
-    key_path = creds.path("merchant_private_key").resolve() if state_dir else "<in memory>"
-    pub_path = creds.path("wechatpay_public_key").resolve() if state_dir else "<in memory>"
-    return f"""\
-scanpay WeChat Pay simulator
-  API (WeChat paths at the root): {base_url}/pay/unifiedorder ...
-  phone page:                     {base_url}/sim/scan?code_url=...
-  ledger overview:                {base_url}/sim
-  credentials:                    {state_dir / "merchant.json" if state_dir else "in memory"}
-
-# scanpay (environment; also set SCANPAY_SHOP_API_KEY and SCANPAY_DATABASE_URL)
+    key_path = creds.path("merchant_private_key").resolve() if on_disk else "<in memory>"
+    cert_path = creds.path("merchant_certificate").resolve() if on_disk else "<in memory>"
+    pub_path = creds.path("wechatpay_public_key").resolve() if on_disk else "<in memory>"
+    cert_dir = (creds.state_dir / CERT_DIR).resolve() if creds.state_dir else "<in memory>"
+    v3_common = f"""\
+from pathlib import Path
+from wechatpayv3 import WeChatPay, WeChatPayType
+pay = WeChatPay(
+    wechatpay_type=WeChatPayType.NATIVE, mchid="{creds.mchid}", appid="{creds.appid}",
+    private_key=Path("{key_path}").read_text(), cert_serial_no="{creds.merchant_serial_no}",
+    apiv3_key="{v3_key}", notify_url="http://127.0.0.1:8000/notify","""
+    return {
+        "scanpay (environment; also set SCANPAY_SHOP_API_KEY and SCANPAY_PUBLIC_BASE_URL)": f"""\
 SCANPAY_WECHAT_BASE_URL={base_url}
+SCANPAY_API_VERSION=v3
 SCANPAY_APPID={creds.appid}
 SCANPAY_MCHID={creds.mchid}
 SCANPAY_API_V2_KEY={v2_key}
 SCANPAY_API_V3_KEY={v3_key}
 SCANPAY_MERCHANT_SERIAL_NO={creds.merchant_serial_no}
-SCANPAY_MERCHANT_PRIVATE_KEY_PATH={key_path}
+SCANPAY_MERCHANT_KEY_FILE={key_path}
+SCANPAY_MERCHANT_CERT_FILE={cert_path}
 SCANPAY_WECHATPAY_PUBLIC_KEY_ID={creds.wechatpay_public_key_id}
-SCANPAY_WECHATPAY_PUBLIC_KEY_PATH={pub_path}
+SCANPAY_WECHATPAY_PUBLIC_KEY_FILE={pub_path}
 SCANPAY_SIMULATOR_PHONE_URL={base_url}/sim/scan
-
-# wechatpy (API v2)
+""",
+        "wechatpy (API v2)": f"""\
 from wechatpy.pay import WeChatPay
-client = WeChatPay(appid="{creds.appid}", api_key="{v2_key}", mch_id="{creds.mchid}")
+client = WeChatPay(appid="{creds.appid}", api_key="{v2_key}", mch_id="{creds.mchid}",
+                   mch_cert="{cert_path}", mch_key="{key_path}")
 client.API_BASE_URL = "{base_url}/"
-
-# wechatpayv3 (public-key mode; certificate mode: see docs/simulator.md)
-from wechatpayv3 import WeChatPay, WeChatPayType
-pay = WeChatPay(
-    wechatpay_type=WeChatPayType.NATIVE, mchid="{creds.mchid}", appid="{creds.appid}",
-    private_key=open("{key_path}").read(), cert_serial_no="{creds.merchant_serial_no}",
-    apiv3_key="{v3_key}", notify_url="http://127.0.0.1:8000/notify",
-    public_key=open("{pub_path}").read(), public_key_id="{creds.wechatpay_public_key_id}",
+""",
+        "wechatpayv3 (API v3, public-key mode)": f"""\
+{v3_common}
+    public_key=Path("{pub_path}").read_text(), public_key_id="{creds.wechatpay_public_key_id}",
 )
 pay._core._gate_way = "{base_url}"
+""",
+        "wechatpayv3 (API v3, certificate mode)": f"""\
+{v3_common}
+    cert_dir="{cert_dir}",
+)
+pay._core._gate_way = "{base_url}"
+""",
+    }
+
+
+def banner(sim: Simulator, base_url: str) -> str:
+    """What to paste where, for this simulator's merchant."""
+    creds = sim.credentials
+    state_dir = creds.state_dir.resolve() if creds.state_dir else None
+    where = f"{state_dir / 'merchant.json'} (PEM files beside it)" if state_dir else "in memory"
+    head = f"""\
+scanpay WeChat Pay simulator
+  API (WeChat paths at the root): {base_url}/pay/unifiedorder, {base_url}/v3/...
+  phone page:                     {base_url}/sim/scan?code_url=...
+  orders and notifications:       {base_url}/sim
+  credentials:                    {where}
 """
+    sections = [f"# --- {name} ---\n{text}" for name, text in configuration(sim, base_url).items()]
+    return "\n".join([head, *sections])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         sim.close()
         print(f"scanpay simulator: {exc.message}", file=sys.stderr)
         return 2
+    prepare_cert_dir(sim)
     print(banner(sim, base_url.rstrip("/")), flush=True)
     if active:
         names = ", ".join(f"{s.fault.value}={s.value:g}" for s in active)
