@@ -92,3 +92,25 @@ async def test_restart_keeps_orders_and_credentials(tmp_path: Path) -> None:
         n["out_trade_no"] for n in first_log
     ]
     second.close()
+
+
+def test_certificate_rotations_survive_a_restart(tmp_path: Path) -> None:
+    first = Simulator.create(tmp_path)
+    original = first.credentials.platform_serial_no
+    rotated = first.v3.keyring.rotate()
+    first.close()
+
+    second = Simulator.create(tmp_path)
+    assert second.v3.keyring.serials() == [original, rotated]
+    assert second.v3.keyring.current().serial == rotated
+    assert second.credentials.platform_serial_no == original  # merchant.json is unchanged
+    ring = tmp_path / "simulator" / "platform_ring.json"
+    assert ring.stat().st_mode & 0o077 == 0
+    assert second.v3.keyring.retire_old() == [original]
+    second.close()
+
+    third = Simulator.create(tmp_path)
+    assert third.v3.keyring.serials() == [rotated]
+    signed = third.v3.signed_headers(b"{}", "platform")
+    assert signed["Wechatpay-Serial"] == rotated
+    third.close()

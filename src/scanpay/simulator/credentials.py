@@ -144,7 +144,8 @@ def generate(now: datetime | None = None) -> tuple[MerchantCredentials, Simulato
     return creds, keys
 
 
-def _write(path: Path, text: str, *, private: bool) -> None:
+def write_file(path: Path, text: str, *, private: bool) -> None:
+    """Write ``text`` atomically (temporary file, then rename); 0600 when ``private``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
@@ -161,10 +162,12 @@ def save(state_dir: Path, creds: MerchantCredentials, keys: SimulatorKeys) -> No
         "wechatpay_public_key": creds.wechatpay_public_key_pem,
     }
     for name, text in pems.items():
-        _write(state_dir / FILES[name], text, private=name == "merchant_private_key")
+        write_file(state_dir / FILES[name], text, private=name == "merchant_private_key")
     private = state_dir / PRIVATE_DIR
-    _write(private / PLATFORM_KEY_FILE, keys.platform_private_key_pem.reveal(), private=True)
-    _write(private / PUBLIC_KEY_PAIR_FILE, keys.wechatpay_private_key_pem.reveal(), private=True)
+    write_file(private / PLATFORM_KEY_FILE, keys.platform_private_key_pem.reveal(), private=True)
+    write_file(
+        private / PUBLIC_KEY_PAIR_FILE, keys.wechatpay_private_key_pem.reveal(), private=True
+    )
     document = {
         "mchid": creds.mchid,
         "appid": creds.appid,
@@ -179,7 +182,7 @@ def save(state_dir: Path, creds: MerchantCredentials, keys: SimulatorKeys) -> No
         "wechatpay_public_key": FILES["wechatpay_public_key"],
     }
     # merchant.json is written last: its presence means the set is complete.
-    _write(state_dir / MERCHANT_FILE, json.dumps(document, indent=2) + "\n", private=True)
+    write_file(state_dir / MERCHANT_FILE, json.dumps(document, indent=2) + "\n", private=True)
 
 
 def load(state_dir: Path) -> tuple[MerchantCredentials, SimulatorKeys]:

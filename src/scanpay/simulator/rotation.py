@@ -6,21 +6,31 @@ so merchants can still check what it signed. :class:`KeyRing` holds that list (o
 the last one signs). :meth:`KeyRing.rotate` makes a fresh RSA key and self-signed certificate
 (valid from a day ago in real time, because SDKs check validity against the real clock) and
 makes it current; :meth:`KeyRing.retire_old` drops every certificate but the current one.
-Rotations live in memory: a restarted simulator starts again from ``merchant.json``.
+With a state directory the ring is kept in ``DIR/simulator/platform_ring.json`` (private keys
+included, mode 0600) after every change, so a restarted simulator signs with the certificate
+it signed with before; ``merchant.json`` keeps naming the first platform certificate.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from scanpay.errors import ConfigurationError
+from scanpay.simulator.credentials import (
+    PRIVATE_DIR,
+    MerchantCredentials,
+    SimulatorKeys,
+    write_file,
+)
 from scanpay.wechat.keys import certificate_serial, load_certificate, load_private_key
 
 
@@ -58,10 +68,41 @@ def new_platform_certificate(now: datetime | None = None) -> PlatformCertificate
     return PlatformCertificate(certificate_serial(cert), cert, key)
 
 
+RING_FILE = "platform_ring.json"
+
+
+def _entry_json(entry: PlatformCertificate) -> dict[str, str]:
+    return {
+        "serial": entry.serial,
+        "certificate": entry.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        "private_key": entry.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii"),
+    }
+
+
+def _entry_from_json(data: object) -> PlatformCertificate:
+    if not isinstance(data, dict):
+        raise TypeError("ring entry must be an object")
+    cert = load_certificate(str(data["certificate"]))
+    return PlatformCertificate(
+        certificate_serial(cert), cert, load_private_key(str(data["private_key"]))
+    )
+
+
 class KeyRing:
-    """Platform certificates in rotation order; thread-safe."""
+    """Platform certificates in rotation order; thread-safe; kept in the state directory."""
 
     def __init__(self, creds: MerchantCredentials, keys: SimulatorKeys) -> None:
+        self._file = (
+            creds.state_dir / PRIVATE_DIR / RING_FILE if creds.state_dir is not None else None
+        )
+        self._lock = threading.Lock()
+        if self._file is not None and self._file.exists():
+            self._certs = self._load(self._file)
+            return
         first = load_certificate(creds.platform_certificate_pem)
         self._certs = [
             PlatformCertificate(
@@ -70,7 +111,25 @@ class KeyRing:
                 load_private_key(keys.platform_private_key_pem.reveal()),
             )
         ]
-        self._lock = threading.Lock()
+
+    @staticmethod
+    def _load(path: Path) -> list[PlatformCertificate]:
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+            ring = [_entry_from_json(entry) for entry in entries]
+        except (OSError, ValueError, KeyError, TypeError, ConfigurationError) as exc:
+            raise ConfigurationError(
+                f"platform certificate ring {path} is unreadable ({type(exc).__name__})"
+            ) from None
+        if not ring:
+            raise ConfigurationError(f"platform certificate ring {path} is empty")
+        return ring
+
+    def _save(self) -> None:
+        """Write the ring (call with the lock held)."""
+        if self._file is not None:
+            text = json.dumps([_entry_json(entry) for entry in self._certs], indent=1)
+            write_file(self._file, text + "\n", private=True)
 
     def __repr__(self) -> str:
         return f"KeyRing(serials={self.serials()!r})"
@@ -95,6 +154,7 @@ class KeyRing:
         fresh = new_platform_certificate()
         with self._lock:
             self._certs = [*self._certs, fresh] if keep_old else [fresh]
+            self._save()
         return fresh.serial
 
     def retire_old(self) -> list[str]:
@@ -102,4 +162,5 @@ class KeyRing:
         with self._lock:
             dropped = [entry.serial for entry in self._certs[:-1]]
             self._certs = self._certs[-1:]
+            self._save()
         return dropped
