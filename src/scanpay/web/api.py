@@ -11,7 +11,7 @@ from scanpay.domain.model import check_description
 from scanpay.domain.ports import IdempotencyClaim
 from scanpay.errors import NotFoundError, ValidationError
 from scanpay.web.context import AppContext, get_context, require_shop_key
-from scanpay.web.schemas import CreateOrder, ErrorBody, OrderView
+from scanpay.web.schemas import CreateOrder, ErrorBody, OrderView, check_return_url
 
 ORDER_ID: Final = re.compile(r"ord_[A-Za-z0-9_-]{22}")
 IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,255}")
@@ -54,6 +54,8 @@ async def create_order(
     (200); with another body, 409."""
     context = get_context(request)
     check_description(body.description)
+    if body.return_url is not None:
+        check_return_url(body.return_url)
     claim = None
     if idempotency_key is not None:
         if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
@@ -62,7 +64,9 @@ async def create_order(
                 code="INVALID_IDEMPOTENCY_KEY",
             )
         claim = IdempotencyClaim(idempotency_key, body.fingerprint())
-    placed = await context.service.place_order(body.amount, body.description, claim)
+    placed = await context.service.place_order(
+        body.amount, body.description, claim, return_url=body.return_url
+    )
     if not placed.created:
         response.status_code = 200
     response.headers["Location"] = f"/api/orders/{placed.order.id}"
