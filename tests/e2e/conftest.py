@@ -99,3 +99,73 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@dataclass(frozen=True)
+class ClockedShop:
+    """The service and the simulator served on loopback ports from a background thread,
+    sharing one advanceable clock (real time plus an offset; POST /sim/clock/advance)."""
+
+    shop_url: str
+    simulator_url: str
+
+    def advance(self, seconds: float) -> None:
+        response = httpx.post(
+            f"{self.simulator_url}/sim/clock/advance", json={"seconds": seconds}, timeout=10
+        )
+        response.raise_for_status()
+
+
+@pytest.fixture
+def clocked_shop(tmp_path: Path) -> Iterator[ClockedShop]:
+    # imported here: the demo fixture above needs none of it
+    import asyncio
+    import threading
+
+    import uvicorn
+    from pydantic import SecretStr
+
+    from scanpay.simulator import SimClock, Simulator
+    from scanpay.web.app import create_app
+    from tests.web.conftest import IsolatedSettings
+
+    port, sim_port = free_port(), free_port()
+    shop_url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
+    clock = SimClock()
+    sim = Simulator.create(public_url=sim_url, clock=clock)
+    creds = sim.credentials
+    settings = IsolatedSettings(
+        database_url=f"sqlite:///{tmp_path / 'shop.sqlite3'}",
+        public_base_url=shop_url,
+        shop_api_key=SecretStr("shop-key-for-browser-tests-0123"),
+        wechat_base_url=sim_url,
+        appid=creds.appid,
+        mchid=creds.mchid,
+        api_v2_key=SecretStr(creds.api_v2_key.reveal()),
+        simulator_phone_url=f"{sim_url}/sim/scan",
+        reconciler_poll_seconds=0.2,
+    )
+    app = create_app(settings, clock=clock.now)
+    servers = [
+        uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=p, log_level="warning"))
+        for asgi, p in ((app, port), (sim.app, sim_port))
+    ]
+
+    async def serve() -> None:
+        async with sim:
+            await asyncio.gather(*(server.serve() for server in servers))
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not all(server.started for server in servers):
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the clocked shop did not start")
+        time.sleep(0.05)
+    try:
+        yield ClockedShop(shop_url, sim_url)
+    finally:
+        for server in servers:
+            server.should_exit = True
+        thread.join(timeout=15)
+        sim.close()
