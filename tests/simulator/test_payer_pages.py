@@ -99,3 +99,24 @@ async def test_sim_pay_refusals(raw: httpx.AsyncClient, body: object, status: in
 async def test_sim_pay_needs_json(raw: httpx.AsyncClient) -> None:
     response = await raw.post("/sim/pay", content=b"<xml/>")
     assert response.status_code == 400
+
+
+async def test_phone_page_other_outcomes(client: V2Client, raw: httpx.AsyncClient) -> None:
+    created = await client.create_native_order(order())
+    page = await raw.get(f"/sim/scan?code_url={quote(created.code_url, safe='')}")
+    for needle in ('id="insufficient-balance"', 'id="user-paying"', "Order order-0001"):
+        assert needle in page.text
+    short = await raw.post(
+        "/sim/scan", data={"code_url": created.code_url, "outcome": "insufficient_balance"}
+    )
+    assert 'class="bad"' in short.text
+    assert (await client.query_order(out_trade_no="order-0001")).trade_state is TradeState.NOTPAY
+    slow = await raw.post(
+        "/sim/scan", data={"code_url": created.code_url, "outcome": "user_paying"}
+    )
+    assert 'id="result"' in slow.text
+    queried = await client.query_order(out_trade_no="order-0001")
+    assert queried.trade_state is TradeState.USERPAYING
+    overview = (await raw.get("/sim")).text
+    assert "USERPAYING" in overview
+    assert "No notifications yet." in overview
