@@ -1,14 +1,18 @@
 """The lifecycle half of the SQL store: the query schedule, the lease, closing and replacing
 attempts, and flagging surplus payments (a mixin of :class:`scanpay.store.sql.SqlStore`).
 
-The lease is a compare-and-set on the attempt row::
+The lease is a compare-and-set on the attempt row, and the reconciler picks and leases its
+batch in one statement whose condition is "due now and not leased"::
 
     UPDATE payment_attempts SET lease_until=:until, leased_by=:me
-    WHERE id=:id AND (lease_until IS NULL OR lease_until < :now)
+    WHERE id IN (SELECT id FROM payment_attempts WHERE <due and free>
+                 ORDER BY next_query_at LIMIT :n FOR UPDATE SKIP LOCKED)   -- PostgreSQL
+      AND <due and free> RETURNING *
 
 so two workers (threads, processes, service instances; SQLite or PostgreSQL) never hold one
-attempt at the same time. Replacing an attempt is a compare-and-set on the old attempt's
-``replaced_by`` in the transaction that inserts the new one: one successor per attempt.
+attempt at the same time, and never look at one attempt twice in one round. Replacing an
+attempt is a compare-and-set on the old attempt's ``replaced_by`` in the transaction that
+inserts the new one: one successor per attempt.
 """
 
 from __future__ import annotations
@@ -58,31 +62,36 @@ class LifecycleStore:
     def claim_due_sync(
         self, now: datetime, worker: str, lease_seconds: float, limit: int
     ) -> list[PaymentAttempt]:
-        """Lease up to ``limit`` attempts whose next look is due; skip ones leased by others."""
-        free = sa.or_(PA.lease_until.is_(None), PA.lease_until < now)
-        with self.engine.begin() as conn:
-            ids = (
-                conn.execute(
-                    sa.select(PA.id)
-                    .where(PA.next_query_at.is_not(None), PA.next_query_at <= now, free)
-                    .order_by(PA.next_query_at)
-                    .limit(limit)
-                )
-                .scalars()
-                .all()
-            )
-        claimed: list[PaymentAttempt] = []
+        """Lease up to ``limit`` attempts whose next look is due; skip ones leased by others.
+
+        One statement picks and leases (PostgreSQL: the picked rows are locked with ``FOR
+        UPDATE SKIP LOCKED``; SQLite: the statement runs under the write lock), and the
+        lease's condition includes "due now". A worker that picked an attempt in one step
+        and leased it in another could lease one that another worker had just looked at
+        and released with its next look in the future, and query it twice in one pass.
+        """
+        due = sa.and_(
+            PA.next_query_at.is_not(None),
+            PA.next_query_at <= now,
+            sa.or_(PA.lease_until.is_(None), PA.lease_until < now),
+        )
+        pick = (
+            sa.select(PA.id)
+            .where(due)
+            .order_by(PA.next_query_at, PA.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         until = now + timedelta(seconds=lease_seconds)
-        for attempt_id in ids:
-            with self._writer.begin() as conn:
-                row = conn.execute(
-                    sa.update(payment_attempts)
-                    .where(PA.id == attempt_id, PA.next_query_at.is_not(None), free)
-                    .values(lease_until=until, leased_by=worker)
-                    .returning(*payment_attempts.c)
-                ).first()
-            if row is not None:
-                claimed.append(attempt_from_row(row))
+        with self._writer.begin() as conn:
+            rows = conn.execute(
+                sa.update(payment_attempts)
+                .where(PA.id.in_(pick), due)
+                .values(lease_until=until, leased_by=worker)
+                .returning(*payment_attempts.c)
+            ).all()
+        claimed = [attempt_from_row(row) for row in rows]
+        claimed.sort(key=lambda a: (a.next_query_at or now, a.id))
         return claimed
 
     async def claim_due(
