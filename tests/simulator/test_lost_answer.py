@@ -1,20 +1,27 @@
-"""The ``lost_answer`` fault: WeChat carries the call out but the answer never reaches the
-merchant (a bare 504). The order or refund exists at the simulator, and repeating the same
-request answers what was made the first time."""
+"""Answers that do not reach the merchant. ``lost_answer``: WeChat carries the call out but the
+answer is lost (a bare 504); the order or refund exists at the simulator, and repeating the
+same request answers what was made the first time. ``slow``: a client whose timeout is shorter
+than the wait gives up."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import pytest
 
+from scanpay.client.retry import NO_RETRY
 from scanpay.client.v2 import V2Client
+from scanpay.client.v3 import V3Client
 from scanpay.errors import ApiError, RetryableApiError, TransportError
 from scanpay.simulator import Simulator
 from scanpay.simulator.faults import parse_fault
+from scanpay.wechat.keys import TrustStore, load_public_key
 from scanpay.wechat.states import TradeState
 from scanpay.wechat.v3.refunds import RefundApplication
 
 from .conftest import order
+from .live import serve_simulator
 from .test_faults_api import set_faults, v2_client, v3
 from .test_v3_flow import native
 
@@ -90,3 +97,32 @@ async def test_v3_refund_carried_out_answer_lost(sim: Simulator) -> None:
                 )
             )
         assert over.value.code == "INVALID_REQUEST"
+
+
+def test_slow_answer_meets_a_client_timeout() -> None:
+    """``slow`` over a real socket: a client with a shorter timeout gives up (TransportError);
+    WeChat still carries the call out once the wait is over."""
+    with serve_simulator() as (live, base_url):
+        creds = live.credentials
+        trust = TrustStore()
+        trust.add_public_key(
+            creds.wechatpay_public_key_id, load_public_key(creds.wechatpay_public_key_pem)
+        )
+        live.faults.set([parse_fault("slow=2:1")], now=live.clock.timestamp())
+
+        async def call() -> None:
+            async with V3Client(
+                creds.mchid,
+                creds.merchant_serial_no,
+                creds.merchant_private_key_pem.reveal(),
+                creds.api_v3_key,
+                trust,
+                base_url=base_url,
+                timeout=0.3,
+                retry=NO_RETRY,
+            ) as client:
+                with pytest.raises(TransportError):
+                    await client.create_native_order(native(live, "slow-order-1"))
+
+        asyncio.run(call())
+        assert [e["fault"] for e in live.faults.snapshot()["events"]] == ["slow"]
