@@ -6,6 +6,7 @@ than the wait gives up."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from scanpay.wechat.states import TradeState
 from scanpay.wechat.v3.refunds import RefundApplication
 
 from .conftest import order
-from .live import serve_simulator
+from .live import READY_WAIT_SECONDS, serve_simulator
 from .test_faults_api import set_faults, v2_client, v3
 from .test_v3_flow import native
 
@@ -125,4 +126,8 @@ def test_slow_answer_meets_a_client_timeout() -> None:
                     await client.create_native_order(native(live, "slow-order-1"))
 
         asyncio.run(call())
+        deadline = time.monotonic() + READY_WAIT_SECONDS
+        while live.ledger.order("slow-order-1") is None:  # carried out after the wait
+            assert time.monotonic() < deadline, "the slow call was never carried out"
+            time.sleep(0.05)
         assert [e["fault"] for e in live.faults.snapshot()["events"]] == ["slow"]

@@ -150,6 +150,8 @@ class FaultMiddleware:
         slow = fired.get(Fault.SLOW)
         if slow is not None:
             faults.note(Fault.SLOW, seconds=min(slow.value, MAX_SLOW), path=path)
+            if body is None:  # read now: the call is carried out even if the caller gives up
+                body = await _read_all(receive)
             await asyncio.sleep(min(slow.value, MAX_SLOW))
         answering = next((f for f in ANSWERING if f in fired), None)
         if answering is not None:
