@@ -20,7 +20,14 @@ from scanpay.errors import (
     ValidationError,
 )
 from scanpay.simulator import Simulator
-from scanpay.simulator.faults import Fault, FaultSpec, Scope, parse_fault, parse_header
+from scanpay.simulator.faults import (
+    DEFAULTS,
+    Fault,
+    FaultSpec,
+    Scope,
+    parse_fault,
+    parse_header,
+)
 from scanpay.wechat.keys import TrustStore, load_public_key
 from scanpay.wechat.states import TradeState
 
@@ -235,3 +242,24 @@ def test_command_line_flags(sim: Simulator) -> None:
     assert set(state["faults"]) == {"drop_notifications", "system_error", "stale_timestamp"}
     assert state["faults"]["system_error"]["times"] == 2
     assert state["seed"] == 4
+
+
+@pytest.mark.parametrize("fault", list(Fault))
+async def test_every_fault_switches_all_three_ways(
+    sim: Simulator, raw: httpx.AsyncClient, fault: Fault
+) -> None:
+    """Control API, command-line flag and X-Sim-Fault header all accept every fault."""
+    state = await set_faults(raw, {fault.value: None})
+    assert state["faults"] == {fault.value: FaultSpec(fault, DEFAULTS[fault]).to_json()}
+    await raw.delete("/sim/faults")
+
+    parser = argparse.ArgumentParser()
+    simulator_cmd.configure(parser)
+    simulator_cmd.apply_fault_flags(sim, parser.parse_args(["--fault", fault.value]))
+    assert set(sim.faults.snapshot()["faults"]) == {fault.value}
+    sim.faults.clear()
+
+    text = f"{fault.value}=0.01:1" if fault is Fault.SLOW else f"{fault.value}:1"
+    assert [s.fault for s in parse_header(text)] == [fault]
+    answer = await raw.post("/pay/orderquery", content=b"<xml/>", headers={"X-Sim-Fault": text})
+    assert "INVALID_FAULT" not in answer.text  # accepted (its effect: the tests above)
