@@ -50,7 +50,7 @@ class Service:
              "--log-level", "warning"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 120  # generous: the machine may be loaded
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
@@ -107,7 +107,7 @@ def _call(fn: object, *args: object, **kwargs: object) -> httpx.Response:
     raise RuntimeError("gave up")
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(400)
 def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
     rnd = random.Random(5)
     with (
@@ -128,6 +128,7 @@ def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
         paid: dict[str, str] = {}
+        unpaid: list[str] = []  # every 4th order is left for the reconciler to look after
         auth = {"Authorization": f"Bearer {SHOP_KEY}"}
         i = 0
         # at least ORDERS payments, and keep paying until the service was killed 3 times
@@ -140,14 +141,17 @@ def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
                     break
                 time.sleep(0.1)  # WeChat not reached before the kill: same key again
             order = answer.json()
+            i += 1
+            if i % 4 == 0:
+                unpaid.append(order["id"])
+                continue
             pay = httpx.post(f"{sim_url}/sim/pay", json={"code_url": order["code_url"]})
             assert pay.status_code == 200, pay.text
             paid[order["id"]] = order["out_trade_no"]
-            i += 1
         stop.set()
         thread.join()
         assert svc.kills >= 3
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # a bound, not a timing claim
         pending = set(paid)
         while pending and time.monotonic() < deadline:
             for order_id in list(pending):
@@ -170,8 +174,26 @@ def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
         engine.dispose()
         store = SqlStore(make_engine(svc.env["SCANPAY_DATABASE_URL"]))
         now = datetime.now(UTC)
-        stuck = [a for a in store.attempts_sync() if a.open and a.expired(now)]
+        attempts = store.attempts_sync()
         store.engine.dispose()
+        stuck = [a for a in attempts if a.open and a.expired(now)]
+        # Windows are >= 5 min (WeChat's minimum), so none ends during this run; what can be
+        # checked is that no kill orphaned an open attempt: each one still has a look
+        # scheduled no later than its expiry, when the reconciler closes it (the closing
+        # itself is shown on the test clock in test_lifecycle.py).
+        orphaned = [
+            a.out_trade_no
+            for a in attempts
+            if a.open
+            and (a.next_query_at is None or a.expires_at is None or a.next_query_at > a.expires_at)
+        ]
         assert {oid: per_order.get(oid) for oid in paid} == dict.fromkeys(paid, 1)
         assert alerts == 0
-        assert stuck == []  # (windows are >= 5 min, WeChat's minimum: none ends in this run)
+        assert stuck == []
+        assert orphaned == []
+        assert unpaid
+        assert all(
+            _call(httpx.get, f"{svc.url}/api/orders/{oid}").json()["status"] == "pending"
+            for oid in unpaid
+        )
+        assert len([a for a in attempts if a.open]) >= len(unpaid)

@@ -49,6 +49,15 @@ class LifecyclePolicy:
             at = min(at, max(attempt.expires_at, now))
         return at
 
+    def retry_at(self, attempt: PaymentAttempt, now: datetime) -> datetime:
+        """When to try again after a look failed (WeChat unreachable, ...): the backoff,
+        but not past the expiry of an open attempt that has not expired yet, so that it is
+        still closed on time (an expired one keeps the backoff: no busy retry loop)."""
+        at = now + self.query_delay(attempt.query_count)
+        if attempt.open and attempt.expires_at is not None and now < attempt.expires_at:
+            at = min(at, attempt.expires_at)
+        return at
+
     def attempt_expiry(self, now: datetime, order_expires_at: datetime | None) -> datetime:
         window_end = now + self.payment_window
         return window_end if order_expires_at is None else min(window_end, order_expires_at)
@@ -100,7 +109,7 @@ class Reconciler:
                 next_at, queried = await self.handler.look(attempt)
             except ScanpayError as exc:
                 failed += 1
-                next_at = self.clock() + self.policy.query_delay(attempt.query_count)
+                next_at = self.policy.retry_at(attempt, self.clock())
                 log.warning("reconcile out_trade_no=%s failed: %s (next look %s)",
                             attempt.out_trade_no, exc.code, next_at.isoformat())  # fmt: skip
             await self.store.release(attempt.id, self.worker_id, next_at, queried)

@@ -95,6 +95,7 @@ class PaymentService:
     def new_attempt(self, order: Order, now: datetime) -> PaymentAttempt:
         """A fresh attempt (new ``out_trade_no``) for ``order``, with its window and its
         first scheduled look."""
+        expires_at = self.policy.attempt_expiry(now, order.expires_at)
         return PaymentAttempt(
             id=new_attempt_id(),
             order_id=order.id,
@@ -107,8 +108,8 @@ class PaymentService:
             status=AttemptStatus.CREATING,
             created_at=now,
             updated_at=now,
-            expires_at=self.policy.attempt_expiry(now, order.expires_at),
-            next_query_at=now + self.policy.query_delay(0),
+            expires_at=expires_at,
+            next_query_at=min(now + self.policy.query_delay(0), expires_at),
         )
 
     async def place_order(
