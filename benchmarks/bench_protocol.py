@@ -31,23 +31,26 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import NameOID
 from wechatpayv3 import utils as wp_utils
 from wechatpayv3.core import Core as WechatPayV3Core
 from wechatpy.pay.utils import calculate_signature as wechatpy_sign
 from wechatpy.pay.utils import calculate_signature_hmac as wechatpy_sign_hmac
 
 from scanpay.wechat.fields import BEIJING
-from scanpay.wechat.keys import TrustStore
+from scanpay.wechat.keys import TrustStore, certificate_serial
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.states import SignType, TradeState
 from scanpay.wechat.v2.sign import sign_v2
@@ -81,6 +84,7 @@ PREPAY_PATH = "/v3/pay/transactions/native"
 
 Op = Callable[[], object]
 TARGET_FLOOR = 1.5  # issue 3: within 1.5x of the floor, and no slower than any peer
+NOISE = 0.02  # run-to-run spread of a best-of ratio on the shared machine
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,23 @@ def ratios(ours: list[float], theirs: list[float]) -> tuple[float, float]:
     return min(ours) / min(theirs), paired
 
 
-def build_cases() -> list[Case]:
+def platform_certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
+    """A self-signed stand-in for a WeChat Pay platform certificate, valid now."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA")])
+    start = datetime.now(UTC) - timedelta(days=1)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x5157F09EFDC096DE15EBE81A47057A7232F1B8E1)
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def build_cases(cert_dir: str) -> list[Case]:
     merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     wechat_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     wechat_pub = wechat_key.public_key()
@@ -145,12 +165,21 @@ def build_cases() -> list[Case]:
     v2_key = Secret(V2_KEY)
     merchant = V3Merchant(MCHID, SERIAL, merchant_key)
     trust = TrustStore(public_keys=[(PUB_ID, wechat_pub)])
+    platform_cert = platform_certificate(wechat_key)
+    cert_serial = certificate_serial(platform_cert)  # 40 upper-case hex digits
+    cert_trust = TrustStore(certificates=[platform_cert])
     cipher = api_v3_cipher(Secret(API_V3_KEY))
     # the peer, in WeChat Pay public-key mode (no certificate download)
     peer_v3 = WechatPayV3Core(
         MCHID, SERIAL, merchant_pem, API_V3_KEY, public_key=wechat_pub_pem, public_key_id=PUB_ID
     )
     peer_private_key = peer_v3._private_key
+    # the peer in platform-certificate mode: it reads certificates saved in cert_dir at start
+    # (no download); on every verification it walks them and calls cert.public_key()
+    with open(os.path.join(cert_dir, cert_serial + ".pem"), "wb") as out:
+        out.write(platform_cert.public_bytes(ser.Encoding.PEM))
+    peer_cert = WechatPayV3Core(MCHID, SERIAL, merchant_pem, API_V3_KEY, cert_dir=cert_dir)
+    assert len(peer_cert._certificates) == 1
 
     # inputs shared by every contender
     v2_hmac_fields = {**V2_FIELDS, "sign_type": "HMAC-SHA256"}
@@ -179,6 +208,12 @@ def build_cases() -> list[Case]:
     )  # fmt: skip
     notify_headers = sign_response(
         notify_body, serial=PUB_ID, private_key=wechat_key, timestamp=now, nonce=NONCE
+    )
+    cert_response_headers = sign_response(
+        response_body, serial=cert_serial, private_key=wechat_key, timestamp=now, nonce=NONCE
+    )
+    cert_notify_headers = sign_response(
+        notify_body, serial=cert_serial, private_key=wechat_key, timestamp=now, nonce=NONCE
     )
     aes = AESGCM(API_V3_KEY.encode())
     resource = json.loads(notify_body)["resource"]
@@ -253,6 +288,18 @@ def build_cases() -> list[Case]:
     def peer_notify() -> object:  # the raw bytes, as a web framework hands them over
         return peer_v3.callback(notify_headers, notify_body)
 
+    def ours_verify_cert() -> object:
+        return verify_response(cert_response_headers, response_body, cert_trust, now=now)
+
+    def peer_verify_cert() -> object:
+        return peer_cert._verify_signature(cert_response_headers, response_body.decode("utf-8"))
+
+    def ours_notify_cert() -> object:
+        return verify_notification(cert_notify_headers, notify_body, cert_trust, cipher, now=now)
+
+    def peer_notify_cert() -> object:
+        return peer_cert.callback(cert_notify_headers, notify_body)
+
     # every contender accepts the inputs and agrees on the result
     assert sign_v2(V2_FIELDS, v2_key) == wechatpy_sign(V2_FIELDS, V2_KEY) == floor_v2()
     assert (
@@ -267,6 +314,10 @@ def build_cases() -> list[Case]:
     peer = peer_v3.callback(notify_headers, notify_body)
     assert peer["resource"]["out_trade_no"] == ours.transaction.out_trade_no
     assert floor_notify()["out_trade_no"] == ours.transaction.out_trade_no
+    assert peer_cert._verify_signature(cert_response_headers, response_body.decode())
+    ours_verify_cert()
+    assert ours_notify_cert().transaction == ours.transaction
+    assert peer_cert.callback(cert_notify_headers, notify_body) == peer
 
     floor, scanpay, peer_role = "floor", "scanpay", "peer"
     return [
@@ -288,16 +339,27 @@ def build_cases() -> list[Case]:
             Contender("scanpay build_authorization", scanpay, ours_sign),
             Contender("wechatpayv3 build_authorization", peer_role, peer_sign),
         )),
-        Case("v3 response verify", 80, (
+        Case("v3 response verify (pubkey)", 80, (
             Contender("cryptography: b64 + RSA verify", floor, floor_verify),
             Contender("scanpay verify_response", scanpay, ours_verify),
             Contender("wechatpayv3 Core._verify_signature", peer_role, peer_verify),
         )),
-        Case("v3 notification verify+decrypt", 50, (
+        Case("v3 response verify (cert)", 80, (
+            Contender("cryptography: b64 + RSA verify", floor, floor_verify),
+            Contender("scanpay verify_response", scanpay, ours_verify_cert),
+            Contender("wechatpayv3 Core._verify_signature", peer_role, peer_verify_cert),
+        )),
+        Case("v3 notify verify+decrypt (pubkey)", 50, (
             Contender("floor: verify+json+AESGCM+json", floor, floor_notify),
             Contender("floor: verify+AESGCM (crypto only)", "crypto", floor_notify_crypto),
             Contender("scanpay verify_notification", scanpay, ours_notify),
             Contender("wechatpayv3 Core.callback", peer_role, peer_notify),
+        )),
+        Case("v3 notify verify+decrypt (cert)", 50, (
+            Contender("floor: verify+json+AESGCM+json", floor, floor_notify),
+            Contender("floor: verify+AESGCM (crypto only)", "crypto", floor_notify_crypto),
+            Contender("scanpay verify_notification", scanpay, ours_notify_cert),
+            Contender("wechatpayv3 Core.callback", peer_role, peer_notify_cert),
         )),
     ]  # fmt: skip
 
@@ -310,15 +372,16 @@ def main() -> None:
     args = parser.parse_args()
     rounds, scale = (10, 0.25) if args.quick else (args.rounds, args.scale)
 
-    cases = build_cases()
+    with tempfile.TemporaryDirectory() as cert_dir:
+        cases = build_cases(cert_dir)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"load {load:.2f}; cryptography {version('cryptography')}, wechatpy "
         f"{version('wechatpy')}, wechatpayv3 {version('wechatpayv3')}; {rounds} rounds"
     )
-    print(f"{'operation':32} {'implementation':38} {'median':>8} {'min':>8} {'x floor':>15}")
-    print(f"{'':32} {'':38} {'µs/op':>8} {'µs/op':>8} {'best / paired':>15}")
+    print(f"{'operation':34} {'implementation':38} {'median':>8} {'min':>8} {'x floor':>15}")
+    print(f"{'':34} {'':38} {'µs/op':>8} {'µs/op':>8} {'best / paired':>15}")
     verdicts: list[str] = []
     for case in cases:
         batch = max(1, int(case.batch * scale))
@@ -328,23 +391,29 @@ def main() -> None:
         for contender, got in zip(case.contenders, samples, strict=True):
             best, paired = ratios(got, floor)
             print(
-                f"{case.title:32} {contender.name:38} {statistics.median(got) * 1e6:8.2f} "
+                f"{case.title:34} {contender.name:38} {statistics.median(got) * 1e6:8.2f} "
                 f"{min(got) * 1e6:8.2f} {best:7.2f} {paired:7.2f}"
             )
         ours = samples[roles.index("scanpay")]
         best, paired = ratios(ours, floor)
         parts = [f"{best:.2f}x floor (paired {paired:.2f})"]
-        met = best <= TARGET_FLOOR
+        floor_met = best <= TARGET_FLOOR
+        worst_peer = 0.0
         if "crypto" in roles:
             crypto, _ = ratios(ours, samples[roles.index("crypto")])
             parts.append(f"{crypto:.2f}x crypto-only")
         for contender, got in zip(case.contenders, samples, strict=True):
             if contender.role == "peer":
                 best, paired = ratios(ours, got)
-                met = met and best <= 1.0
+                worst_peer = max(worst_peer, best)
                 parts.append(f"{best:.2f}x {contender.name.split()[0]} (paired {paired:.2f})")
-        verdict = "met" if met else "MISSED"
-        verdicts.append(f"{case.title:32} scanpay = {', '.join(parts)}: {verdict}")
+        if floor_met and worst_peer <= 1.0:
+            verdict = "met"
+        elif floor_met and worst_peer <= 1.0 + NOISE:
+            verdict = f"MISSED by {worst_peer - 1:.1%} (inside the ~{NOISE:.0%} noise)"
+        else:
+            verdict = "MISSED"
+        verdicts.append(f"{case.title:34} scanpay = {', '.join(parts)}: {verdict}")
         print()
     print(f"target: within {TARGET_FLOOR}x of the floor and no slower than either peer, judged on")
     print("best-of-rounds ratios (paired-median ratios shown alongside)")

@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -66,9 +65,9 @@ def gcm_decrypt(cipher: AESGCM, nonce: str, ciphertext: str, associated_data: st
         raise DecryptionError("GCM tag mismatch (wrong API v3 key or tampered data)") from None
 
 
-@dataclass(frozen=True, slots=True)
-class EncryptedResource:
-    """A v3 ``resource`` / ``encrypt_certificate`` object."""
+class EncryptedResource(NamedTuple):
+    """A v3 ``resource`` / ``encrypt_certificate`` object (immutable; a NamedTuple because
+    one is built per notification, see :mod:`scanpay.wechat.v3.notify`)."""
 
     ciphertext: str
     nonce: str

@@ -11,9 +11,8 @@ it with :func:`scanpay.wechat.v3.verify.sign_response`. Merchant answers: :data:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -43,8 +42,7 @@ def failure_body(message: str = "失败") -> bytes:
     return dump_json({"code": "FAIL", "message": message})
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
     """The clear part of a notification."""
 
     id: str
@@ -55,15 +53,13 @@ class Envelope:
     resource: EncryptedResource
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentNotice:
+class PaymentNotice(NamedTuple):
     envelope: Envelope
     transaction: Transaction
     signed: SignedHeaders
 
 
-@dataclass(frozen=True, slots=True)
-class RefundNotice:
+class RefundNotice(NamedTuple):
     envelope: Envelope
     refund: Refund
     signed: SignedHeaders
@@ -76,12 +72,12 @@ def parse_envelope(body: bytes) -> Envelope:
     data = parse_json(body)
     notification_id, create_time, event_type, resource_type = texts(data, _ENVELOPE_TEXT)
     return Envelope(
-        id=notification_id,
-        create_time=parse_v3_time(create_time),
-        event_type=event_type,
-        resource_type=resource_type,
-        summary=text(data, "summary", required=False),
-        resource=EncryptedResource.from_json(obj(data, "resource")),
+        notification_id,
+        parse_v3_time(create_time),
+        event_type,
+        resource_type,
+        text(data, "summary", required=False),
+        EncryptedResource.from_json(obj(data, "resource")),
     )
 
 

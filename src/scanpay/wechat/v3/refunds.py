@@ -23,7 +23,17 @@ from scanpay.wechat.fields import (
     parse_v3_time,
 )
 from scanpay.wechat.states import RefundState
-from scanpay.wechat.v3.jsonbody import JsonObject, dump_json, integer, obj, parse_json, text
+from scanpay.wechat.v3.frozen import assemble
+from scanpay.wechat.v3.jsonbody import (
+    JsonObject,
+    dump_json,
+    integer,
+    integers,
+    obj,
+    parse_json,
+    text,
+    texts,
+)
 from scanpay.wechat.v3.request import ApiRequest, path_segment
 from scanpay.wechat.v3.transactions import check_notify_url
 
@@ -101,9 +111,14 @@ def query_refund_request(out_refund_no: str) -> ApiRequest:
     return ApiRequest("GET", path, idempotent=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Refund:
-    """A v3 Refund object (create/query answer, decrypted REFUND.* resource)."""
+    """A v3 Refund object (create/query answer, decrypted REFUND.* resource).
+
+    No ``slots``: :func:`refund_from_json` builds it with
+    :func:`scanpay.wechat.v3.frozen.assemble`; a dataclass because callers use
+    ``dataclasses.replace`` on it.
+    """
 
     out_refund_no: str
     refund_id: str
@@ -156,31 +171,42 @@ class Refund:
         return body
 
 
+_REFUND_REQUIRED: Final = ("out_refund_no", "refund_id")
+_REFUND_OPTIONAL: Final = (
+    "out_trade_no", "transaction_id", "mchid", "channel", "user_received_account",
+    "success_time", "create_time", "funds_account",
+)  # fmt: skip
+_REFUND_AMOUNTS: Final = ("total", "refund", "payer_total", "payer_refund")
+_REFUND_STATES: Final = {state.value: state for state in RefundState}
+
+
 def refund_from_json(data: Mapping[str, object]) -> Refund:
     state_text = text(data, "status", required=False) or text(data, "refund_status")
-    try:
-        status = RefundState(state_text)
-    except ValueError:
-        raise MalformedMessageError("unknown refund status") from None
+    status = _REFUND_STATES.get(state_text)
+    if status is None:
+        raise MalformedMessageError("unknown refund status")
+    out_refund_no, refund_id = texts(data, _REFUND_REQUIRED)
+    (out_trade_no, transaction_id, mchid, channel, account, success_time, create_time,
+     funds_account) = texts(data, _REFUND_OPTIONAL, required=False)  # fmt: skip
     amount = obj(data, "amount", required=False)
-    success_time = text(data, "success_time", required=False)
-    create_time = text(data, "create_time", required=False)
-    return Refund(
-        out_refund_no=text(data, "out_refund_no"),
-        refund_id=text(data, "refund_id"),
+    total, refund, payer_total, payer_refund = integers(amount, _REFUND_AMOUNTS)
+    return assemble(  # every field, each checked above: see scanpay.wechat.v3.frozen
+        Refund,
+        out_refund_no=out_refund_no,
+        refund_id=refund_id,
         status=status,
-        out_trade_no=text(data, "out_trade_no", required=False),
-        transaction_id=text(data, "transaction_id", required=False),
-        mchid=text(data, "mchid", required=False),
-        channel=text(data, "channel", required=False),
-        user_received_account=text(data, "user_received_account", required=False),
+        out_trade_no=out_trade_no,
+        transaction_id=transaction_id,
+        mchid=mchid,
+        channel=channel,
+        user_received_account=account,
         success_time=parse_v3_time(success_time) if success_time else None,
         create_time=parse_v3_time(create_time) if create_time else None,
-        funds_account=text(data, "funds_account", required=False),
-        total=integer(amount, "total", required=False),
-        refund=integer(amount, "refund", required=False),
-        payer_total=integer(amount, "payer_total", required=False),
-        payer_refund=integer(amount, "payer_refund", required=False),
+        funds_account=funds_account,
+        total=total,
+        refund=refund,
+        payer_total=payer_total,
+        payer_refund=payer_refund,
         currency=text(amount, "currency", required=False) or "CNY",
     )
 
