@@ -1,25 +1,33 @@
-"""Shared pieces of the lifecycle tests: the service and the simulator on one test clock, and
-network fault injectors (httpx transports that drop, repeat, reorder or answer for WeChat).
+"""Shared pieces of the lifecycle tests: the service and the simulator on one test clock,
+a fresh database per test (SQLite, or PostgreSQL when ``SCANPAY_TEST_POSTGRES_URL`` is set),
+the simulator's faults, and a wire between the service and WeChat that counts calls.
 
-The fault injectors sit on the wire between the two real apps; nothing of scanpay is mocked.
+Notification faults (drops, copies, delays, random order) are the simulator's own
+(``sim.faults``). The wire's one injector, a close that answers SUCCESS without closing, is
+kept because the simulator (rightly) never does that: see :class:`WeChatWire`. Nothing of
+scanpay is mocked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import os
+import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
 from scanpay.simulator import SimClock, Simulator
+from scanpay.simulator.faults import parse_header
 from scanpay.web.app import create_app
 from scanpay.web.context import AppContext
 from scanpay.web.worker import LifecycleRuntime
@@ -29,6 +37,38 @@ from scanpay.wechat.xmlcodec import parse_xml
 from tests.web.conftest import BASE_URL, SHOP_KEY, SettingsFactory
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+POSTGRES_URL = os.environ.get("SCANPAY_TEST_POSTGRES_URL", "")
+
+
+@pytest.fixture(
+    name="database_url",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database per test: import ``database_url_fixture`` into the test module and
+    ask for ``database_url``."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shop.sqlite3'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
+    name = "scanpay_lc_" + secrets.token_hex(6)
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+def set_faults(sim: Simulator, text: str, *, seed: int = 1) -> None:
+    """Switch on the simulator's faults (``X-Sim-Fault`` text form, ``scenario=NAME``
+    allowed), with a seed so the run is repeatable."""
+    sim.faults.seed(seed)
+    sim.faults.set(parse_header(text), now=sim.clock.timestamp(), replace_all=True)
 
 
 class LateApp(httpx.AsyncBaseTransport):
@@ -42,51 +82,16 @@ class LateApp(httpx.AsyncBaseTransport):
         return await httpx.ASGITransport(app=self.app).handle_async_request(request)
 
 
-class NotifyFaults(httpx.AsyncBaseTransport):
-    """WeChat -> merchant wire: drops a share of notifications (the simulator sees a network
-    error) and holds the rest, to deliver each ``copies`` times in random order on flush."""
-
-    def __init__(self, *, drop: float, copies: int, seed: int) -> None:
-        self.inner: httpx.AsyncBaseTransport = LateApp()  # set by rig()
-        self.drop = drop
-        self.copies = copies
-        self.random = random.Random(seed)
-        self.held: list[httpx.Request] = []
-        self.dropped = 0
-        self.enabled = True
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not self.enabled:
-            return await self.inner.handle_async_request(request)
-        if self.random.random() < self.drop:
-            self.dropped += 1
-            raise httpx.ConnectError("dropped by the test's network", request=request)
-        body = await request.aread()
-        for _ in range(self.copies):
-            self.held.append(
-                httpx.Request(request.method, request.url, headers=request.headers, content=body)
-            )
-        ok = b"<xml><return_code><![CDATA[SUCCESS]]></return_code></xml>"
-        return httpx.Response(200, content=ok, headers={"Content-Type": "text/xml"})
-
-    async def flush(self, concurrency: int = 16) -> list[int]:
-        held, self.held = self.held, []
-        self.random.shuffle(held)
-        gate = asyncio.Semaphore(concurrency)
-
-        async def send(request: httpx.Request) -> int:
-            async with gate:
-                response = await self.inner.handle_async_request(request)
-                await response.aread()
-                return response.status_code
-
-        return list(await asyncio.gather(*(send(r) for r in held)))
-
-
 class WeChatWire(httpx.AsyncBaseTransport):
-    """Merchant -> WeChat wire: counts calls per path and ``out_trade_no``; optionally answers
-    ``closeorder`` with a signed SUCCESS without closing (a close that did not take, as
-    reported for WeChat in PROTOCOL.md 3.7), to produce a double payment."""
+    """Merchant -> WeChat wire: counts calls per path and ``out_trade_no``, and notes calls
+    for one ``out_trade_no`` in flight at once (``overlaps``).
+
+    ``lying_close`` answers ``closeorder`` with a signed SUCCESS without closing: a close that
+    did not take (a community report in PROTOCOL.md 3.7 of a close "succeeding" wrongly).
+    The simulator cannot produce this on its own, by design: its close of an unpaid order is
+    atomic, and a close of a paid (or USERPAYING) order answers ORDERPAID, after which the
+    service queries and never makes a second attempt. So the both-attempts-paid race, which
+    issue 5 wants handled, needs this one wire-level lie."""
 
     def __init__(self, sim: Simulator) -> None:
         self.inner = httpx.ASGITransport(app=sim.app)
@@ -170,16 +175,14 @@ class Rig:
 async def rig(
     make_settings: SettingsFactory,
     sim: Simulator | None = None,
-    faults: NotifyFaults | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Rig]:
-    """The service on ``sim`` (new, on a frozen test clock, if None) with that clock."""
+    """The service on ``sim`` (new, on a frozen test clock, if None) with that clock; the
+    simulator's notifications reach this service's app in-process."""
     late = LateApp()
     own_sim = sim is None
     if sim is None:
-        if faults is not None:
-            faults.inner = late
-        sim = Simulator.create(notify_transport=faults or late, clock=SimClock(start=START))
+        sim = Simulator.create(notify_transport=late, clock=SimClock(start=START))
     creds = sim.credentials
     settings = make_settings(
         appid=creds.appid, mchid=creds.mchid, api_v2_key=creds.api_v2_key.reveal(), **overrides
