@@ -7,7 +7,10 @@ after each look, counted from the attempt's creation. The schedule lives in the 
 
 :class:`Reconciler` makes one pass: lease the attempts that are due (compare-and-set, so
 never two workers on one attempt), let :class:`~scanpay.domain.lifecycle.Lifecycle` look at
-each one, store the next look and give the lease back. Time is the injected ``clock``.
+each one, store the next look and give the lease back. Then the same for refunds still
+``submitting`` or ``processing`` (when given a refund store and the refund use case): each
+due one is resubmitted or queried (``RefundService.reconcile_refund``) on the same backoff.
+Time is the injected ``clock``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from scanpay.domain.model import PaymentAttempt
 from scanpay.domain.ports import LifecycleStore
@@ -71,10 +75,43 @@ class AttemptHandler:
         raise NotImplementedError
 
 
+@dataclass(frozen=True, order=True)
+class DueRefund:
+    """A refund the reconciler leased: what it needs to look at it and schedule the next."""
+
+    id: str
+    out_refund_no: str
+    query_count: int
+
+
+class RefundScheduleStore(Protocol):
+    async def claim_due_refunds(
+        self, now: datetime, worker: str, lease_seconds: float, limit: int, first_delay: float
+    ) -> list[DueRefund]:
+        """Lease (compare-and-set) up to ``limit`` unsettled refunds whose look is due."""
+        ...
+
+    async def release_refund(
+        self, refund_id: str, worker: str, next_query_at: datetime
+    ) -> bool: ...
+
+
+class RefundReconciling(Protocol):
+    async def reconcile_refund(self, out_refund_no: str) -> object:
+        """Resubmit (still submitting) or query (processing) one refund; apply the answer."""
+        ...
+
+
 @dataclass(frozen=True)
 class PassResult:
     claimed: int
     failed: int
+    refunds: int = 0
+
+    @property
+    def handled(self) -> int:
+        """Attempts and refunds looked at in the pass (0: nothing was due)."""
+        return self.claimed + self.refunds
 
 
 class Reconciler:
@@ -88,12 +125,16 @@ class Reconciler:
         *,
         clock: Callable[[], datetime],
         worker_id: str | None = None,
+        refund_store: RefundScheduleStore | None = None,
+        refunds: RefundReconciling | None = None,
     ) -> None:
         self.store = store
         self.handler = handler
         self.policy = policy
         self.clock = clock
         self.worker_id = worker_id or "w_" + secrets.token_hex(8)
+        self.refund_store = refund_store
+        self.refunds = refunds
 
     async def run_once(self) -> PassResult:
         """Lease what is due now, look at each, release. Errors of one attempt (WeChat
@@ -113,14 +154,37 @@ class Reconciler:
                 log.warning("reconcile out_trade_no=%s failed: %s (next look %s)",
                             attempt.out_trade_no, exc.code, next_at.isoformat())  # fmt: skip
             await self.store.release(attempt.id, self.worker_id, next_at, queried)
-        return PassResult(len(claimed), failed)
+        refunds, refunds_failed = await self._refund_pass(now)
+        return PassResult(len(claimed), failed + refunds_failed, refunds)
+
+    async def _refund_pass(self, now: datetime) -> tuple[int, int]:
+        if self.refund_store is None or self.refunds is None:
+            return 0, 0
+        due = await self.refund_store.claim_due_refunds(
+            now,
+            self.worker_id,
+            self.policy.lease.total_seconds(),
+            self.policy.batch,
+            self.policy.first_query_delay.total_seconds(),
+        )
+        failed = 0
+        for refund in due:
+            try:
+                await self.refunds.reconcile_refund(refund.out_refund_no)
+            except ScanpayError as exc:
+                failed += 1
+                log.warning("reconcile out_refund_no=%s failed: %s",
+                            refund.out_refund_no, exc.code)  # fmt: skip
+            next_at = self.clock() + self.policy.query_delay(refund.query_count + 1)
+            await self.refund_store.release_refund(refund.id, self.worker_id, next_at)
+        return len(due), failed
 
     async def drain(self, max_passes: int = 1000) -> int:
         """Passes until nothing is due (tests on a frozen clock); returns attempts handled."""
         total = 0
         for _ in range(max_passes):
             result = await self.run_once()
-            total += result.claimed
-            if result.claimed == 0:
+            total += result.handled
+            if result.handled == 0:
                 break
         return total

@@ -10,7 +10,7 @@ and writes the order's event in the same transaction as the refund row.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from scanpay.domain import machine
 from scanpay.domain.machine import Trigger
 from scanpay.domain.model import EventType, Order, OrderStatus
+from scanpay.domain.reconciler import DueRefund
 from scanpay.domain.refunds import RELEASED, PlacedRefund, Refund, RefundStatus
 from scanpay.errors import ConflictError, NotFoundError, ValidationError
 from scanpay.store.sql import SqlStore
@@ -50,9 +51,16 @@ refunds: Final = sa.Table(
     sa.Column("failure", sa.String(64), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # 0005: the reconciler's schedule and lease for refunds not settled yet
+    sa.Column("next_query_at", UtcDateTime, nullable=True),
+    sa.Column("query_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("leased_by", sa.String(64), nullable=True),
+    sa.Index("ix_refunds_status", "status"),
 )
 
 REFUNDABLE: Final = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
+UNSETTLED: Final = (RefundStatus.SUBMITTING, RefundStatus.PROCESSING)  # the reconciler asks
 
 
 def _refund(row: sa.Row[Any]) -> Refund:
@@ -295,6 +303,67 @@ class SqlRefundStore(SqlStore):
         return await self._run(
             self.move_refund_sync, refund_id, expected, to, wechat_refund_id, failure
         )
+
+    # ---- the reconciler's refund schedule ----------------------------------------------
+
+    def claim_due_refunds_sync(
+        self, now: datetime, worker: str, lease_seconds: float, limit: int, first_delay: float
+    ) -> list[DueRefund]:
+        """Lease up to ``limit`` refunds still submitting/processing whose next look is due
+        (never looked at: ``first_delay`` seconds after their last change). One statement,
+        as for attempts (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
+        r = refunds.c
+        due = sa.and_(
+            r.status.in_([s.value for s in UNSETTLED]),
+            sa.or_(
+                sa.and_(
+                    r.next_query_at.is_(None), r.updated_at <= now - timedelta(seconds=first_delay)
+                ),
+                r.next_query_at <= now,
+            ),
+            sa.or_(r.lease_until.is_(None), r.lease_until < now),
+        )
+        pick = (
+            sa.select(r.id)
+            .where(due)
+            .order_by(r.updated_at, r.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        until = now + timedelta(seconds=lease_seconds)
+        with self._writer.begin() as conn:
+            rows = conn.execute(
+                sa.update(refunds)
+                .where(r.id.in_(pick), due)
+                .values(lease_until=until, leased_by=worker)
+                .returning(r.id, r.out_refund_no, r.query_count)
+            ).all()
+        return sorted(DueRefund(row.id, row.out_refund_no, row.query_count) for row in rows)
+
+    async def claim_due_refunds(
+        self, now: datetime, worker: str, lease_seconds: float, limit: int, first_delay: float
+    ) -> list[DueRefund]:
+        return await self._run(
+            self.claim_due_refunds_sync, now, worker, lease_seconds, limit, first_delay
+        )
+
+    def release_refund_sync(self, refund_id: str, worker: str, next_query_at: datetime) -> bool:
+        """Give the lease back, count the look, store the next one (ignored once settled)."""
+        with self._writer.begin() as conn:
+            result = conn.execute(
+                sa.update(refunds)
+                .where(refunds.c.id == refund_id, refunds.c.leased_by == worker)
+                .values(
+                    lease_until=None,
+                    leased_by=None,
+                    next_query_at=next_query_at,
+                    query_count=refunds.c.query_count + 1,
+                )
+            )
+        return result.rowcount == 1
+
+    async def release_refund(self, refund_id: str, worker: str, next_query_at: datetime) -> bool:
+        return await self._run(self.release_refund_sync, refund_id, worker, next_query_at)
 
 
 def _values(refund: Refund) -> dict[str, Any]:

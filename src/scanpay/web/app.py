@@ -58,7 +58,7 @@ def create_app(
         policy=policy_from(settings),
         refunder=RefundServiceRefunder(refunds),
     )
-    lifecycle = build_lifecycle(settings, service, clock)
+    lifecycle = build_lifecycle(settings, service, clock, refunds)
 
     context = AppContext(settings=settings, store=store, service=service, hub=hub, client=wechat)
 

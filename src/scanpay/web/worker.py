@@ -4,7 +4,8 @@
 replacement, active queries) and the :class:`~scanpay.domain.reconciler.Reconciler` for an
 app; :class:`Worker` runs reconciler passes in the app's lifespan (``scanpay serve`` and
 ``scanpay demo``): a pass every ``reconciler_poll_seconds``, or at once when woken (a checkout
-page asked). The schedule and the lease live in the database, so a restarted process, or a
+page asked); a pass also resubmits or queries refunds still submitting or processing. The
+schedule and the lease live in the database, so a restarted process, or a
 second instance on the same database, carries on safely. Tests drive
 ``runtime.reconciler.run_once()`` themselves with a test clock instead of starting the task.
 """
@@ -27,6 +28,7 @@ from scanpay.domain.reconciler import LifecyclePolicy, Reconciler
 from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
 from scanpay.errors import ScanpayError
+from scanpay.store.refunds import SqlRefundStore
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class Worker:
         while not self._stopping:
             self._wakeup.clear()
             try:
-                while not self._stopping and (await self.reconciler.run_once()).claimed:
+                while not self._stopping and (await self.reconciler.run_once()).handled:
                     pass
             except ScanpayError as exc:
                 log.warning("reconciler pass failed: %s", exc.code)
@@ -129,11 +131,24 @@ class LifecycleRuntime:
 
 
 def build_lifecycle(
-    settings: Settings, service: PaymentService, clock: Callable[[], datetime]
+    settings: Settings,
+    service: PaymentService,
+    clock: Callable[[], datetime],
+    refunds: RefundService | None = None,
 ) -> LifecycleRuntime:
+    """With ``refunds`` (and a store that keeps the refund schedule, ``SqlRefundStore``)
+    the reconciler also looks after refunds still submitting or processing."""
     reconciler_holder: list[Worker] = []
     lifecycle = Lifecycle(service, wake=lambda: reconciler_holder[0].wake())
-    reconciler = Reconciler(service.store, lifecycle, service.policy, clock=clock)
+    refund_store = service.store if isinstance(service.store, SqlRefundStore) else None
+    reconciler = Reconciler(
+        service.store,
+        lifecycle,
+        service.policy,
+        clock=clock,
+        refund_store=refund_store,
+        refunds=refunds,
+    )
     worker = Worker(reconciler, settings.reconciler_poll_seconds)
     reconciler_holder.append(worker)
     return LifecycleRuntime(lifecycle, reconciler, worker, settings.reconciler_enabled)
