@@ -7,6 +7,12 @@ AES-256-GCM with the API v3 key, then the typed resource: a :class:`PaymentNotic
 / ``REFUND.CLOSED``. The simulator builds the body with :func:`build_notification` and signs
 it with :func:`scanpay.wechat.v3.verify.sign_response`. Merchant answers: :data:`ACK_BODY`
 (200/204) and :func:`failure_body` (4xx/5xx).
+
+Every result is typed and immutable. :class:`Envelope`, :class:`PaymentNotice`,
+:class:`RefundNotice` (and ``SignedHeaders``, ``EncryptedResource``) are NamedTuples: one of
+each is built per notification and a NamedTuple costs about a third of a frozen dataclass.
+``Transaction`` and ``Refund`` stay frozen dataclasses (callers use ``dataclasses.replace``) and
+are filled through :func:`scanpay.wechat.v3.frozen.assemble`.
 """
 
 from __future__ import annotations

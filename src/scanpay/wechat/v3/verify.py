@@ -47,8 +47,8 @@ def header_pairs(headers: HeaderSource) -> list[tuple[str, str]]:
     if type(headers) is dict:  # the common case, kept cheap
         return list(headers.items())
     multi = getattr(headers, "multi_items", None)
-    if callable(multi):
-        return [(str(k), str(v)) for k, v in multi()]
+    if callable(multi):  # httpx and Starlette: already a fresh list of str pairs
+        return list(multi())
     if isinstance(headers, Mapping):
         return [(str(k), str(v)) for k, v in headers.items()]
     return [(str(k), str(v)) for k, v in headers]  # type: ignore[union-attr]
@@ -87,22 +87,28 @@ class SignedHeaders(NamedTuple):
 # position of each by lower-cased name
 _NAMES: Final = (TIMESTAMP, NONCE, SIGNATURE, SERIAL, SIGNATURE_TYPE)
 _SLOTS: Final = {name.lower(): index for index, name in enumerate(_NAMES)}
+_SPELLINGS: Final = {**_SLOTS, **{name: index for index, name in enumerate(_NAMES)}}
 
 
 def read_signed_headers(headers: HeaderSource) -> SignedHeaders:
     """Pick the Wechatpay-* headers; missing or repeated ones are malformed.
 
     One pass over the headers; only the five Wechatpay-* names are kept (others may repeat).
+    Names spelled as WeChat or an HTTP library spells them (``Wechatpay-Nonce``,
+    ``wechatpay-nonce``) are found without lower-casing; any other spelling is lower-cased.
     """
     found: list[str | None] = [None, None, None, None, None]
-    slot_of = _SLOTS.get
+    known, slot_of = _SPELLINGS.get, _SLOTS.get
     pairs = headers.items() if type(headers) is dict else header_pairs(headers)
     for key, value in pairs:
-        slot = slot_of(key.lower())
-        if slot is not None:
-            if found[slot] is not None:
-                raise MalformedMessageError(f"header {_NAMES[slot]} appears more than once")
-            found[slot] = value
+        slot = known(key)  # the usual spellings need no lower-casing
+        if slot is None:
+            slot = slot_of(key.lower())
+            if slot is None:
+                continue
+        if found[slot] is not None:
+            raise MalformedMessageError(f"header {_NAMES[slot]} appears more than once")
+        found[slot] = value
     timestamp, nonce, signature, serial, signature_type = found
     if not (timestamp and nonce and signature and serial):
         missing = next(_NAMES[slot] for slot in range(4) if not found[slot])
