@@ -6,6 +6,9 @@ seconds, a smoke run whose figures are not worth recording).
 
 Method, chosen for a small shared machine whose load changes while the benchmark runs:
 
+* v3 response verify and notification run twice: with WeChat Pay public-key trust and with
+  platform-certificate trust (wechatpayv3 given a ``cert_dir`` holding the certificate, so no
+  download happens), scanpay's ``TrustStore`` holding the same key or certificate;
 * every contender of an operation gets the very same inputs (keys generated at start, bodies
   and headers built once; nothing read from disk or the network) and is checked to accept them
   before timing starts;
