@@ -50,9 +50,9 @@ async def test_200_orders_paid_through_flaky_notifications(make_settings: Settin
 async def test_identical_notifications_at_once_one_transition(
     make_settings: SettingsFactory, database_url: str
 ) -> None:
-    """The simulator's ``duplicate_notifications`` fault sends its maximum of copies of the
-    notification at once (MAX_COPIES, 20 today); the test sends the rest of the 50 (the same
-    signed body, from the simulator's log) in the same moment."""
+    """The simulator's ``duplicate_notifications`` fault delivers 50 copies of the notification
+    at once (should MAX_COPIES ever be lower, the test posts the rest of the 50 — the same
+    signed body, from the simulator's log — in the same moment)."""
     async with rig(make_settings, database_url=database_url) as r:
         order = await r.create_order()
         copies = min(MAX_COPIES, IDENTICAL)

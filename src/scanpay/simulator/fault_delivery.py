@@ -33,7 +33,7 @@ from scanpay.simulator.notifier import Notifier
 from scanpay.wechat.xmlcodec import dump_xml, parse_xml
 
 Copy = tuple[int | None, bytes, str]
-MAX_PARALLEL: Final = 32
+MAX_PARALLEL: Final = 64
 
 
 def bad_v2_body(body: bytes, *, garbage: bool) -> bytes:

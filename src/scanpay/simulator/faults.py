@@ -116,7 +116,7 @@ API_ONLY: Final = frozenset(
     {Fault.SYSTEM_ERROR, Fault.HTTP_5XX, Fault.FREQUENCY_LIMITED, Fault.SLOW, Fault.LOST_ANSWER}
 )
 MAX_SLOW: Final = 30.0
-MAX_COPIES: Final = 20
+MAX_COPIES: Final = 64
 UNKNOWN_SERIAL_NO: Final = "0" * 24 + "5CA7FA0175C0FFEE"
 SCENARIOS: Final[dict[str, dict[str, float]]] = {
     # issue 5's run: 30% of notifications lost, the rest three times in random order
