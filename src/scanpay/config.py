@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     wechatpay_public_key_file: Path | None = None
     platform_cert_files: str | None = None  # comma-separated PEM files (certificate mode)
     # lifecycle (docs/operations.md): payment window, order deadline, active queries
-    payment_window_seconds: int = Field(default=15 * 60, ge=5 * 60, le=2 * 60 * 60)
-    order_deadline_seconds: int = Field(default=2 * 60 * 60, ge=5 * 60, le=7 * 24 * 60 * 60)
+    # WeChat refuses a time_expire less than 5 minutes ahead *when the call arrives*; a window
+    # of at least 6 minutes leaves a minute for the call's own latency and retries.
+    payment_window_seconds: int = Field(default=15 * 60, ge=6 * 60, le=2 * 60 * 60)
+    order_deadline_seconds: int = Field(default=2 * 60 * 60, ge=6 * 60, le=7 * 24 * 60 * 60)
     query_first_delay_seconds: float = Field(default=10.0, gt=0)
     query_max_delay_seconds: float = Field(default=300.0, gt=0)
     checkout_query_quiet_seconds: float = Field(default=5.0, ge=0)
