@@ -10,10 +10,11 @@ match the stored attempt; everything else becomes an alert event and never a pay
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, Protocol, TypeAlias
 
 from scanpay.domain.machine import Trigger
 from scanpay.domain.model import (
@@ -36,6 +37,7 @@ from scanpay.domain.ports import (
     LifecycleStore,
     PaymentGateway,
     PlacedOrder,
+    ReceivedNotification,
     SurplusRefunder,
 )
 from scanpay.domain.reconciler import LifecyclePolicy
@@ -64,13 +66,38 @@ class ReportOutcome:
         return self.verdict is not ReportVerdict.REJECTED
 
 
+# Decides, from the stored attempt and its order's status, what a report does (see
+# :meth:`PaymentLedger.settle_payment`); None leaves it to the general path.
+Judge: TypeAlias = Callable[[PaymentAttempt, OrderStatus], ReportOutcome | None]
+
+
+class PaymentLedger(LifecycleStore, Protocol):
+    """The store as the payment use cases need it: the lifecycle store plus the one-
+    transaction settlement of a common report."""
+
+    async def settle_payment(
+        self,
+        report: PaymentReport,
+        judge: Judge,
+        trigger: Trigger,
+        data: Mapping[str, Any],
+        receipt: ReceivedNotification | None,
+    ) -> ReportOutcome | None:
+        """In one transaction: find the report's attempt and its order's status, ask
+        ``judge``; on APPLIED make the compare-and-set transition by ``trigger`` (event row
+        with ``data``, attempt paid), on DUPLICATE change nothing; store ``receipt`` with the
+        outcome. None, with nothing written, when the attempt is unknown, ``judge`` declines
+        or the compare-and-set loses a race."""
+        ...
+
+
 class PaymentService:
     """The merchant's use cases over a store and a gateway. ``on_change(order_id)`` is
     called after every committed event, so live streams can wake up."""
 
     def __init__(
         self,
-        store: LifecycleStore,
+        store: PaymentLedger,
         gateway: PaymentGateway,
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -164,8 +191,37 @@ class PaymentService:
         self._on_change(order.id)
         return activated
 
-    async def apply_payment_report(self, report: PaymentReport) -> ReportOutcome:
-        """Apply a *verified* report (notification or query answer) exactly once."""
+    async def apply_payment_report(
+        self, report: PaymentReport, receipt: ReceivedNotification | None = None
+    ) -> ReportOutcome:
+        """Apply a *verified* report (notification or query answer) exactly once. With a
+        ``receipt`` (a notification as received; its outcome and detail are filled in here)
+        the notification log row is written too, in the same transaction when possible."""
+        meaning = meaning_of(report.trade_state)
+        trigger = trigger_for(meaning)
+        if trigger is not None:
+            # The common case in one transaction: a matching payment of a pending order, or
+            # a repeat of one already applied. Everything else takes the general path.
+            data = _event_data(report)
+            judge = _judge(report, meaning, trigger)
+            settled = await self.store.settle_payment(report, judge, trigger, data, receipt)
+            if settled is not None:
+                if settled.verdict is ReportVerdict.APPLIED and settled.order_id is not None:
+                    self._on_change(settled.order_id)
+                    if receipt is None:  # notification handlers log their own line
+                        log.info("order paid order=%s out_trade_no=%s",
+                                 settled.order_id, report.out_trade_no)  # fmt: skip
+                return settled
+        outcome = await self._apply(report, meaning)
+        if receipt is not None:
+            await self.store.record_notification(
+                replace(receipt, outcome=outcome.verdict.value, detail=outcome.reason)
+            )
+        return outcome
+
+    async def _apply(self, report: PaymentReport, meaning: PaymentMeaning) -> ReportOutcome:
+        """The general path: unknown attempts, mismatches, non-payments, races and
+        payments for orders settled otherwise."""
         attempt = await self.store.find_attempt(report.out_trade_no)
         if attempt is None:
             await self.store.record_alert(
@@ -173,7 +229,6 @@ class PaymentService:
                 {"out_trade_no": report.out_trade_no, "source": report.source.value},
             )  # fmt: skip
             return ReportOutcome(ReportVerdict.REJECTED, "unknown_out_trade_no", None)
-        meaning = meaning_of(report.trade_state)
         mismatch = _mismatch(attempt, report, meaning)
         if mismatch is not None:
             await self.store.record_alert(
@@ -258,11 +313,7 @@ class PaymentService:
             return await self.store.apply_trigger(
                 order_id,
                 trigger,
-                {
-                    "out_trade_no": report.out_trade_no,
-                    "transaction_id": report.transaction_id,
-                    "source": report.source.value,
-                },
+                _event_data(report),
                 AttemptUpdate(attempt.id, AttemptStatus.PAID, report.transaction_id),
             )
         except InvalidTransitionError:
@@ -278,6 +329,30 @@ class PaymentService:
 def surplus_refund_key(out_trade_no: str) -> str:
     """The refund idempotency key of a surplus payment: one refund per ``out_trade_no``."""
     return f"surplus-{out_trade_no}"
+
+
+def _event_data(report: PaymentReport) -> dict[str, str]:
+    return {
+        "out_trade_no": report.out_trade_no,
+        "transaction_id": report.transaction_id,
+        "source": report.source.value,
+    }
+
+
+def _judge(report: PaymentReport, meaning: PaymentMeaning, trigger: Trigger) -> Judge:
+    """The decision the store takes under its transaction, from the stored attempt and its
+    order's status: pay, duplicate, or None (leave it to the general path)."""
+
+    def judge(attempt: PaymentAttempt, status: OrderStatus) -> ReportOutcome | None:
+        if _mismatch(attempt, report, meaning) is not None:
+            return None  # the general path records the alert
+        if attempt.status in (AttemptStatus.PAID, AttemptStatus.SURPLUS):
+            return ReportOutcome(ReportVerdict.DUPLICATE, "already_paid", attempt.order_id)
+        if status is OrderStatus.PENDING:
+            return ReportOutcome(ReportVerdict.APPLIED, trigger.value, attempt.order_id)
+        return None
+
+    return judge
 
 
 def _mismatch(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -40,9 +41,14 @@ class LifecycleStore:
     engine: sa.Engine
     _writer: sa.Engine
     _clock: Callable[[], datetime]
+    _executor: ThreadPoolExecutor | None
 
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        return await asyncio.to_thread(fn, *args)
+        """Run a blocking database call off the event loop: on the store's own database
+        thread when it has one (SQLite), else on the default thread pool."""
+        if self._executor is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _attempt_by_id(self, conn: sa.Connection, attempt_id: str) -> PaymentAttempt:
         row = conn.execute(sa.select(payment_attempts).where(PA.id == attempt_id)).first()

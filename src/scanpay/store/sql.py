@@ -3,14 +3,17 @@
 Every status change is ``UPDATE orders SET status=:to, last_seq=last_seq+1 WHERE id=:id AND
 status=:from``; the loser of a race re-reads and asks the state machine again (which turns a
 duplicate into a no-op). The event row (and the attempt update) go in the same transaction.
-The blocking database calls run in worker threads so the event loop stays free.
+The blocking database calls run off the event loop: on one database thread per store for
+SQLite (one writer at a time anyway), on the default thread pool for PostgreSQL. The common
+payment notification is one transaction (:meth:`SqlStore.settle_payment`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +27,7 @@ from scanpay.domain.model import (
     Order,
     OrderStatus,
     PaymentAttempt,
+    PaymentReport,
     utcnow,
 )
 from scanpay.domain.ports import (
@@ -33,6 +37,7 @@ from scanpay.domain.ports import (
     PlacedOrder,
     ReceivedNotification,
 )
+from scanpay.domain.service import Judge, ReportOutcome, ReportVerdict
 from scanpay.errors import ConflictError, InvalidTransitionError, NotFoundError
 from scanpay.store.lifecycle import LifecycleStore
 from scanpay.store.migrate import writer
@@ -60,6 +65,17 @@ class SqlStore(LifecycleStore):
         self.engine = engine
         self._writer = writer(engine)
         self._clock = clock
+        # SQLite has one writer at a time: one database thread per store queues this
+        # process's transactions in order, instead of threads sleeping in SQLite's busy
+        # handler for the write lock (other processes still wait on the busy timeout).
+        sqlite = engine.dialect.name == "sqlite"
+        self._executor = ThreadPoolExecutor(1, "scanpay-db") if sqlite else None
+
+    def close(self) -> None:
+        """Stop the database thread (after the calls already queued) and the connections."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.engine.dispose()
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -275,18 +291,7 @@ class SqlStore(LifecycleStore):
                 if event is None:
                     continue  # lost the race: re-read and ask the machine again
                 if attempt is not None:
-                    values: dict[str, Any] = {
-                        "status": attempt.status.value,
-                        "transaction_id": attempt.transaction_id,
-                        "updated_at": event.created_at,
-                    }
-                    if attempt.status not in _OPEN:
-                        values["next_query_at"] = None  # nothing left to ask WeChat
-                    conn.execute(
-                        sa.update(payment_attempts)
-                        .where(payment_attempts.c.id == attempt.attempt_id)
-                        .values(**values)
-                    )
+                    _update_attempt(conn, attempt, event.created_at)
                 return Applied(self._get_order(conn, order_id), step, event)
         raise InvalidTransitionError("order kept changing; gave up")
 
@@ -298,6 +303,61 @@ class SqlStore(LifecycleStore):
         attempt: AttemptUpdate | None = None,
     ) -> Applied:
         return await self._run(self.apply_trigger_sync, order_id, trigger, data, attempt)
+
+    def settle_payment_sync(
+        self,
+        report: PaymentReport,
+        judge: Judge,
+        trigger: Trigger,
+        data: Mapping[str, Any],
+        receipt: ReceivedNotification | None,
+    ) -> ReportOutcome | None:
+        """The common report in one write transaction: read the attempt (by the report's
+        ``out_trade_no``) with its order's status, let ``judge`` decide, then either pay
+        (compare-and-set, event row, attempt row) or change nothing (duplicate), and store
+        ``receipt`` with the outcome. None, with nothing written, when ``judge`` declines
+        or the compare-and-set loses."""
+        with self._writer.begin() as conn:
+            row = conn.execute(_ATTEMPT_WITH_ORDER, {"out_trade_no": report.out_trade_no}).first()
+            if row is None:
+                return None
+            attempt, status = _attempt(row), OrderStatus(row.order_status)
+            outcome = judge(attempt, status)
+            if outcome is None:
+                return None
+            now = self._clock()
+            if outcome.verdict is ReportVerdict.APPLIED:
+                step = machine.step(status, trigger)
+                if step.to_status is None:
+                    return None
+                event = self._append_event(
+                    conn,
+                    attempt.order_id,
+                    machine.EVENT_FOR[step.to_status],
+                    {**data, "from": status.value, "trigger": trigger.value},
+                    new_status=step.to_status,
+                    expected=status,
+                )
+                if event is None:
+                    return None  # changed under us (PostgreSQL): the general path decides
+                update = AttemptUpdate(attempt.id, AttemptStatus.PAID, report.transaction_id)
+                _update_attempt(conn, update, event.created_at)
+            if receipt is not None:
+                conn.execute(
+                    sa.insert(notifications_received),
+                    _receipt_values(receipt, outcome.verdict.value, outcome.reason, now),
+                )
+            return outcome
+
+    async def settle_payment(
+        self,
+        report: PaymentReport,
+        judge: Judge,
+        trigger: Trigger,
+        data: Mapping[str, Any],
+        receipt: ReceivedNotification | None,
+    ) -> ReportOutcome | None:
+        return await self._run(self.settle_payment_sync, report, judge, trigger, data, receipt)
 
     def record_alert_sync(
         self, order_id: str | None, reason: str, data: Mapping[str, Any]
@@ -328,17 +388,9 @@ class SqlStore(LifecycleStore):
         return await self._run(self.record_alert_sync, order_id, reason, data)
 
     def record_notification_sync(self, received: ReceivedNotification) -> None:
+        values = _receipt_values(received, received.outcome, received.detail, self._clock())
         with self._writer.begin() as conn:
-            conn.execute(
-                sa.insert(notifications_received).values(
-                    api=received.api,
-                    received_at=self._clock(),
-                    out_trade_no=(received.out_trade_no or None) and received.out_trade_no[:64],
-                    body=received.body,
-                    outcome=received.outcome[:32],
-                    detail=received.detail[:256],
-                )
-            )
+            conn.execute(sa.insert(notifications_received), values)
 
     async def record_notification(self, received: ReceivedNotification) -> None:
         await self._run(self.record_notification_sync, received)
@@ -349,3 +401,40 @@ class SqlStore(LifecycleStore):
             query = sa.select(events).where(events.c.type == EventType.ALERT.value)
             rows = conn.execute(query.order_by(events.c.id)).all()
         return [_event(row) for row in rows]
+
+
+# The attempt and its order's status in one read (the columns of payment_attempts, plus
+# ``order_status``); built once, so SQLAlchemy's compiled cache serves every call.
+_ATTEMPT_WITH_ORDER: Final[sa.Select[Any]] = (
+    sa.select(*payment_attempts.c, orders.c.status.label("order_status"))
+    .join(orders, orders.c.id == payment_attempts.c.order_id)
+    .where(payment_attempts.c.out_trade_no == sa.bindparam("out_trade_no"))
+)
+
+
+def _update_attempt(conn: sa.Connection, attempt: AttemptUpdate, now: datetime) -> None:
+    values: dict[str, Any] = {
+        "status": attempt.status.value,
+        "transaction_id": attempt.transaction_id,
+        "updated_at": now,
+    }
+    if attempt.status not in _OPEN:
+        values["next_query_at"] = None  # nothing left to ask WeChat
+    conn.execute(
+        sa.update(payment_attempts)
+        .where(payment_attempts.c.id == attempt.attempt_id)
+        .values(**values)
+    )
+
+
+def _receipt_values(
+    received: ReceivedNotification, outcome: str, detail: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "api": received.api,
+        "received_at": now,
+        "out_trade_no": (received.out_trade_no or None) and received.out_trade_no[:64],
+        "body": received.body,
+        "outcome": outcome[:32],
+        "detail": detail[:256],
+    }

@@ -29,7 +29,7 @@ class AppContext:
     async def aclose(self) -> None:
         """Release the WeChat clients and the database connections."""
         await self.client.aclose()
-        self.store.engine.dispose()
+        self.store.close()
 
     def checkout_url(self, order_id: str) -> str:
         return f"{self.settings.public_base_url}/checkout/{order_id}"

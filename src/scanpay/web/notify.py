@@ -72,10 +72,9 @@ async def notify_v2(request: Request) -> Response:
     except (MalformedMessageError, ProtocolError) as exc:
         return await refuse("malformed", exc.message or exc.code, 400)
     report = report_from_v2(notification.status, ReportSource.NOTIFICATION_V2)
-    outcome = await context.service.apply_payment_report(report)
-    await store.record_notification(
-        ReceivedNotification(API, body, outcome.verdict.value, outcome.reason, report.out_trade_no)
-    )
+    # The body is stored with its outcome by the service (with the transition when it can).
+    receipt = ReceivedNotification(API, body, "", "", report.out_trade_no)
+    outcome = await context.service.apply_payment_report(report, receipt)
     log.info(
         "notify v2 out_trade_no=%s transaction_id=%s verdict=%s reason=%s",
         report.out_trade_no,

@@ -83,20 +83,21 @@ async def _notify_v3(request: Request) -> Response:
         raise  # unreachable: every caught kind is in FAILURES
     if isinstance(notice, PaymentNotice):
         report = report_from_v3(notice.transaction, ReportSource.NOTIFICATION_V3)
-        outcome = await context.service.apply_payment_report(report)
+        what = "v3-payment"
+        # The service stores the body with its outcome (with the transition when it can).
+        receipt = ReceivedNotification(what, body, "", "", report.out_trade_no or None)
+        outcome = await context.service.apply_payment_report(report, receipt)
         verdict, reason, acknowledged = outcome.verdict.value, outcome.reason, outcome.acknowledged
-        out_trade_no, what = report.out_trade_no, "v3-payment"
         ident = report.out_trade_no
     else:
         refund_report = refund_report_from_v3(notice.refund, "notification_v3")
         refunded = await extras.refunds.apply_refund_report(refund_report)
         verdict, reason = refunded.verdict.value, refunded.reason
         acknowledged = refunded.acknowledged
-        out_trade_no, what = notice.refund.out_trade_no, "v3-refund"
-        ident = refund_report.out_refund_no
-    await context.store.record_notification(
-        ReceivedNotification(what, body, verdict, reason, out_trade_no or None)
-    )
+        what, ident = "v3-refund", refund_report.out_refund_no
+        await context.store.record_notification(
+            ReceivedNotification(what, body, verdict, reason, notice.refund.out_trade_no or None)
+        )
     log.info("notify v3 %s id=%s event=%s verdict=%s reason=%s",
              what, ident, notice.envelope.id, verdict, reason)  # fmt: skip
     if acknowledged:
