@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -71,6 +71,28 @@ def event_from_row(row: sa.Row[Any]) -> Event:
     )
 
 
+def _bump(*, status: bool, expected: bool) -> sa.Update:
+    """``UPDATE orders SET last_seq=last_seq+1, updated_at=:now [, status=:new_status] WHERE
+    id=:order_id [AND status=:expected] RETURNING last_seq, status``, built once: a statement
+    object reused with parameters keeps SQLAlchemy's per-call work to a cache lookup."""
+    values: dict[str, Any] = {
+        "last_seq": orders.c.last_seq + 1,
+        "updated_at": sa.bindparam("now", type_=orders.c.updated_at.type),
+    }
+    where = [orders.c.id == sa.bindparam("order_id")]
+    if status:
+        values["status"] = sa.bindparam("new_status", type_=orders.c.status.type)
+    if expected:
+        where.append(orders.c.status == sa.bindparam("expected"))
+    return (
+        sa.update(orders).where(*where).values(values).returning(orders.c.last_seq, orders.c.status)
+    )
+
+
+_BUMPS: Final = {(s, e): _bump(status=s, expected=e) for s in (False, True) for e in (False, True)}
+_INSERT_EVENT: Final = sa.insert(events)
+
+
 def append_event(
     conn: sa.Connection,
     now: datetime,
@@ -83,30 +105,26 @@ def append_event(
 ) -> Event | None:
     """Bump the order's ``last_seq`` (and status, compare-and-set) and insert the event.
     Returns None when ``expected`` no longer holds."""
-    values: dict[str, Any] = {"last_seq": orders.c.last_seq + 1, "updated_at": now}
-    where = [orders.c.id == order_id]
+    params: dict[str, Any] = {"order_id": order_id, "now": now}
     if new_status is not None:
-        values["status"] = new_status.value
+        params["new_status"] = new_status.value
     if expected is not None:
-        where.append(orders.c.status == expected.value)
-    row = conn.execute(
-        sa.update(orders)
-        .where(*where)
-        .values(**values)
-        .returning(orders.c.last_seq, orders.c.status)
-    ).first()
+        params["expected"] = expected.value
+    bump = _BUMPS[new_status is not None, expected is not None]
+    row = conn.execute(bump, params).first()
     if row is None:
         return None
     event = Event(order_id, row.last_seq, kind, OrderStatus(row.status), dict(data), now)
     conn.execute(
-        sa.insert(events).values(
-            order_id=order_id,
-            seq=event.seq,
-            type=kind.value,
-            status=row.status,
-            data=event.data,
-            created_at=now,
-        )
+        _INSERT_EVENT,
+        {
+            "order_id": order_id,
+            "seq": event.seq,
+            "type": kind.value,
+            "status": row.status,
+            "data": event.data,
+            "created_at": now,
+        },
     )
     return event
 

@@ -344,7 +344,7 @@ class SqlStore(LifecycleStore):
                 _update_attempt(conn, update, event.created_at)
             if receipt is not None:
                 conn.execute(
-                    sa.insert(notifications_received),
+                    _INSERT_RECEIPT,
                     _receipt_values(receipt, outcome.verdict.value, outcome.reason, now),
                 )
             return outcome
@@ -390,7 +390,7 @@ class SqlStore(LifecycleStore):
     def record_notification_sync(self, received: ReceivedNotification) -> None:
         values = _receipt_values(received, received.outcome, received.detail, self._clock())
         with self._writer.begin() as conn:
-            conn.execute(sa.insert(notifications_received), values)
+            conn.execute(_INSERT_RECEIPT, values)
 
     async def record_notification(self, received: ReceivedNotification) -> None:
         await self._run(self.record_notification_sync, received)
@@ -412,18 +412,32 @@ _ATTEMPT_WITH_ORDER: Final[sa.Select[Any]] = (
 )
 
 
-def _update_attempt(conn: sa.Connection, attempt: AttemptUpdate, now: datetime) -> None:
+def _set_attempt(*, closes: bool) -> sa.Update:
     values: dict[str, Any] = {
-        "status": attempt.status.value,
-        "transaction_id": attempt.transaction_id,
-        "updated_at": now,
+        "status": sa.bindparam("status", type_=payment_attempts.c.status.type),
+        "transaction_id": sa.bindparam("transaction_id", type_=sa.String()),
+        "updated_at": sa.bindparam("now", type_=payment_attempts.c.updated_at.type),
     }
-    if attempt.status not in _OPEN:
+    if closes:
         values["next_query_at"] = None  # nothing left to ask WeChat
+    where = payment_attempts.c.id == sa.bindparam("attempt_id")
+    return sa.update(payment_attempts).where(where).values(values)
+
+
+# Built once (see rows._bump): keyed by "the attempt is no longer open".
+_SET_ATTEMPT: Final = {closes: _set_attempt(closes=closes) for closes in (False, True)}
+_INSERT_RECEIPT: Final = sa.insert(notifications_received)
+
+
+def _update_attempt(conn: sa.Connection, attempt: AttemptUpdate, now: datetime) -> None:
     conn.execute(
-        sa.update(payment_attempts)
-        .where(payment_attempts.c.id == attempt.attempt_id)
-        .values(**values)
+        _SET_ATTEMPT[attempt.status not in _OPEN],
+        {
+            "attempt_id": attempt.attempt_id,
+            "status": attempt.status.value,
+            "transaction_id": attempt.transaction_id,
+            "now": now,
+        },
     )
 
 
