@@ -10,7 +10,7 @@ payment notification is one transaction (:meth:`SqlStore.settle_payment`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -134,6 +134,20 @@ class SqlStore(LifecycleStore):
 
     async def events_after(self, order_id: str, seq: int) -> list[Event]:
         return await self._run(self.events_after_sync, order_id, seq)
+
+    def last_seqs_sync(self, order_ids: Collection[str]) -> dict[str, int]:
+        """``{order_id: last_seq}`` for the orders that exist (one query per 500 ids)."""
+        ids, found = list(order_ids), {}
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(_LAST_SEQS, {"ids": chunk})
+                found.update({row.id: row.last_seq for row in rows})
+        return found
+
+    async def last_seqs(self, order_ids: Collection[str]) -> dict[str, int]:
+        """What status streams poll for changes made by other processes."""
+        return await self._run(self.last_seqs_sync, order_ids)
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -409,6 +423,11 @@ _ATTEMPT_WITH_ORDER: Final[sa.Select[Any]] = (
     sa.select(*payment_attempts.c, orders.c.status.label("order_status"))
     .join(orders, orders.c.id == payment_attempts.c.order_id)
     .where(payment_attempts.c.out_trade_no == sa.bindparam("out_trade_no"))
+)
+
+
+_LAST_SEQS: Final = sa.select(orders.c.id, orders.c.last_seq).where(
+    orders.c.id.in_(sa.bindparam("ids", expanding=True))
 )
 
 

@@ -2,7 +2,8 @@
 
 The stream first sends the current state (``type: snapshot``) unless the client resumes with
 ``Last-Event-ID``, in which case it replays what came after. Event ids are the order's event
-``seq``. The stream ends once the order is settled (anything but ``pending``).
+``seq``. The stream ends once the order is settled (anything but ``pending``). Between events
+it only waits on :class:`~scanpay.web.hub.ChangeHub` (no database reads while idle).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from scanpay.domain.model import PUBLIC_EVENTS, OrderStatus
 from scanpay.web.api import ERRORS, check_order_id
 from scanpay.web.context import AppContext, get_context
 
-POLL_SECONDS: Final = 1.0
 RETRY_MS: Final = 2000
 
 router = APIRouter(prefix="/api", tags=["orders"], responses=ERRORS)
@@ -49,11 +49,11 @@ async def stream_order(
         yield _message(seq, snapshot)
     else:
         seq = last_event_id
-    idle = 0.0
-    context.hub.subscribe(order_id)
+    hub = context.hub
+    hub.subscribe(order_id, seq, context.store.last_seqs)
     try:
         while True:
-            wake = context.hub.watch(order_id)  # before reading: no lost wake-ups
+            wake = hub.watch(order_id)  # before reading: no lost wake-ups
             for event in await context.store.events_after(order_id, seq):
                 seq = event.seq
                 if event.status is not None:
@@ -66,19 +66,17 @@ async def stream_order(
                         "status": status,
                     }
                     yield _message(seq, payload)
+            hub.seen(order_id, seq)
             if is_settled(status):
                 return
-            try:
-                async with asyncio.timeout(POLL_SECONDS):
-                    await wake.wait()
-            except TimeoutError:
-                idle += POLL_SECONDS
-            else:
-                idle = 0.0
-                continue
-            if idle >= context.settings.sse_heartbeat_seconds:
-                idle = 0.0
-                yield b": keep-alive\n\n"
+            # Woken by this process's commit at once, or by the hub's shared database
+            # watcher for other processes' changes; idle, only a heartbeat now and then.
+            while not wake.is_set():
+                try:
+                    async with asyncio.timeout(context.settings.sse_heartbeat_seconds):
+                        await wake.wait()
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
     finally:
         context.hub.unsubscribe(order_id)
 

@@ -1,22 +1,46 @@
-"""In-process wake-ups for status streams: ``notify(order_id)`` wakes every watcher.
+"""Wake-ups for status streams: ``notify(order_id)`` wakes every watcher of that order.
 
-The database is the truth; a wake-up only says "read again". Streams also re-read on a short
-timer, so changes written by another process are seen too. Streams ``subscribe`` and
-``unsubscribe`` so that an order nobody watches holds no memory here.
+The database is the truth; a wake-up only says "read again". Changes made in this process
+call :meth:`ChangeHub.notify` right after their commit, so a stream wakes at once. Changes
+made by another process (a second instance, the reconciler elsewhere) are found by one shared
+watcher task: while anything is watched it asks the database once per ``interval`` for the
+``last_seq`` of every watched order (one query, however many streams) and wakes the orders
+whose sequence moved past what their streams have read. An idle stream costs nothing per
+stream. Streams ``subscribe``/``unsubscribe`` so an unwatched order holds no memory here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Final, TypeAlias
+
+log = logging.getLogger(__name__)
+
+# ids -> {id: last_seq} for the ids that exist (e.g. SqlStore.last_seqs)
+SeqSource: TypeAlias = Callable[[Collection[str]], Awaitable[Mapping[str, int]]]
+POLL_SECONDS: Final = 1.0
 
 
 class ChangeHub:
-    def __init__(self) -> None:
+    def __init__(self, *, interval: float = POLL_SECONDS) -> None:
+        self.interval = interval
         self._events: dict[str, asyncio.Event] = {}
         self._watchers: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # the highest seq a stream of the order has read
+        self._source: SeqSource | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self, order_id: str) -> None:
+    def subscribe(self, order_id: str, seq: int = 0, source: SeqSource | None = None) -> None:
+        """Count a watcher of ``order_id`` that has read up to ``seq``; with ``source`` the
+        shared watcher (re)starts so changes by other processes are noticed too."""
         self._watchers[order_id] = self._watchers.get(order_id, 0) + 1
+        self.seen(order_id, seq)
+        if source is not None:
+            self._source = source
+        if self._source is not None and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._watch_database())
 
     def unsubscribe(self, order_id: str) -> None:
         left = self._watchers.get(order_id, 0) - 1
@@ -25,6 +49,12 @@ class ChangeHub:
             return
         self._watchers.pop(order_id, None)
         self._events.pop(order_id, None)
+        self._seen.pop(order_id, None)
+
+    def seen(self, order_id: str, seq: int) -> None:
+        """A stream of ``order_id`` has read its events up to ``seq``."""
+        if order_id in self._watchers:
+            self._seen[order_id] = max(seq, self._seen.get(order_id, 0))
 
     def notify(self, order_id: str) -> None:
         event = self._events.pop(order_id, None)
@@ -38,6 +68,23 @@ class ChangeHub:
         if event is None:
             event = self._events[order_id] = asyncio.Event()
         return event
+
+    async def _watch_database(self) -> None:
+        """The shared watcher: runs while anything is watched, one query per interval."""
+        while self._watchers and self._source is not None:
+            await asyncio.sleep(self.interval)
+            watched = list(self._watchers)
+            if not watched:
+                return
+            try:
+                latest = await self._source(watched)
+            except Exception:  # logged; the next round retries
+                log.exception("status streams: reading the latest event numbers failed")
+                continue
+            for order_id, seq in latest.items():
+                if seq > self._seen.get(order_id, seq):
+                    self._seen[order_id] = seq
+                    self.notify(order_id)
 
     def __len__(self) -> int:
         return len(self._events)
