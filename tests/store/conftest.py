@@ -43,5 +43,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
 
 
 @pytest.fixture
-def store(engine: sa.Engine) -> SqlStore:
-    return SqlStore(engine)
+def store(engine: sa.Engine) -> Iterator[SqlStore]:
+    store = SqlStore(engine)
+    yield store
+    store.close()

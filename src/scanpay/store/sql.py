@@ -10,6 +10,7 @@ payment notification is one transaction (:meth:`SqlStore.settle_payment`).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from scanpay.domain import machine
 from scanpay.domain.machine import Trigger
@@ -37,14 +39,22 @@ from scanpay.domain.ports import (
     PlacedOrder,
     ReceivedNotification,
 )
-from scanpay.domain.service import Judge, ReportOutcome, ReportVerdict
+from scanpay.domain.service import Judge, ReportOutcome
 from scanpay.errors import ConflictError, InvalidTransitionError, NotFoundError
+from scanpay.store.group_commit import GroupCommit
 from scanpay.store.lifecycle import LifecycleStore
 from scanpay.store.migrate import writer
 from scanpay.store.rows import append_event, attempt_values
 from scanpay.store.rows import attempt_from_row as _attempt
 from scanpay.store.rows import event_from_row as _event
 from scanpay.store.rows import order_from_row as _order
+from scanpay.store.settle import (
+    AlchemyOps,
+    SettleRequest,
+    SqliteSettler,
+    receipt_values,
+    settle,
+)
 from scanpay.store.tables import (
     events,
     idempotency_keys,
@@ -70,11 +80,23 @@ class SqlStore(LifecycleStore):
         # handler for the write lock (other processes still wait on the busy timeout).
         sqlite = engine.dialect.name == "sqlite"
         self._executor = ThreadPoolExecutor(1, "scanpay-db") if sqlite else None
+        # The notification hot path on SQLite: one pooled connection kept for it, used on the
+        # database thread only, with group commit (scanpay.store.settle).
+        self._hot: PoolProxiedConnection | None = None
+        self._group: GroupCommit[SettleRequest, ReportOutcome | None] | None = None
+        if self._executor is not None:
+            self._hot = engine.raw_connection()
+            driver = self._hot.driver_connection
+            if isinstance(driver, sqlite3.Connection):
+                self._group = GroupCommit(self._executor, SqliteSettler(driver, clock).run_batch)
 
     def close(self) -> None:
         """Stop the database thread (after the calls already queued) and the connections."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        if self._hot is not None:
+            self._hot.close()
+            self._hot = None
         self.engine.dispose()
 
     # ---- reads -------------------------------------------------------------------------
@@ -326,42 +348,11 @@ class SqlStore(LifecycleStore):
         data: Mapping[str, Any],
         receipt: ReceivedNotification | None,
     ) -> ReportOutcome | None:
-        """The common report in one write transaction: read the attempt (by the report's
-        ``out_trade_no``) with its order's status, let ``judge`` decide, then either pay
-        (compare-and-set, event row, attempt row) or change nothing (duplicate), and store
-        ``receipt`` with the outcome. None, with nothing written, when ``judge`` declines
-        or the compare-and-set loses."""
+        """The common report in one write transaction through SQLAlchemy (see
+        :func:`scanpay.store.settle.settle`); :meth:`settle_payment` uses it on PostgreSQL."""
         with self._writer.begin() as conn:
-            row = conn.execute(_ATTEMPT_WITH_ORDER, {"out_trade_no": report.out_trade_no}).first()
-            if row is None:
-                return None
-            attempt, status = _attempt(row), OrderStatus(row.order_status)
-            outcome = judge(attempt, status)
-            if outcome is None:
-                return None
-            now = self._clock()
-            if outcome.verdict is ReportVerdict.APPLIED:
-                step = machine.step(status, trigger)
-                if step.to_status is None:
-                    return None
-                event = self._append_event(
-                    conn,
-                    attempt.order_id,
-                    machine.EVENT_FOR[step.to_status],
-                    {**data, "from": status.value, "trigger": trigger.value},
-                    new_status=step.to_status,
-                    expected=status,
-                )
-                if event is None:
-                    return None  # changed under us (PostgreSQL): the general path decides
-                update = AttemptUpdate(attempt.id, AttemptStatus.PAID, report.transaction_id)
-                _update_attempt(conn, update, event.created_at)
-            if receipt is not None:
-                conn.execute(
-                    _INSERT_RECEIPT,
-                    _receipt_values(receipt, outcome.verdict.value, outcome.reason, now),
-                )
-            return outcome
+            request = SettleRequest(report, judge, trigger, data, receipt)
+            return settle(AlchemyOps(conn), self._clock(), request)
 
     async def settle_payment(
         self,
@@ -371,7 +362,12 @@ class SqlStore(LifecycleStore):
         data: Mapping[str, Any],
         receipt: ReceivedNotification | None,
     ) -> ReportOutcome | None:
-        return await self._run(self.settle_payment_sync, report, judge, trigger, data, receipt)
+        """:func:`scanpay.store.settle.settle` in one transaction. On SQLite, through the
+        ``sqlite3`` connection on the database thread with group commit: the notifications
+        that arrive while a transaction runs share the next one."""
+        if self._group is None:
+            return await self._run(self.settle_payment_sync, report, judge, trigger, data, receipt)
+        return await self._group.submit(SettleRequest(report, judge, trigger, data, receipt))
 
     def record_alert_sync(
         self, order_id: str | None, reason: str, data: Mapping[str, Any]
@@ -402,7 +398,7 @@ class SqlStore(LifecycleStore):
         return await self._run(self.record_alert_sync, order_id, reason, data)
 
     def record_notification_sync(self, received: ReceivedNotification) -> None:
-        values = _receipt_values(received, received.outcome, received.detail, self._clock())
+        values = receipt_values(received, received.outcome, received.detail, self._clock())
         with self._writer.begin() as conn:
             conn.execute(_INSERT_RECEIPT, values)
 
@@ -415,15 +411,6 @@ class SqlStore(LifecycleStore):
             query = sa.select(events).where(events.c.type == EventType.ALERT.value)
             rows = conn.execute(query.order_by(events.c.id)).all()
         return [_event(row) for row in rows]
-
-
-# The attempt and its order's status in one read (the columns of payment_attempts, plus
-# ``order_status``); built once, so SQLAlchemy's compiled cache serves every call.
-_ATTEMPT_WITH_ORDER: Final[sa.Select[Any]] = (
-    sa.select(*payment_attempts.c, orders.c.status.label("order_status"))
-    .join(orders, orders.c.id == payment_attempts.c.order_id)
-    .where(payment_attempts.c.out_trade_no == sa.bindparam("out_trade_no"))
-)
 
 
 _LAST_SEQS: Final = sa.select(orders.c.id, orders.c.last_seq).where(
@@ -458,16 +445,3 @@ def _update_attempt(conn: sa.Connection, attempt: AttemptUpdate, now: datetime) 
             "now": now,
         },
     )
-
-
-def _receipt_values(
-    received: ReceivedNotification, outcome: str, detail: str, now: datetime
-) -> dict[str, Any]:
-    return {
-        "api": received.api,
-        "received_at": now,
-        "out_trade_no": (received.out_trade_no or None) and received.out_trade_no[:64],
-        "body": received.body,
-        "outcome": outcome[:32],
-        "detail": detail[:256],
-    }

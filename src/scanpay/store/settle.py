@@ -1,0 +1,297 @@
+"""The payment notification's one transaction, and its SQLite fast path with group commit.
+
+:func:`settle` is the decision, written once: read the attempt (by ``out_trade_no``) with
+its order's status, let the domain's judge decide, then either pay (compare-and-set on the
+order, event row, attempt row) or change nothing (duplicate), and keep the received
+notification with the outcome. It runs against :class:`SettleOps`, which two back-ends
+implement:
+
+* :class:`AlchemyOps` — SQLAlchemy Core on any engine (the PostgreSQL path);
+* :class:`SqliteOps` — the same five statements through the ``sqlite3`` connection itself,
+  used by :class:`SqliteSettler` on the store's database thread, many notifications per
+  transaction (:mod:`scanpay.store.group_commit`). SQLAlchemy's per-statement and
+  per-transaction machinery costs more than SQLite itself on this path; the rows written are
+  the same, column for column (``tests/store/test_settle.py`` compares them).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple, Protocol
+
+import sqlalchemy as sa
+
+from scanpay.domain import machine
+from scanpay.domain.machine import Trigger
+from scanpay.domain.model import (
+    ApiVersion,
+    AttemptStatus,
+    Event,
+    OrderStatus,
+    PaymentAttempt,
+    PaymentReport,
+)
+from scanpay.domain.ports import ReceivedNotification
+from scanpay.domain.service import Judge, ReportOutcome, ReportVerdict
+from scanpay.store.group_commit import run_each_alone
+from scanpay.store.rows import append_event
+from scanpay.store.rows import attempt_from_row as _attempt
+from scanpay.store.tables import notifications_received, orders, payment_attempts
+
+
+class SettleRequest(NamedTuple):
+    report: PaymentReport
+    judge: Judge
+    trigger: Trigger
+    data: Mapping[str, Any]
+    receipt: ReceivedNotification | None
+
+
+class SettleOps(Protocol):
+    """The statements :func:`settle` needs, inside one open write transaction."""
+
+    def attempt_with_status(self, out_trade_no: str) -> tuple[PaymentAttempt, OrderStatus] | None:
+        """The attempt and its order's status, or None."""
+        ...
+
+    def transition(self, order_id: str, event: Event, expected: OrderStatus) -> Event | None:
+        """Compare-and-set the order to ``event.status`` (bumping ``last_seq``) and insert
+        the event with the new sequence number; None when ``expected`` no longer holds."""
+        ...
+
+    def attempt_paid(self, attempt_id: str, transaction_id: str | None, now: datetime) -> None: ...
+
+    def keep_receipt(
+        self, receipt: ReceivedNotification, outcome: str, detail: str, now: datetime
+    ) -> None: ...
+
+
+def settle(ops: SettleOps, now: datetime, request: SettleRequest) -> ReportOutcome | None:
+    """The common payment report in the caller's transaction (see the module docstring).
+    None, with nothing written, when the attempt is unknown, the judge declines or the
+    compare-and-set loses (the general path then decides)."""
+    report, judge, trigger, data, receipt = request
+    found = ops.attempt_with_status(report.out_trade_no)
+    if found is None:
+        return None
+    attempt, status = found
+    outcome = judge(attempt, status)
+    if outcome is None:
+        return None
+    if outcome.verdict is ReportVerdict.APPLIED:
+        step = machine.step(status, trigger)
+        if step.to_status is None:
+            return None
+        payload = {**data, "from": status.value, "trigger": trigger.value}
+        kind = machine.EVENT_FOR[step.to_status]
+        event = ops.transition(
+            attempt.order_id, Event(attempt.order_id, 0, kind, step.to_status, payload, now), status
+        )
+        if event is None:
+            return None  # changed under us (PostgreSQL): the general path decides
+        ops.attempt_paid(attempt.id, report.transaction_id, now)
+    if receipt is not None:
+        ops.keep_receipt(receipt, outcome.verdict.value, outcome.reason, now)
+    return outcome
+
+
+def receipt_values(
+    received: ReceivedNotification, outcome: str, detail: str, now: datetime
+) -> dict[str, Any]:
+    """The ``notifications_received`` row (text columns cut to their widths)."""
+    return {
+        "api": received.api,
+        "received_at": now,
+        "out_trade_no": (received.out_trade_no or None) and received.out_trade_no[:64],
+        "body": received.body,
+        "outcome": outcome[:32],
+        "detail": detail[:256],
+    }
+
+
+# ---- SQLAlchemy Core -----------------------------------------------------------------------
+
+# The attempt and its order's status in one read (the columns of payment_attempts, plus
+# ``order_status``); built once, so SQLAlchemy's compiled cache serves every call.
+_ATTEMPT_WITH_ORDER: Final[sa.Select[Any]] = (
+    sa.select(*payment_attempts.c, orders.c.status.label("order_status"))
+    .join(orders, orders.c.id == payment_attempts.c.order_id)
+    .where(payment_attempts.c.out_trade_no == sa.bindparam("out_trade_no"))
+)
+_ATTEMPT_PAID: Final = (
+    sa.update(payment_attempts)
+    .where(payment_attempts.c.id == sa.bindparam("attempt_id"))
+    .values(
+        status=AttemptStatus.PAID.value,
+        transaction_id=sa.bindparam("transaction_id", type_=sa.String()),
+        updated_at=sa.bindparam("now", type_=payment_attempts.c.updated_at.type),
+        next_query_at=None,  # nothing left to ask WeChat
+    )
+)
+_INSERT_RECEIPT: Final = sa.insert(notifications_received)
+
+
+class AlchemyOps:
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    def attempt_with_status(self, out_trade_no: str) -> tuple[PaymentAttempt, OrderStatus] | None:
+        row = self.conn.execute(_ATTEMPT_WITH_ORDER, {"out_trade_no": out_trade_no}).first()
+        return None if row is None else (_attempt(row), OrderStatus(row.order_status))
+
+    def transition(self, order_id: str, event: Event, expected: OrderStatus) -> Event | None:
+        return append_event(
+            self.conn, event.created_at, order_id, event.type, event.data,
+            new_status=event.status, expected=expected,
+        )  # fmt: skip
+
+    def attempt_paid(self, attempt_id: str, transaction_id: str | None, now: datetime) -> None:
+        params = {"attempt_id": attempt_id, "transaction_id": transaction_id, "now": now}
+        self.conn.execute(_ATTEMPT_PAID, params)
+
+    def keep_receipt(
+        self, receipt: ReceivedNotification, outcome: str, detail: str, now: datetime
+    ) -> None:
+        self.conn.execute(_INSERT_RECEIPT, receipt_values(receipt, outcome, detail, now))
+
+
+# ---- sqlite3 directly ----------------------------------------------------------------------
+
+_ATTEMPT_COLUMNS: Final = (
+    "id", "order_id", "out_trade_no", "api_version", "appid", "mchid", "amount", "currency",
+    "status", "created_at", "updated_at", "code_url", "transaction_id", "expires_at",
+    "next_query_at", "query_count", "last_query_at",
+)  # fmt: skip
+_SELECT_ATTEMPT: Final = (
+    "SELECT "
+    + ", ".join(f"a.{name}" for name in _ATTEMPT_COLUMNS)
+    + ", o.status FROM payment_attempts AS a JOIN orders AS o ON o.id = a.order_id"
+    " WHERE a.out_trade_no = ?"
+)
+_BUMP: Final = (
+    "UPDATE orders SET last_seq = last_seq + 1, updated_at = ?, status = ?"
+    " WHERE id = ? AND status = ? RETURNING last_seq"
+)
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (order_id, seq, type, status, data, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_PAID: Final = (
+    "UPDATE payment_attempts SET status = ?, transaction_id = ?, updated_at = ?,"
+    " next_query_at = NULL WHERE id = ?"
+)
+_RECEIPT: Final = (
+    "INSERT INTO notifications_received (api, received_at, out_trade_no, body, outcome, detail)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def sqlite_time(value: datetime) -> str:
+    """A UTC instant as SQLAlchemy's SQLite ``DateTime`` stores it (naive UTC, microseconds)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+class SqliteOps:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def attempt_with_status(self, out_trade_no: str) -> tuple[PaymentAttempt, OrderStatus] | None:
+        row = self.conn.execute(_SELECT_ATTEMPT, (out_trade_no,)).fetchone()
+        if row is None:
+            return None
+        (ident, order_id, trade_no, api, appid, mchid, amount, currency, status, created,
+         updated, code_url, transaction_id, expires, next_query, count, last_query,
+         order_status) = row  # fmt: skip
+        attempt = PaymentAttempt(
+            id=ident,
+            order_id=order_id,
+            out_trade_no=trade_no,
+            api_version=ApiVersion(api),
+            appid=appid,
+            mchid=mchid,
+            amount=amount,
+            currency=currency,
+            status=AttemptStatus(status),
+            created_at=datetime.fromisoformat(created).replace(tzinfo=UTC),
+            updated_at=datetime.fromisoformat(updated).replace(tzinfo=UTC),
+            code_url=code_url,
+            transaction_id=transaction_id,
+            expires_at=_time(expires),
+            next_query_at=_time(next_query),
+            query_count=count,
+            last_query_at=_time(last_query),
+        )
+        return attempt, OrderStatus(order_status)
+
+    def transition(self, order_id: str, event: Event, expected: OrderStatus) -> Event | None:
+        if event.status is None:
+            raise ValueError("a transition needs the new status")
+        now = sqlite_time(event.created_at)
+        row = self.conn.execute(
+            _BUMP, (now, event.status.value, order_id, expected.value)
+        ).fetchone()
+        if row is None:
+            return None
+        seq = row[0]
+        self.conn.execute(
+            _INSERT_EVENT,
+            (order_id, seq, event.type.value, event.status.value, json.dumps(event.data), now),
+        )
+        return Event(order_id, seq, event.type, event.status, event.data, event.created_at)
+
+    def attempt_paid(self, attempt_id: str, transaction_id: str | None, now: datetime) -> None:
+        self.conn.execute(
+            _PAID, (AttemptStatus.PAID.value, transaction_id, sqlite_time(now), attempt_id)
+        )
+
+    def keep_receipt(
+        self, receipt: ReceivedNotification, outcome: str, detail: str, now: datetime
+    ) -> None:
+        values = receipt_values(receipt, outcome, detail, now)
+        self.conn.execute(
+            _RECEIPT,
+            (values["api"], sqlite_time(now), values["out_trade_no"], values["body"],
+             values["outcome"], values["detail"]),
+        )  # fmt: skip
+
+
+class SqliteSettler:
+    """Runs batches of :class:`SettleRequest` on one ``sqlite3`` connection (the store's
+    database thread only): one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch; if that fails,
+    a rollback and one transaction per request, so a failing request fails alone."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
+        if conn.isolation_level is not None:
+            raise ValueError("the connection must be in autocommit mode (isolation_level=None)")
+        self._conn = conn
+        self._ops = SqliteOps(conn)
+        self._clock = clock
+
+    def run_batch(
+        self, requests: Sequence[SettleRequest]
+    ) -> list[ReportOutcome | BaseException | None]:
+        try:
+            outcomes = self._transaction(requests)
+        except Exception:
+            if len(requests) == 1:
+                raise
+            return run_each_alone(requests, lambda request: self._transaction([request])[0])
+        return list(outcomes)
+
+    def _transaction(self, requests: Sequence[SettleRequest]) -> list[ReportOutcome | None]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = [settle(self._ops, self._clock(), request) for request in requests]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
