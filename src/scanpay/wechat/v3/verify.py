@@ -20,9 +20,9 @@ from typing import Final, NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from scanpay.errors import MalformedMessageError, SignatureError
+from scanpay.errors import MalformedMessageError, SignatureError, StaleMessageError
 from scanpay.wechat.keys import TrustStore
-from scanpay.wechat.v3.sign import SCHEME, WINDOW, check_timestamp, sign_message, verify_message
+from scanpay.wechat.v3.sign import SCHEME, WINDOW, sign_message, verify_message
 
 TIMESTAMP: Final = "Wechatpay-Timestamp"
 NONCE: Final = "Wechatpay-Nonce"
@@ -31,6 +31,7 @@ SERIAL: Final = "Wechatpay-Serial"
 SIGNATURE_TYPE: Final = "Wechatpay-Signature-Type"
 REQUEST_ID: Final = "Request-ID"
 PROBE_PREFIX: Final = "WECHATPAY/SIGNTEST/"
+_new_tuple: Final = tuple.__new__
 
 
 class MultiHeaders(Protocol):
@@ -109,11 +110,14 @@ def read_signed_headers(headers: HeaderSource) -> SignedHeaders:
         if found[slot] is not None:
             raise MalformedMessageError(f"header {_NAMES[slot]} appears more than once")
         found[slot] = value
-    timestamp, nonce, signature, serial, signature_type = found
-    if not (timestamp and nonce and signature and serial):
+    if not (found[0] and found[1] and found[2] and found[3]):
         missing = next(_NAMES[slot] for slot in range(4) if not found[slot])
         raise MalformedMessageError(f"header {missing} is missing")
-    return SignedHeaders(timestamp, nonce, signature, serial, signature_type or SCHEME)
+    if not found[4]:
+        found[4] = SCHEME
+    # every slot now holds a str: the tuple is built straight from the list (what the
+    # NamedTuple's generated __new__ does after binding five arguments, ~0.15 µs more)
+    return _new_tuple(SignedHeaders, found)
 
 
 def response_signing_string(timestamp: int | str, nonce: str, body: bytes) -> bytes:
@@ -128,7 +132,11 @@ def verify_signed(
     timestamp, nonce, signature, serial, signature_type = signed
     if signature_type != SCHEME:
         raise SignatureError("unsupported Wechatpay-Signature-Type")
-    check_timestamp(timestamp, now=now, window=window)
+    # check_timestamp, inlined (one call less on every verification); same checks, same errors
+    if len(timestamp) > 12 or not timestamp.isdigit() or not timestamp.isascii():
+        raise MalformedMessageError("timestamp is not Unix seconds")
+    if not -window < now - int(timestamp) < window:
+        raise StaleMessageError("timestamp outside the 5-minute window")
     if signature.startswith(PROBE_PREFIX):
         raise SignatureError("WeChat Pay signature probe (deliberately invalid)")
     key = trust.lookup(serial)
