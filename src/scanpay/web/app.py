@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 from fastapi import FastAPI
@@ -84,10 +84,12 @@ def create_app(
     app.include_router(api.router)
     app.include_router(events.router)
     app.include_router(shop_api.router)
-    app.include_router(notify.router)
-    app.include_router(notify_v3.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # The notification endpoints are plain Starlette routes, matched first: WeChat Pay's
+    # traffic skips FastAPI's request handling (they read the raw body anyway).
+    app.router.routes[0:0] = [*notify.ROUTES, *notify_v3.ROUTES]
+    document_routes(app, {**notify.OPENAPI, **notify_v3.OPENAPI})
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -99,3 +101,17 @@ def create_app(
         limit_for=lambda path: notify_limit if path.startswith("/notify/") else API_BODY_LIMIT,
     )
     return app
+
+
+def document_routes(app: FastAPI, paths: dict[str, dict[str, Any]]) -> None:
+    """Add OpenAPI ``paths`` entries for routes FastAPI does not document itself."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("paths", {}).update(paths)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

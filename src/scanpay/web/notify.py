@@ -18,13 +18,16 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from scanpay.domain.model import ReportSource
 from scanpay.domain.ports import ReceivedNotification
 from scanpay.errors import DecryptionError, MalformedMessageError, ProtocolError, SignatureError
 from scanpay.web.context import get_context
 from scanpay.web.gateway import refund_report_from_v2, report_from_v2
+from scanpay.web.notify_docs import xml_operation
 from scanpay.web.wiring import get_extras
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.v2.notify import ACK_SUCCESS, ack_failure, verify_payment_notification
@@ -35,19 +38,11 @@ API: Final = "v2-payment"
 REFUND_API: Final = "v2-refund"
 XML_TYPES: Final = frozenset({"text/xml", "application/xml"})
 
-router = APIRouter(tags=["notifications"])
-
 
 def _xml(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="text/xml")
 
 
-@router.post(
-    "/notify/v2",
-    summary="WeChat Pay API v2 payment notification (XML)",
-    response_class=Response,
-    responses={200: {"content": {"text/xml": {}}}},
-)
 async def notify_v2(request: Request) -> Response:
     context = get_context(request)
     body = await request.body()
@@ -87,12 +82,6 @@ async def notify_v2(request: Request) -> Response:
     return _xml(ack_failure(outcome.reason), 422)
 
 
-@router.post(
-    "/notify/v2/refund",
-    summary="WeChat Pay API v2 refund notification (XML, encrypted req_info)",
-    response_class=Response,
-    responses={200: {"content": {"text/xml": {}}}},
-)
 async def notify_v2_refund(request: Request) -> Response:
     context = get_context(request)
     extras = get_extras(request)
@@ -132,3 +121,17 @@ async def notify_v2_refund(request: Request) -> Response:
     if outcome.acknowledged:
         return _xml(ACK_SUCCESS)
     return _xml(ack_failure(outcome.reason), 422)
+
+
+# Plain Starlette routes (no FastAPI request handling on the hot path: the body is read raw
+# anyway); scanpay.web.app puts them first and documents them in the OpenAPI document.
+ROUTES: Final = (
+    Route("/notify/v2", notify_v2, methods=["POST"]),
+    Route("/notify/v2/refund", notify_v2_refund, methods=["POST"]),
+)
+OPENAPI: Final = {
+    "/notify/v2": xml_operation("WeChat Pay API v2 payment notification (XML)"),
+    "/notify/v2/refund": xml_operation(
+        "WeChat Pay API v2 refund notification (XML, encrypted req_info)"
+    ),
+}

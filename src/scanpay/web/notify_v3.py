@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from scanpay.domain.model import ReportSource
 from scanpay.domain.ports import ReceivedNotification
@@ -33,14 +35,13 @@ from scanpay.errors import (
 )
 from scanpay.web.context import get_context
 from scanpay.web.gateway import refund_report_from_v3, report_from_v3
+from scanpay.web.notify_docs import json_operation
 from scanpay.web.wiring import get_extras
 from scanpay.wechat.v3.notify import PaymentNotice, failure_body
 
 log = logging.getLogger(__name__)
 API: Final = "v3"
 JSON_TYPES: Final = frozenset({"application/json"})
-
-router = APIRouter(tags=["notifications"])
 
 # Each verification failure: (outcome recorded, HTTP status). Most specific first.
 FAILURES: Final[tuple[tuple[type[Exception], str, int], ...]] = (
@@ -105,21 +106,20 @@ async def _notify_v3(request: Request) -> Response:
     return _fail(reason, 422)
 
 
-@router.post(
-    "/notify/v3",
-    summary="WeChat Pay API v3 notification (payment or refund; signed, encrypted JSON)",
-    response_class=Response,
-    status_code=204,
-)
 async def notify_v3(request: Request) -> Response:
+    """Payment and refund notifications (``/notify/v3`` and ``/notify/v3/refund``)."""
     return await _notify_v3(request)
 
 
-@router.post(
-    "/notify/v3/refund",
-    summary="WeChat Pay API v3 refund notification (same handling as /notify/v3)",
-    response_class=Response,
-    status_code=204,
+ROUTES: Final = (
+    Route("/notify/v3", notify_v3, methods=["POST"]),
+    Route("/notify/v3/refund", notify_v3, methods=["POST"]),
 )
-async def notify_v3_refund(request: Request) -> Response:
-    return await _notify_v3(request)
+OPENAPI: Final = {
+    "/notify/v3": json_operation(
+        "WeChat Pay API v3 notification (payment or refund; signed, encrypted JSON)"
+    ),
+    "/notify/v3/refund": json_operation(
+        "WeChat Pay API v3 refund notification (same handling as /notify/v3)"
+    ),
+}
