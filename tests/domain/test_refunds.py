@@ -82,8 +82,9 @@ class FakeWeChat:
 def store(tmp_path: Path) -> Iterator[SqlRefundStore]:
     engine = make_engine(f"sqlite:///{tmp_path / 'refunds.sqlite3'}")
     upgrade(engine)
-    yield SqlRefundStore(engine)
-    engine.dispose()
+    store = SqlRefundStore(engine)
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -65,8 +65,9 @@ class LedgerGateway:
 def store(tmp_path: Path) -> Iterator[SqlStore]:
     engine = make_engine(f"sqlite:///{tmp_path / 'svc.sqlite3'}")
     upgrade(engine)
-    yield SqlStore(engine)
-    engine.dispose()
+    store = SqlStore(engine)
+    yield store
+    store.close()
 
 
 @pytest.fixture

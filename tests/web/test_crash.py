@@ -225,7 +225,7 @@ def _attempts(svc: Service) -> list[PaymentAttempt]:
     try:
         return store.attempts_sync()
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 def _sleep_until(moment: datetime, offset_seconds: float) -> None:
