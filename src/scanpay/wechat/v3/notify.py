@@ -27,16 +27,18 @@ from scanpay.wechat.fields import format_v3_time, parse_v3_time
 from scanpay.wechat.keys import TrustStore
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.v3.aead import EncryptedResource, decrypt_resource, encrypt_resource
-from scanpay.wechat.v3.jsonbody import dump_json, obj, parse_json, text, texts
+from scanpay.wechat.v3.jsonbody import (
+    JsonObject,
+    dump_json,
+    obj,
+    parse_authenticated_json,
+    text,
+    texts,
+)
 from scanpay.wechat.v3.refunds import Refund, refund_from_json
 from scanpay.wechat.v3.sign import WINDOW
 from scanpay.wechat.v3.transactions import Transaction, transaction_from_json
-from scanpay.wechat.v3.verify import (
-    HeaderSource,
-    SignedHeaders,
-    read_signed_headers,
-    verify_signed,
-)
+from scanpay.wechat.v3.verify import HeaderSource, SignedHeaders, verify_response
 
 TRANSACTION_SUCCESS: Final = "TRANSACTION.SUCCESS"
 REFUND_EVENTS: Final = frozenset({"REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"})
@@ -72,10 +74,51 @@ class RefundNotice(NamedTuple):
 
 
 _ENVELOPE_TEXT: Final = ("id", "create_time", "event_type", "resource_type")
+_ENVELOPE_FIELDS: Final = (*_ENVELOPE_TEXT, "summary", "resource")
+_RESOURCE_FIELDS: Final = ("ciphertext", "nonce", "algorithm", "associated_data", "original_type")
+_STR: Final = frozenset({str})
+_OPTIONAL_STR: Final = frozenset({str, type(None)})
+_new_tuple: Final = tuple.__new__
 
 
 def parse_envelope(body: bytes) -> Envelope:
-    data = parse_json(body)
+    """The clear part of a notification (call it on a body whose signature checked out).
+
+    The usual shape is read in one pass (every field checked: required texts present and
+    non-empty, optional ones text or absent, ``resource`` an object); anything else goes the
+    field-by-field way, which names the offending field.
+    """
+    data = parse_authenticated_json(body)  # verified bytes only: see its docstring
+    notification_id, create_time, event_type, kind, summary, resource = map(
+        data.get, _ENVELOPE_FIELDS
+    )
+    if type(resource) is dict:
+        ciphertext, nonce, algorithm, associated_data, original_type = map(
+            resource.get, _RESOURCE_FIELDS
+        )
+        required = (notification_id, create_time, event_type, kind, ciphertext, nonce, algorithm)
+        if (
+            _STR.issuperset(map(type, required))
+            and all(required)
+            and _OPTIONAL_STR.issuperset(map(type, (summary, associated_data, original_type)))
+        ):
+            sealed = (ciphertext, nonce, associated_data or "", algorithm, original_type or "")
+            return _new_tuple(  # the NamedTuples' own __new__ minus argument binding
+                Envelope,
+                (
+                    notification_id,
+                    parse_v3_time(create_time),  # type: ignore[arg-type]  # a str, checked
+                    event_type,
+                    kind,
+                    summary or "",
+                    _new_tuple(EncryptedResource, sealed),
+                ),
+            )
+    return _envelope_checked(data)
+
+
+def _envelope_checked(data: JsonObject) -> Envelope:
+    """The field-by-field path: the reference for, and fallback of, the one above."""
     notification_id, create_time, event_type, resource_type = texts(data, _ENVELOPE_TEXT)
     return Envelope(
         notification_id,
@@ -92,7 +135,7 @@ def open_envelope(envelope: Envelope, api_v3_key: Secret | AESGCM) -> Transactio
     if envelope.event_type != TRANSACTION_SUCCESS and envelope.event_type not in REFUND_EVENTS:
         raise MalformedMessageError("unsupported notification event_type")
     plaintext = decrypt_resource(envelope.resource, api_v3_key)
-    data = parse_json(plaintext)
+    data = parse_authenticated_json(plaintext)  # GCM just authenticated it
     if envelope.event_type == TRANSACTION_SUCCESS:
         return transaction_from_json(data)
     return refund_from_json(data)
@@ -108,13 +151,12 @@ def verify_notification(
     window: int = WINDOW,
 ) -> PaymentNotice | RefundNotice:
     """Verify a notification over its raw bytes, then decrypt and type it."""
-    signed = read_signed_headers(headers)
-    verify_signed(signed, body, trust, now=now, window=window)
+    signed = verify_response(headers, body, trust, now=now, window=window)
     envelope = parse_envelope(body)
     resource = open_envelope(envelope, api_v3_key)
     if isinstance(resource, Transaction):
-        return PaymentNotice(envelope, resource, signed)
-    return RefundNotice(envelope, resource, signed)
+        return _new_tuple(PaymentNotice, (envelope, resource, signed))
+    return _new_tuple(RefundNotice, (envelope, resource, signed))
 
 
 def build_notification(

@@ -71,8 +71,8 @@ def verify_message(public_key: RSAPublicKey, message: bytes, signature: str) -> 
     ``public_key.verify(..., PKCS1v15(), SHA256())`` accepts, and costs ~1.3 µs less per call
     (no per-call hash object and signature context set-up inside cryptography).
     """
-    try:  # a str with a non-ASCII character is a ValueError too
-        raw = binascii.a2b_base64(signature, strict_mode=True)
+    try:  # as bytes (cheaper); non-ASCII or a lone surrogate is a ValueError too
+        raw = binascii.a2b_base64(signature.encode(), strict_mode=True)
     except ValueError:
         raise SignatureError("signature is not base64") from None
     if len(raw) != (public_key.key_size + 7) >> 3:  # recovery alone would accept a short one

@@ -18,7 +18,7 @@ from typing import Final
 from scanpay.errors import MalformedMessageError
 from scanpay.wechat.fields import check_amount, check_out_trade_no, format_v3_time, parse_v3_time
 from scanpay.wechat.states import TradeState
-from scanpay.wechat.v3.frozen import assemble
+from scanpay.wechat.v3.frozen import adopt, assemble
 from scanpay.wechat.v3.jsonbody import (
     JsonObject,
     dump_json,
@@ -211,7 +211,71 @@ _CURRENCIES: Final = ("currency", "payer_currency")
 _AMOUNTS: Final = ("total", "payer_total")
 
 
+# One pass over the usual shape of a Transaction, every field checked; anything it does not
+# accept goes to _transaction_checked, which names the offending field (or accepts an unusual
+# but valid shape). tests/wechat/v3/test_frozen.py holds the two to the same result.
+_TEXT: Final = (*_REQUIRED_TEXT, *_OPTIONAL_TEXT)
+_OPTIONAL_STR: Final = frozenset({str, type(None)})
+_OPTIONAL_INT: Final = frozenset({int, type(None)})
+_NO_OBJECT: Final[Mapping[str, object]] = {}
+
+
 def transaction_from_json(data: Mapping[str, object]) -> Transaction:
+    """A :class:`Transaction` from a decoded JSON object; a bad field is malformed."""
+    get = data.get
+    values = list(map(get, _TEXT))
+    amount, payer = get("amount"), get("payer")
+    amount = _NO_OBJECT if amount is None else amount
+    payer = _NO_OBJECT if payer is None else payer
+    if type(amount) is dict and type(payer) is dict:
+        in_amount = amount.get
+        currency, payer_currency = in_amount("currency"), in_amount("payer_currency")
+        total, payer_total, openid = (
+            in_amount("total"),
+            in_amount("payer_total"),
+            payer.get("openid"),
+        )
+        if (
+            _OPTIONAL_STR.issuperset(map(type, values))  # texts: str, or absent/null
+            and values[0]  # appid, mchid, out_trade_no: present and non-empty
+            and values[1]
+            and values[2]
+            and type(currency) in _OPTIONAL_STR
+            and type(payer_currency) in _OPTIONAL_STR
+            and type(openid) in _OPTIONAL_STR
+            and type(total) in _OPTIONAL_INT  # exactly int: a bool is not an amount
+            and type(payer_total) in _OPTIONAL_INT
+        ):
+            state = _TRADE_STATES.get(values[3])  # type: ignore[call-overload]  # str or None
+            if state is not None:
+                appid, mchid, out_trade_no, _, desc, transaction_id, kind, bank, attach, paid = (
+                    values
+                )
+                return adopt(  # every field, each checked above: see scanpay.wechat.v3.frozen
+                    Transaction,
+                    {
+                        "appid": appid,
+                        "mchid": mchid,
+                        "out_trade_no": out_trade_no,
+                        "trade_state": state,
+                        "trade_state_desc": desc or "",
+                        "transaction_id": transaction_id or "",
+                        "trade_type": kind or "",
+                        "bank_type": bank or "",
+                        "attach": attach or "",
+                        "success_time": parse_v3_time(paid) if paid else None,  # type: ignore[arg-type]
+                        "payer_openid": openid or "",
+                        "total": total or 0,
+                        "payer_total": payer_total or 0,
+                        "currency": currency or "CNY",
+                        "payer_currency": payer_currency or "CNY",
+                    },
+                )
+    return _transaction_checked(data)
+
+
+def _transaction_checked(data: Mapping[str, object]) -> Transaction:
+    """The field-by-field path: the reference for, and fallback of, the one above."""
     appid, mchid, out_trade_no, state_text = texts(data, _REQUIRED_TEXT)
     state = _TRADE_STATES.get(state_text)
     if state is None:

@@ -100,16 +100,26 @@ def read_signed_headers(headers: HeaderSource) -> SignedHeaders:
     """
     found: list[str | None] = [None, None, None, None, None]
     known, slot_of = _SPELLINGS.get, _SLOTS.get
-    pairs = headers.items() if type(headers) is dict else header_pairs(headers)
-    for key, value in pairs:
-        slot = known(key)  # the usual spellings need no lower-casing
-        if slot is None:
-            slot = slot_of(key.lower())
+    if type(headers) is dict:  # keys only; the value is fetched for the five wanted
+        for key in headers:
+            slot = known(key)  # the usual spellings need no lower-casing
             if slot is None:
-                continue
-        if found[slot] is not None:
-            raise MalformedMessageError(f"header {_NAMES[slot]} appears more than once")
-        found[slot] = value
+                slot = slot_of(key.lower())
+                if slot is None:
+                    continue
+            if found[slot] is not None:  # another spelling of a name already seen
+                raise MalformedMessageError(f"header {_NAMES[slot]} appears more than once")
+            found[slot] = headers[key]
+    else:
+        for key, value in header_pairs(headers):
+            slot = known(key)
+            if slot is None:
+                slot = slot_of(key.lower())
+                if slot is None:
+                    continue
+            if found[slot] is not None:
+                raise MalformedMessageError(f"header {_NAMES[slot]} appears more than once")
+            found[slot] = value
     if not (found[0] and found[1] and found[2] and found[3]):
         missing = next(_NAMES[slot] for slot in range(4) if not found[slot])
         raise MalformedMessageError(f"header {missing} is missing")
@@ -129,6 +139,10 @@ def verify_signed(
     signed: SignedHeaders, body: bytes, trust: TrustStore, *, now: int, window: int = WINDOW
 ) -> None:
     """Check already-read headers against ``body``; see the module docstring for the order."""
+    _check(signed, body, trust, now, window)
+
+
+def _check(signed: SignedHeaders, body: bytes, trust: TrustStore, now: int, window: int) -> None:
     timestamp, nonce, signature, serial, signature_type = signed
     if signature_type != SCHEME:
         raise SignatureError("unsupported Wechatpay-Signature-Type")
@@ -148,7 +162,7 @@ def verify_response(
 ) -> SignedHeaders:
     """Verify a v3 response or notification over the exact bytes received."""
     signed = read_signed_headers(headers)
-    verify_signed(signed, body, trust, now=now, window=window)
+    _check(signed, body, trust, now, window)
     return signed
 
 
