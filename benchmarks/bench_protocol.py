@@ -19,7 +19,12 @@ Method, chosen for a small shared machine whose load changes while the benchmark
   *best* (minimum over minimum: the intrinsic cost, what ``timeit`` recommends, least touched
   by other processes) and *paired* (the median over rounds of the ratio within a round, which
   cancels load drift between rounds). The target verdict uses *best*; on a busy machine
-  read both, and trust neither to better than about 5 %.
+  read both, and trust neither to better than about 5 %;
+* the floor of RSA verification is ``RSAPublicKey.verify``; a second floor line does the same
+  check by recover + compare (``recover_data_from_signature`` and the SHA-256 DigestInfo),
+  which is how scanpay checks signatures and is cheaper, so that scanpay's lead over the
+  first floor is not mistaken for anything else. scanpay's notification is timed up to its
+  whole typed result (nothing deferred, nothing cached between calls).
 """
 
 from __future__ import annotations
@@ -244,6 +249,21 @@ def build_cases(cert_dir: str) -> list[Case]:
         message = f"{now}\n{NONCE}\n".encode() + response_body + b"\n"
         return wechat_pub.verify(signature, message, PKCS1, SHA256)
 
+    # The same check by "encode and compare" (RFC 8017 8.2.2), which scanpay's verify_message
+    # uses: recover the padded DigestInfo, compare it with SHA-256 of the message. Cheaper
+    # than RSAPublicKey.verify by ~1.3 µs here; shown beside the floor so that no one reads
+    # scanpay's margin over the floor as anything but this.
+    digest_info = bytes.fromhex("3031300d060960864801650304020105000420")
+
+    def floor_verify_recover() -> object:
+        signature = binascii.a2b_base64(response_headers["Wechatpay-Signature"])
+        message = f"{now}\n{NONCE}\n".encode() + response_body + b"\n"
+        if wechat_pub.recover_data_from_signature(signature, PKCS1, None) != (
+            digest_info + hashlib.sha256(message).digest()
+        ):
+            raise AssertionError("signature does not match")
+        return None
+
     notify_signature = notify_headers["Wechatpay-Signature"]
 
     def floor_notify_crypto() -> object:  # the crypto alone: fields known in advance
@@ -258,6 +278,22 @@ def build_cases(cert_dir: str) -> list[Case]:
         wechat_pub.verify(
             signature, f"{now}\n{NONCE}\n".encode() + notify_body + b"\n", PKCS1, SHA256
         )
+        found = json.loads(notify_body)["resource"]
+        plain = aes.decrypt(
+            found["nonce"].encode(),
+            binascii.a2b_base64(found["ciphertext"]),
+            found["associated_data"].encode(),
+        )
+        value: dict[str, object] = json.loads(plain)
+        return value
+
+    def floor_notify_recover() -> dict[str, object]:  # floor_notify, RSA by recover + compare
+        signature = binascii.a2b_base64(notify_signature)
+        message = f"{now}\n{NONCE}\n".encode() + notify_body + b"\n"
+        if wechat_pub.recover_data_from_signature(signature, PKCS1, None) != (
+            digest_info + hashlib.sha256(message).digest()
+        ):
+            raise AssertionError("signature does not match")
         found = json.loads(notify_body)["resource"]
         plain = aes.decrypt(
             found["nonce"].encode(),
@@ -312,11 +348,13 @@ def build_cases(cert_dir: str) -> list[Case]:
     )
     assert peer_v3._verify_signature(response_headers, response_body.decode())
     floor_verify()
+    floor_verify_recover()
     ours = ours_notify()
     assert isinstance(ours, PaymentNotice)
     peer = peer_v3.callback(notify_headers, notify_body)
     assert peer["resource"]["out_trade_no"] == ours.transaction.out_trade_no
     assert floor_notify()["out_trade_no"] == ours.transaction.out_trade_no
+    assert floor_notify_recover() == floor_notify()
     assert peer_cert._verify_signature(cert_response_headers, response_body.decode())
     ours_verify_cert()
     assert ours_notify_cert().transaction == ours.transaction
@@ -344,22 +382,26 @@ def build_cases(cert_dir: str) -> list[Case]:
         )),
         Case("v3 response verify (pubkey)", 80, (
             Contender("cryptography: b64 + RSA verify", floor, floor_verify),
+            Contender("  same by recover + compare", "alt-floor", floor_verify_recover),
             Contender("scanpay verify_response", scanpay, ours_verify),
             Contender("wechatpayv3 Core._verify_signature", peer_role, peer_verify),
         )),
         Case("v3 response verify (cert)", 80, (
             Contender("cryptography: b64 + RSA verify", floor, floor_verify),
+            Contender("  same by recover + compare", "alt-floor", floor_verify_recover),
             Contender("scanpay verify_response", scanpay, ours_verify_cert),
             Contender("wechatpayv3 Core._verify_signature", peer_role, peer_verify_cert),
         )),
         Case("v3 notify verify+decrypt (pubkey)", 50, (
             Contender("floor: verify+json+AESGCM+json", floor, floor_notify),
+            Contender("  same by recover + compare", "alt-floor", floor_notify_recover),
             Contender("floor: verify+AESGCM (crypto only)", "crypto", floor_notify_crypto),
             Contender("scanpay verify_notification", scanpay, ours_notify),
             Contender("wechatpayv3 Core.callback", peer_role, peer_notify),
         )),
         Case("v3 notify verify+decrypt (cert)", 50, (
             Contender("floor: verify+json+AESGCM+json", floor, floor_notify),
+            Contender("  same by recover + compare", "alt-floor", floor_notify_recover),
             Contender("floor: verify+AESGCM (crypto only)", "crypto", floor_notify_crypto),
             Contender("scanpay verify_notification", scanpay, ours_notify_cert),
             Contender("wechatpayv3 Core.callback", peer_role, peer_notify_cert),
@@ -402,6 +444,9 @@ def main() -> None:
         parts = [f"{best:.2f}x floor (paired {paired:.2f})"]
         floor_met = best <= TARGET_FLOOR
         worst_peer = 0.0
+        if "alt-floor" in roles:
+            alt, _ = ratios(ours, samples[roles.index("alt-floor")])
+            parts.append(f"{alt:.2f}x recover+compare")
         if "crypto" in roles:
             crypto, _ = ratios(ours, samples[roles.index("crypto")])
             parts.append(f"{crypto:.2f}x crypto-only")
