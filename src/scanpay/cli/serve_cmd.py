@@ -7,12 +7,12 @@ dotenv file (see docs/service.md). The schema is upgraded to the latest migratio
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError as SettingsError
 
-from scanpay.cli.logs import start_logging
 from scanpay.config import Settings
 from scanpay.errors import ConfigurationError
 from scanpay.web.app import create_app
@@ -43,18 +43,16 @@ def load_settings(env_file: Path | None) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    stop_logging = start_logging(args.log_level)  # off the event loop (scanpay.cli.logs)
-    try:
-        app = create_app(load_settings(args.env_file))
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            log_config=None,  # uvicorn's lines go through the same queue
-            proxy_headers=True,
-            timeout_graceful_shutdown=5,
-        )
-    finally:
-        stop_logging()
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app = create_app(load_settings(args.env_file))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+    )
     return 0
