@@ -17,12 +17,17 @@ Method (issue 5's benchmark; loopback only, bounded in count and time):
   :func:`scanpay.wechat.v3.notify.build_notification` with the API v3 key plus
   :func:`scanpay.wechat.v3.verify.sign_response` with the simulator's public-key-mode key —
   all built before timing starts;
-* *ceiling*: ``GET /healthz`` (an empty JSON endpoint of the same server), as many requests as
-  notifications, measured right before and right after the notifications; the better of the
-  two is reported;
-* *notifications/s*: the bodies POSTed to ``/notify/v2`` or ``/notify/v3`` over
-  ``--concurrency`` keep-alive connections; every answer must be an acknowledgement and every
-  order must end paid (checked after timing);
+* *ceiling*: ``GET /healthz`` (an empty JSON endpoint of the same server); *notifications/s*:
+  the bodies POSTed to ``/notify/v2`` or ``/notify/v3`` over ``--concurrency`` keep-alive
+  connections; every answer must be an acknowledgement and every order must end paid
+  (checked after timing). The notifications are sent in ``--rounds`` equal chunks, each
+  between two ``/healthz`` runs of the same size, so both rates are taken under the same
+  machine conditions: *ratio* is all notifications over their total time, divided by the best
+  ``/healthz`` rate of the phase (the conservative figure); *paired* is the median over the
+  rounds of each chunk's rate divided by the better of its two neighbouring ``/healthz`` runs;
+* *CPU per request*: the service process's CPU time (all its threads, from
+  ``/proc/PID/task/*/schedstat``) spent during each timed run, divided by its requests
+  (medians over the runs) — what one request costs the server, whatever the driver does;
 * the driver speaks HTTP/1.1 itself over asyncio streams (a few dozen lines), because httpx's
   per-request cost would otherwise be a large part of what is measured; the driver shares the
   two cores with the service, so both rates are "this machine, this driver";
@@ -378,6 +383,44 @@ class PhaseResult:
     rate: float
     notifications: int
     latencies: list[float]
+    paired: list[float]
+    cpu_health_ms: float | None
+    cpu_notify_ms: float | None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time used so far by every thread of process ``pid`` (None: not measurable)."""
+    if pid is None:
+        return None
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
+@dataclass(frozen=True)
+class Timed:
+    rate: float
+    answers: list[tuple[int, bytes]]
+    cpu_ms: float | None  # service CPU per request
+
+
+async def timed(
+    port: int, requests: Sequence[Request], args: argparse.Namespace, pid: int | None
+) -> Timed:
+    start = cpu_seconds(pid)
+    rate, answers = await run_rate(port, requests, args.concurrency, args.seconds)
+    end = cpu_seconds(pid)
+    cpu = None if start is None or end is None else (end - start) / len(answers) * 1e3
+    return Timed(rate, answers, cpu)
+
+
+def median_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 async def phase(
@@ -398,11 +441,21 @@ async def phase(
         orders = await create_orders(base, args.orders + args.latency_orders)
         throughput, followed = orders[: args.orders], orders[args.orders :]
         notifications = [build.build(api, o) for o in throughput]
-        health = [Request("GET", "/healthz")] * len(notifications)
+        size = -(-len(notifications) // args.rounds)
+        chunks = [notifications[i : i + size] for i in range(0, len(notifications), size)]
+        health = [Request("GET", "/healthz")] * size
+        pid = None if args.py_spy else process.pid
         await run_rate(port, health[:200], args.concurrency, args.seconds)  # warm-up
-        before, _ = await run_rate(port, health, args.concurrency, args.seconds)
-        rate, answers = await run_rate(port, notifications, args.concurrency, args.seconds)
-        after, _ = await run_rate(port, health, args.concurrency, args.seconds)
+        healths = [await timed(port, health, args, pid)]
+        runs: list[Timed] = []
+        for chunk in chunks:
+            runs.append(await timed(port, chunk, args, pid))
+            healths.append(await timed(port, health, args, pid))
+        answers = [answer for run in runs for answer in run.answers]
+        rate = len(answers) / sum(len(run.answers) / run.rate for run in runs)
+        paired = [
+            run.rate / max(healths[i].rate, healths[i + 1].rate) for i, run in enumerate(runs)
+        ]
         refused = [a for a in answers if not acknowledged(api, *a)]
         if refused:
             raise RuntimeError(f"{len(refused)} notifications refused, e.g. {refused[0]!r}")
@@ -412,7 +465,12 @@ async def phase(
                 if status != "paid":
                     raise RuntimeError(f"order {order.id} is {status} after its notification")
         latencies = await stream_latency(base, port, followed, build, api)
-        return PhaseResult(api, max(before, after), rate, len(answers), latencies)
+        ceiling = max(h.rate for h in healths)
+        return PhaseResult(
+            api, ceiling, rate, len(answers), latencies, paired,
+            median_or_none([h.cpu_ms for h in healths]),
+            median_or_none([run.cpu_ms for run in runs]),
+        )  # fmt: skip
     finally:
         stop(process)
 
@@ -439,6 +497,8 @@ def main() -> int:
     parser.add_argument("--latency-orders", type=int, default=200, help="streams timed per API")
     parser.add_argument("--concurrency", type=int, default=8, help="connections in flight")
     parser.add_argument("--seconds", type=float, default=30.0, help="cap per timed run")
+    parser.add_argument("--rounds", type=int, default=5, help="notification chunks, each "
+                        "between two /healthz runs")  # fmt: skip
     parser.add_argument("--api", nargs="+", default=["v2", "v3"], choices=["v2", "v3"])
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts")
     parser.add_argument("--py-spy", metavar="PREFIX", help="run the service under py-spy record")
@@ -451,14 +511,22 @@ def main() -> int:
         f"{args.orders} notifications and {args.latency_orders} streams per API, "
         f"{args.concurrency} connections"
     )
-    print(f"{'api':<4} {'ceiling req/s':>14} {'notify/s':>9} {'ratio':>6}   "
-          f"{'stream p50':>10} {'p90':>7} {'p99':>7} {'max':>7}  (ms)")  # fmt: skip
+    print(f"{'api':<4} {'ceiling req/s':>14} {'notify/s':>9} {'ratio':>6} {'paired':>17}  "
+          f"{'CPU ms/req: healthz':>19} {'notify':>7} {'ratio':>6}   "
+          f"{'stream p50':>10} {'p90':>6} {'p99':>6} {'max':>6}  (ms)")  # fmt: skip
     for r in results:
         lat = r.latencies
+        paired = f"{statistics.median(r.paired):.2f} ({min(r.paired):.2f}-{max(r.paired):.2f})"
+        if r.cpu_health_ms is not None and r.cpu_notify_ms is not None:
+            cpu = (f"{r.cpu_health_ms:>19.3f} {r.cpu_notify_ms:>7.3f} "
+                   f"{r.cpu_health_ms / r.cpu_notify_ms:>6.2f}")  # fmt: skip
+        else:
+            cpu = f"{'(under py-spy)':>34}"
         print(
-            f"{r.api:<4} {r.ceiling:>14.0f} {r.rate:>9.0f} {r.rate / r.ceiling:>6.2f}   "
-            f"{statistics.median(lat):>10.1f} {percentile(lat, 90):>7.1f} "
-            f"{percentile(lat, 99):>7.1f} {max(lat):>7.1f}"
+            f"{r.api:<4} {r.ceiling:>14.0f} {r.rate:>9.0f} {r.rate / r.ceiling:>6.2f} "
+            f"{paired:>17}  {cpu}   "
+            f"{statistics.median(lat):>10.1f} {percentile(lat, 90):>6.1f} "
+            f"{percentile(lat, 99):>6.1f} {max(lat):>6.1f}"
         )
     return 0
 

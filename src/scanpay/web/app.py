@@ -26,6 +26,7 @@ from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.refunds import SqlRefundStore
 from scanpay.web import api, errors, events, notify, notify_v3, pages, shop_api
 from scanpay.web.context import AppContext
+from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
 from scanpay.web.wiring import Extras, build_wechat
@@ -70,7 +71,7 @@ def create_app(
         finally:
             await context.aclose()
 
-    app = FastAPI(
+    app = ScanpayApp(
         title="scanpay merchant service",
         version="0.1.0",
         summary="WeChat Pay Native (QR code) payments for a shop",
@@ -86,8 +87,8 @@ def create_app(
     app.include_router(shop_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # The notification endpoints are plain Starlette routes, matched first: WeChat Pay's
-    # traffic skips FastAPI's request handling (they read the raw body anyway).
+    # The notification endpoints are plain Starlette routes (they read the raw body): their
+    # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).
     app.router.routes[0:0] = [*notify.ROUTES, *notify_v3.ROUTES]
     document_routes(app, {**notify.OPENAPI, **notify_v3.OPENAPI})
 
@@ -100,6 +101,8 @@ def create_app(
         BodyLimit,
         limit_for=lambda path: notify_limit if path.startswith("/notify/") else API_BODY_LIMIT,
     )
+    for route in (*notify.ROUTES, *notify_v3.ROUTES):
+        app.add_short_path(route.path, route.endpoint, notify_limit)
     return app
 
 

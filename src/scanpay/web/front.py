@@ -1,0 +1,63 @@
+"""``ScanpayApp``: the FastAPI application, with a short path for WeChat Pay's notifications.
+
+A ``POST`` to one of the notification paths goes straight to its endpoint, wrapped only in what
+it needs: the 500 guard (Starlette's ``ServerErrorMiddleware``), the body cap
+(:class:`~scanpay.web.limits.BodyLimit`) and the application's own exception handlers (a
+:class:`~scanpay.errors.ScanpayError` gets the same JSON answer as anywhere else). FastAPI's
+middleware stack and router are not entered: the endpoints read the raw body and headers
+themselves, and the notification is the service's most frequent request. Every other request,
+and any other method on those paths (405 as usual), takes FastAPI's ordinary way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.requests import Request
+from starlette.routing import request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from scanpay.web.limits import BodyLimit
+
+Endpoint = Callable[[Request], Any]
+
+
+class ScanpayApp(FastAPI):
+    """FastAPI plus :meth:`add_short_path` (see the module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._short: dict[str, ASGIApp] = {}
+
+    def add_short_path(self, path: str, endpoint: Endpoint, body_limit: int) -> None:
+        """Serve ``POST path`` by ``endpoint`` ahead of the middleware stack. Call after the
+        exception handlers are installed."""
+        handlers = {
+            kind: handler
+            for kind, handler in self.exception_handlers.items()
+            if isinstance(kind, type)
+        }
+        inner = request_response(endpoint)
+
+        async def with_handlers(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["starlette.exception_handlers"] = (handlers, {})
+            await inner(scope, receive, send)
+
+        capped = BodyLimit(with_handlers, limit_for=lambda _path: body_limit)
+        self._short[path] = ServerErrorMiddleware(capped, debug=self.debug)
+
+    @property
+    def short_paths(self) -> Mapping[str, ASGIApp]:
+        return self._short
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            lane = self._short.get(scope["path"])
+            if lane is not None:
+                scope["app"] = self
+                await lane(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
