@@ -184,7 +184,7 @@ _PAID: Final = (
 )
 _RECEIPT: Final = (
     "INSERT INTO notifications_received (api, received_at, out_trade_no, body, outcome, detail)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    " VALUES (:api, :received_at, :out_trade_no, :body, :outcome, :detail)"
 )
 
 
@@ -254,11 +254,7 @@ class SqliteOps:
         self, receipt: ReceivedNotification, outcome: str, detail: str, now: datetime
     ) -> None:
         values = receipt_values(receipt, outcome, detail, now)
-        self.conn.execute(
-            _RECEIPT,
-            (values["api"], sqlite_time(now), values["out_trade_no"], values["body"],
-             values["outcome"], values["detail"]),
-        )  # fmt: skip
+        self.conn.execute(_RECEIPT, {**values, "received_at": sqlite_time(now)})
 
 
 class SqliteSettler:

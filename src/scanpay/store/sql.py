@@ -52,13 +52,11 @@ from scanpay.store.settle import (
     AlchemyOps,
     SettleRequest,
     SqliteSettler,
-    receipt_values,
     settle,
 )
 from scanpay.store.tables import (
     events,
     idempotency_keys,
-    notifications_received,
     orders,
     payment_attempts,
 )
@@ -398,9 +396,10 @@ class SqlStore(LifecycleStore):
         return await self._run(self.record_alert_sync, order_id, reason, data)
 
     def record_notification_sync(self, received: ReceivedNotification) -> None:
-        values = receipt_values(received, received.outcome, received.detail, self._clock())
         with self._writer.begin() as conn:
-            conn.execute(_INSERT_RECEIPT, values)
+            AlchemyOps(conn).keep_receipt(
+                received, received.outcome, received.detail, self._clock()
+            )
 
     async def record_notification(self, received: ReceivedNotification) -> None:
         await self._run(self.record_notification_sync, received)
@@ -432,7 +431,6 @@ def _set_attempt(*, closes: bool) -> sa.Update:
 
 # Built once (see rows._bump): keyed by "the attempt is no longer open".
 _SET_ATTEMPT: Final = {closes: _set_attempt(closes=closes) for closes in (False, True)}
-_INSERT_RECEIPT: Final = sa.insert(notifications_received)
 
 
 def _update_attempt(conn: sa.Connection, attempt: AttemptUpdate, now: datetime) -> None:

@@ -29,7 +29,6 @@ from scanpay.web.context import get_context
 from scanpay.web.gateway import refund_report_from_v2, report_from_v2
 from scanpay.web.notify_docs import xml_operation
 from scanpay.web.wiring import get_extras
-from scanpay.wechat.secret import Secret
 from scanpay.wechat.v2.notify import ACK_SUCCESS, ack_failure, verify_payment_notification
 from scanpay.wechat.v2.refund_notify import decrypt_refund_notification
 
@@ -57,11 +56,11 @@ async def notify_v2(request: Request) -> Response:
     # WeChat sends text/xml; a missing type is tolerated, a different one is refused.
     if content_type and content_type not in XML_TYPES:
         return await refuse("wrong_content_type", "content type must be XML", 415)
-    if context.settings.api_v2_key is None:
+    merchant = get_extras(request).wechat.merchant_v2
+    if merchant is None:
         return await refuse("not_configured", "API v2 is not configured", 404)
-    key = Secret(context.settings.api_v2_key.get_secret_value())
     try:
-        notification = verify_payment_notification(body, key)
+        notification = verify_payment_notification(body, merchant.key)
     except SignatureError as exc:
         return await refuse("bad_signature", exc.message or exc.code, 401)
     except (MalformedMessageError, ProtocolError) as exc:
