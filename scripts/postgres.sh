@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # Start a throw-away PostgreSQL server for the tests on a free loopback port and print its URL.
 # The data folder lives under var/pg in this checkout; the server runs as the postgres user.
-# Running it again while that server is up prints the same URL.
+# When that user cannot reach the checkout (a clone inside a private folder, e.g. mktemp -d),
+# the folder is /tmp/scanpay-pg-<hash of the checkout's path> instead.
+# Running it again while that server is up prints the same URL; `--root` prints the folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 root=$(pwd)/var/pg
-data=$root/data
 mkdir -p "$root"
 chown postgres "$root" 2>/dev/null || true
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if ! as_pg test -w "$root"; then
+    root=/tmp/scanpay-pg-$(pwd | sha1sum | cut -c1-12)
+    mkdir -p "$root"
+    chmod 755 "$root"
+    chown postgres "$root" 2>/dev/null || true
+fi
+if [ "${1:-}" = "--root" ]; then
+    echo "$root"
+    exit 0
+fi
+data=$root/data
 if [ ! -f "$data/PG_VERSION" ]; then
     as_pg "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
 fi

@@ -16,7 +16,7 @@ ruff format --check src tests benchmarks
 echo "== mypy (strict)"
 mypy
 echo "== postgresql"
-pg_data=var/pg/data
+pg_data=$(bash scripts/postgres.sh --root)/data
 pg_ctl=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl
 pg_was_up=0
 if [ -f "$pg_data/PG_VERSION" ] && runuser -u postgres -- "$pg_ctl" -D "$pg_data" status >/dev/null 2>&1; then
