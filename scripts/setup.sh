@@ -38,11 +38,24 @@ if [ "$want_test" = 1 ]; then
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    # Chinese text in the browser tests' screenshots
+    [ -d /usr/share/fonts/opentype/noto ] || need+=(fonts-noto-cjk)
     if [ "${#need[@]}" -gt 0 ]; then
         echo "setup: installing Debian packages: ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+fi
+
+# axe-core, injected into pages by the browser tests (tests/e2e/axe.py), pinned by its lock file.
+if [ "$want_test" = 1 ]; then
+    axe_dir=tests/e2e/node
+    if [ ! -f "$axe_dir/node_modules/axe-core/axe.min.js" ] ||
+        [ "$axe_dir/package-lock.json" -nt "$axe_dir/node_modules/.package-lock.json" ]; then
+        echo "setup: installing axe-core for the accessibility tests"
+        (cd "$axe_dir" && npm ci --no-audit --no-fund --silent)
     fi
 fi
 
