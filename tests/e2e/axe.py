@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from playwright.sync_api import Page
 
-AXE_JS: Final = Path(__file__).resolve().parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_JS: Final = Path(__file__).resolve().parent / "node/node_modules/axe-core/axe.min.js"
 BLOCKING: Final = frozenset({"serious", "critical"})
 
 
