@@ -6,6 +6,7 @@ environment at import time: build ``Settings()`` where the process starts (``sca
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Final, Literal
 
@@ -58,6 +59,19 @@ class Settings(BaseSettings):
     reconciler_poll_seconds: float = Field(default=1.0, gt=0)
     reconciler_lease_seconds: float = Field(default=60.0, gt=0)
     reconciler_batch: int = Field(default=50, ge=1, le=1000)
+    # hardening and observability (issue 9; docs/observability.md)
+    notify_refused_body_bytes: int = Field(default=256, ge=0, le=65536)
+    notify_refusals_per_minute: int = Field(default=60, ge=1, le=100_000)
+    notify_allow_list: str = ""  # comma-separated addresses/networks never rate-limited
+    retention_accepted_days: float = Field(default=90, gt=0)
+    retention_refused_days: float = Field(default=7, gt=0)
+    retention_events_days: float = Field(default=400, gt=0)
+    retention_idempotency_days: float = Field(default=30, gt=0)
+    retention_prune_seconds: float = Field(default=3600, ge=1)
+    platform_cert_refresh_seconds: float = Field(default=4 * 3600, ge=60)
+    log_format: Literal["text", "json"] = "text"
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod
@@ -65,6 +79,17 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("notify_allow_list")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in (part.strip() for part in value.split(",")):
+            if entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry[:64]!r} is not an IP address or network") from None
+        return value
 
     @model_validator(mode="after")
     def _api_material(self) -> Settings:

@@ -56,6 +56,12 @@ class SignatureError(ProtocolError):
     code = "SIGNATURE_INVALID"
 
 
+class MissingSignatureError(SignatureError):
+    """The message carries no signature at all (issue 9: one outcome, ``unsigned``)."""
+
+    code = "SIGNATURE_MISSING"
+
+
 class UnknownKeyError(SignatureError):
     code = "UNKNOWN_SERIAL"
 

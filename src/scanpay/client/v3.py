@@ -5,10 +5,13 @@ Every call: build an :class:`~scanpay.wechat.v3.request.ApiRequest` (exact body 
 then verify the answer's Wechatpay-* signature over the exact bytes received before parsing
 anything (bill files excepted: WeChat does not sign them; their SHA-1 is checked instead).
 Platform-certificate mode downloads ``/v3/certificates`` when a signature names a serial it
-does not know (once per answer, then :class:`UnknownKeyError`). A download that does not bring
-the serial asked for (a forged message, or a serial WeChat never published) stops further
-automatic downloads for ``certificate_refresh_interval`` seconds (60 by default, on the
-injected clock), so forged notifications cannot make the client hammer WeChat. An empty
+does not know (once per answer, then :class:`UnknownKeyError`). An answer from the WeChat API
+itself may always do so. A notification may too, within limits that an outsider cannot turn
+into a hold on everyone (:class:`RefreshLimits`): a serial that a download did not bring is
+not asked for again, and one sender (a source address) does not trigger another download,
+for ``certificate_refresh_interval`` seconds (60 by default, on the injected clock). So
+forged notifications cannot make the client hammer WeChat, nor keep a genuine notification
+signed by a freshly rotated certificate from being recognised. An empty
 certificate list is a valid answer: a merchant that joined after WeChat introduced the
 WeChat Pay public key has no platform certificates and must use public-key mode; the client
 then says so in the :class:`UnknownKeyError` it raises. Public-key mode sends
@@ -116,6 +119,53 @@ def random_nonce() -> str:
     return secrets.token_hex(16).upper()
 
 
+class RefreshLimits:
+    """Which unknown serials from notifications may trigger a certificate download.
+
+    Two bounded maps on the client's clock: serials a download did not bring, and senders
+    that triggered a download, each with the time; entries older than ``hold`` seconds no
+    longer count. Never a single global hold: a new serial from a new sender is always
+    allowed, so a genuine notification after a rotation is recognised at once.
+    """
+
+    def __init__(self, clock: Callable[[], float], hold: float, max_entries: int = 4096) -> None:
+        self._clock = clock
+        self.hold = hold
+        self._max = max_entries
+        self.missed: dict[str, float] = {}
+        self.senders: dict[str, float] = {}
+
+    def _recent(self, table: dict[str, float], key: str) -> bool:
+        at = table.get(key)
+        return at is not None and 0 <= self._clock() - at < self.hold
+
+    def _note(self, table: dict[str, float], key: str) -> None:
+        table.pop(key, None)
+        table[key] = self._clock()
+        while len(table) > self._max:  # the oldest first (insertion order)
+            del table[next(iter(table))]
+
+    def refusal(self, serial: str, sender: str) -> str | None:
+        """Why a download for ``serial`` from ``sender`` is not made now, or None."""
+        if self._recent(self.missed, serial):
+            return (
+                f"unknown serial {_shown(serial)}; platform certificates were downloaded "
+                f"less than {self.hold:g} s ago without it"
+            )
+        if self._recent(self.senders, sender):
+            return (
+                f"unknown serial {_shown(serial)}; this sender triggered a certificate "
+                f"download less than {self.hold:g} s ago"
+            )
+        return None
+
+    def triggered(self, sender: str) -> None:
+        self._note(self.senders, sender)
+
+    def lacked(self, serial: str) -> None:
+        self._note(self.missed, serial)
+
+
 class V3Client:
     """WeChat Pay API v3 for one merchant. Base URL, transport, clock, nonce, retry policy,
     sleep and random source are injectable."""
@@ -159,7 +209,8 @@ class V3Client:
         self.download_certificates = download_certificates
         self._refresh_lock = asyncio.Lock()
         self._refresh_interval = certificate_refresh_interval
-        self._last_miss: float | None = None  # when a download last lacked the wanted serial
+        self.refresh_limits = RefreshLimits(clock, certificate_refresh_interval)
+        self.downloads = 0  # certificate downloads made (metrics)
         self._no_certificates = False  # the last download listed none (a new merchant)
         self._base_path = urlsplit(base_url).path.rstrip("/")
         self._http = httpx.AsyncClient(
@@ -242,7 +293,11 @@ class V3Client:
     # --- trust ---------------------------------------------------------------------------
 
     async def _verify(
-        self, headers: HeaderSource, body: bytes, allow_refresh: bool = True
+        self,
+        headers: HeaderSource,
+        body: bytes,
+        allow_refresh: bool = True,
+        sender: str | None = None,
     ) -> SignedHeaders:
         signed = read_signed_headers(headers)
         try:
@@ -255,7 +310,7 @@ class V3Client:
                 ) from None
             if not (allow_refresh and self.download_certificates):
                 raise
-            await self.refresh_certificates(wanted=signed.serial)
+            await self.refresh_certificates(wanted=signed.serial, sender=sender)
             try:
                 verify_signed(signed, body, self.trust, now=self.now())
             except UnknownKeyError:
@@ -267,28 +322,29 @@ class V3Client:
                 raise
         return signed
 
-    def _refresh_throttled(self) -> bool:
-        last = self._last_miss
-        return last is not None and 0 <= self._clock() - last < self._refresh_interval
-
-    async def refresh_certificates(self, *, wanted: str | None = None) -> list[str]:
+    async def refresh_certificates(
+        self, *, wanted: str | None = None, sender: str | None = None
+    ) -> list[str]:
         """Download, decrypt and trust the platform certificates; their serials.
 
         The answer is decrypted first (only WeChat Pay and this merchant know the API v3 key),
         then its signature is checked with the certificates it brought plus those trusted.
         An empty list (a new merchant, public-key mode only) is answered with ``[]`` and
-        changes nothing. With ``wanted`` (an automatic refresh for an unknown serial) nothing
-        is downloaded while a previous download that lacked its serial is less than
-        ``certificate_refresh_interval`` seconds old: :class:`UnknownKeyError` instead.
+        changes nothing. With ``wanted`` (an automatic refresh for an unknown serial) and a
+        ``sender`` (a notification's source address; ``""`` when unknown) the download is made
+        only within :class:`RefreshLimits`, :class:`UnknownKeyError` otherwise. Without a
+        sender (an answer from the WeChat API itself, or the scheduled refresh) it is always
+        made; concurrent calls wait for one download and find its result.
         """
         async with self._refresh_lock:
             if wanted is not None and wanted in self.trust:
                 return list(self.trust.certificate_serials)
-            if wanted is not None and self._refresh_throttled():
-                raise UnknownKeyError(
-                    f"unknown serial {_shown(wanted)}; platform certificates were downloaded "
-                    f"less than {self._refresh_interval:g} s ago without it"
-                )
+            if wanted is not None and sender is not None:
+                refusal = self.refresh_limits.refusal(wanted, sender)
+                if refusal is not None:
+                    raise UnknownKeyError(refusal)
+                self.refresh_limits.triggered(sender)
+            self.downloads += 1
             request = certificates_request()
             response = await call_with_retry(
                 lambda: self._fetch_unverified(request),
@@ -302,7 +358,7 @@ class V3Client:
             if _lists_nothing(response.content):
                 self._no_certificates = True
                 if wanted is not None:
-                    self._last_miss = self._clock()
+                    self.refresh_limits.lacked(wanted)
                 # Nothing will be trusted; check the signature when its key is known.
                 if signed.serial in self.trust:
                     verify_signed(signed, response.content, self.trust, now=self.now())
@@ -316,7 +372,7 @@ class V3Client:
             serials = [self.trust.add_certificate(cert) for cert in certificates]
             self._no_certificates = False
             if wanted is not None and wanted not in serials:
-                self._last_miss = self._clock()
+                self.refresh_limits.lacked(wanted)
             log.info("trusted %d platform certificate(s)", len(serials))
             return serials
 
@@ -327,14 +383,16 @@ class V3Client:
         return await self._send_once(unsigned, allow_refresh=False)
 
     async def verify_notification(
-        self, headers: HeaderSource, body: bytes
+        self, headers: HeaderSource, body: bytes, *, sender: str = ""
     ) -> PaymentNotice | RefundNotice:
-        """Verify (refreshing certificates once for an unknown serial), decrypt, type."""
-        signed = await self._verify(headers, body)
+        """Verify (refreshing certificates once for an unknown serial, within the limits for
+        ``sender``: the source address), decrypt, type. A payment naming another merchant is
+        returned as it is: the domain compares it with the order (and raises the alert), as
+        for API v2; a refund naming another merchant is refused here."""
+        signed = await self._verify(headers, body, sender=sender)
         envelope = parse_envelope(body)
         resource = open_envelope(envelope, self._cipher)
         if isinstance(resource, Transaction):
-            self._check_merchant(resource.mchid)
             return PaymentNotice(envelope, resource, signed)
         if resource.mchid:
             self._check_merchant(resource.mchid)

@@ -404,6 +404,11 @@ class SqlStore(LifecycleStore):
     async def record_notification(self, received: ReceivedNotification) -> None:
         await self._run(self.record_notification_sync, received)
 
+    async def run_blocking(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a blocking database call where this store runs its own (issue 9's
+        housekeeping: refused bodies, retention pruning)."""
+        return await self._run(fn, *args)
+
     def alerts_sync(self) -> list[Event]:
         """Every alert event (operators and tests)."""
         with self.engine.begin() as conn:

@@ -104,4 +104,14 @@ notifications_received: Final = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("detail", sa.String(256), nullable=False),
+    # 0006: a body refused at the door is kept as its first bytes plus its size and SHA-256
+    # (NULL: ``body`` is the whole body as received); the sender's address
+    sa.Column("body_size", sa.Integer, nullable=True),
+    sa.Column("body_sha256", sa.String(64), nullable=True),
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Index("ix_notifications_received_received_at", "received_at"),
 )
+
+# 0006: what retention pruning looks up by age (scanpay.store.housekeeping)
+sa.Index("ix_events_created_at", events.c.created_at)
+sa.Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at)

@@ -24,7 +24,7 @@ from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
 from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.refunds import SqlRefundStore
-from scanpay.web import api, errors, events, notify, notify_v3, pages, shop_api
+from scanpay.web import api, errors, events, notify, notify_v3, operations, pages, shop_api
 from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
@@ -66,7 +66,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with lifecycle.running():  # the reconciler task (docs/operations.md)
+            # the reconciler task (docs/operations.md); pruning, certificate refresh (issue 9)
+            async with lifecycle.running(), housekeeper.running():
                 yield
         finally:
             await context.aclose()
@@ -103,6 +104,8 @@ def create_app(
     )
     for route in (*notify.ROUTES, *notify_v3.ROUTES):
         app.add_short_path(route.path, route.endpoint, notify_limit)
+    # issue 9: refusals, request ids, metrics, housekeeping (scanpay.web.operations)
+    housekeeper = operations.install(app, settings, store, hub, wechat, clock)
     return app
 
 

@@ -11,7 +11,7 @@ and any other method on those paths (405 as usual), takes FastAPI's ordinary way
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,6 +31,8 @@ class ScanpayApp(FastAPI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._short: dict[str, ASGIApp] = {}
+        # issue 9: request id, duration metric and access line around every HTTP request
+        self.observer: Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]] | None = None
 
     def add_short_path(self, path: str, endpoint: Endpoint, body_limit: int) -> None:
         """Serve ``POST path`` by ``endpoint`` ahead of the middleware stack. Call after the
@@ -54,6 +56,12 @@ class ScanpayApp(FastAPI):
         return self._short
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.observer is not None and scope["type"] == "http":
+            await self.observer(scope, receive, send, self._dispatch)
+            return
+        await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             lane = self._short.get(scope["path"])
             if lane is not None:

@@ -51,6 +51,10 @@ class ChangeHub:
         self._events.pop(order_id, None)
         self._seen.pop(order_id, None)
 
+    def open_streams(self) -> int:
+        """How many watchers (status streams) are open now (metrics)."""
+        return sum(self._watchers.values())
+
     def seen(self, order_id: str, seq: int) -> None:
         """A stream of ``order_id`` has read its events up to ``seq``."""
         if order_id in self._watchers:

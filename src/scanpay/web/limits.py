@@ -2,6 +2,7 @@
 
 The body is read up to the cap (Content-Length is checked first, chunked bodies are counted)
 and handed to the app in one piece; anything larger gets ``413`` and never reaches a route.
+The 413 is JSON, except on ``/notify/v2*``, where it is WeChat Pay's XML (``FAIL``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scanpay.wechat.v2.notify import ack_failure
 
 
 class BodyLimit:
@@ -25,7 +28,7 @@ class BodyLimit:
         limit = self.limit_for(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _too_large(send, limit)
+            await _too_large(send, limit, scope["path"])
             return
         chunks: list[bytes] = []
         size = 0
@@ -36,7 +39,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _too_large(send, limit)
+                await _too_large(send, limit, scope["path"])
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -64,17 +67,19 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    payload: dict[str, Any] = {
-        "error": {"code": "BODY_TOO_LARGE", "message": f"request body larger than {limit} bytes"}
-    }
-    body = json.dumps(payload).encode()
+async def _too_large(send: Send, limit: int, path: str) -> None:
+    message = f"request body larger than {limit} bytes"
+    if path.startswith("/notify/v2"):
+        body, media = ack_failure(message), b"text/xml"
+    else:
+        payload: dict[str, Any] = {"error": {"code": "BODY_TOO_LARGE", "message": message}}
+        body, media = json.dumps(payload).encode(), b"application/json"
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", media),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
             ],

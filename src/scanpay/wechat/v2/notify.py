@@ -18,6 +18,18 @@ from scanpay.wechat.v2.sign import sign_v2, verify_v2
 from scanpay.wechat.xmlcodec import dump_xml, parse_xml
 
 
+class ReportedFailure(MalformedMessageError):
+    """An authentic notification (signature verified) whose ``result_code`` is not SUCCESS:
+    WeChat reports a failed payment. It is acknowledged and recorded; nothing changes."""
+
+    code = "REPORTED_FAILURE"
+
+    def __init__(self, out_trade_no: str, err_code: str) -> None:
+        super().__init__("notification result_code is not SUCCESS")
+        self.out_trade_no = out_trade_no
+        self.err_code = err_code
+
+
 @dataclass(frozen=True)
 class PaymentNotification:
     status: OrderStatus
@@ -42,7 +54,7 @@ def verify_payment_notification(
     ):
         raise MalformedMessageError("notification names another merchant")
     if fields.get("result_code") != "SUCCESS":
-        raise MalformedMessageError("notification result_code is not SUCCESS")
+        raise ReportedFailure(fields.get("out_trade_no", ""), fields.get("err_code", ""))
     status = parse_order_query({**fields, "trade_state": TradeState.SUCCESS.value})
     if not status.transaction_id or status.total_fee is None:
         raise MalformedMessageError("notification lacks transaction_id or total_fee")

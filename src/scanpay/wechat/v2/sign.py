@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from scanpay.errors import MalformedMessageError, SignatureError
+from scanpay.errors import MalformedMessageError, MissingSignatureError, SignatureError
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.states import SignType
 
@@ -57,7 +57,7 @@ def verify_v2(
     """
     received = fields.get("sign", "")
     if not received:
-        raise SignatureError("message has no sign")
+        raise MissingSignatureError("message has no sign")
     if "sign_type" in fields or expected is None:
         sign_type = declared_sign_type(fields)
     else:
