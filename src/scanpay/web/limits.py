@@ -2,7 +2,8 @@
 
 The body is read up to the cap (Content-Length is checked first, chunked bodies are counted)
 and handed to the app in one piece; anything larger gets ``413`` and never reaches a route.
-The 413 is JSON, except on ``/notify/v2*``, where it is WeChat Pay's XML (``FAIL``).
+The 413 is JSON, on ``/notify/v2*`` WeChat Pay's XML (``FAIL``), on ``/notify/v3*`` WeChat's
+v3 failure answer (``{"code": "FAIL", ...}``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scanpay.wechat.v2.notify import ack_failure
+from scanpay.wechat.v3.notify import failure_body
 
 
 class BodyLimit:
@@ -71,6 +73,8 @@ async def _too_large(send: Send, limit: int, path: str) -> None:
     message = f"request body larger than {limit} bytes"
     if path.startswith("/notify/v2"):
         body, media = ack_failure(message), b"text/xml"
+    elif path.startswith("/notify/v3"):
+        body, media = failure_body(message), b"application/json"
     else:
         payload: dict[str, Any] = {"error": {"code": "BODY_TOO_LARGE", "message": message}}
         body, media = json.dumps(payload).encode(), b"application/json"
