@@ -94,16 +94,28 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _api_material(self) -> Settings:
         if self.api_version == "v2" and self.api_v2_key is None:
-            raise ValueError("api_version v2 needs api_v2_key")
+            raise ValueError("SCANPAY_API_V2_KEY: required when SCANPAY_API_VERSION is v2")
         if self.api_version == "v3":
             if self.api_v3_key is None:
-                raise ValueError("api_version v3 needs api_v3_key (32 characters)")
+                raise ValueError(
+                    "SCANPAY_API_V3_KEY: required (exactly 32 characters) when "
+                    "SCANPAY_API_VERSION is v3"
+                )
             if self.merchant_key_file is None and self.merchant_private_key is None:
-                raise ValueError("api_version v3 needs merchant_key_file or merchant_private_key")
+                raise ValueError(
+                    "SCANPAY_MERCHANT_KEY_FILE or SCANPAY_MERCHANT_PRIVATE_KEY: one is "
+                    "required when SCANPAY_API_VERSION is v3 (it signs requests)"
+                )
             if self.merchant_cert_file is None and self.merchant_serial_no is None:
-                raise ValueError("api_version v3 needs merchant_cert_file or merchant_serial_no")
+                raise ValueError(
+                    "SCANPAY_MERCHANT_CERT_FILE or SCANPAY_MERCHANT_SERIAL_NO: one is "
+                    "required when SCANPAY_API_VERSION is v3 (it names the signing key)"
+                )
         if (self.wechatpay_public_key_id is None) != (self.wechatpay_public_key_file is None):
-            raise ValueError("wechatpay_public_key_id and wechatpay_public_key_file go together")
+            raise ValueError(
+                "SCANPAY_WECHATPAY_PUBLIC_KEY_ID and SCANPAY_WECHATPAY_PUBLIC_KEY_FILE: "
+                "set both (public-key mode) or neither"
+            )
         return self
 
     @property

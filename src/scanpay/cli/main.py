@@ -16,6 +16,8 @@ COMMANDS: Final = {
     "serve": ("serve_cmd", "run the merchant service from configuration"),
     "simulator": ("simulator_cmd", "run the local WeChat Pay simulator"),
     "pay": ("pay_cmd", "act as the shopper's phone against a simulator"),
+    # issue 9
+    "check-config": ("check_config_cmd", "validate a configuration and make one signed call"),
 }
 
 

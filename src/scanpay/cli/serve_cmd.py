@@ -36,10 +36,26 @@ def load_settings(env_file: Path | None) -> Settings:
             return Settings(_env_file=env_file)  # type: ignore[call-arg]
         return Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
-        names = ", ".join(
-            "SCANPAY_" + str(err["loc"][0]).upper() for err in exc.errors() if err["loc"]
-        )
-        raise ConfigurationError(f"invalid or missing settings: {names}") from None
+        raise ConfigurationError("invalid settings: " + explain(exc)) from None
+
+
+def explain(exc: SettingsError) -> str:
+    """Each problem as ``SCANPAY_NAME: why`` (never the value given)."""
+    problems: list[str] = []
+    for err in exc.errors():
+        why = str(err["msg"]).removeprefix("Value error, ")
+        kind, ctx = err["type"], err.get("ctx") or {}
+        if kind == "missing":
+            why = "required, not set"
+        elif kind in ("too_short", "string_too_short"):
+            why = f"must be at least {ctx.get('min_length')} character(s) long"
+        elif kind in ("too_long", "string_too_long"):
+            why = f"must be at most {ctx.get('max_length')} character(s) long"
+        if err["loc"]:
+            problems.append(f"SCANPAY_{str(err['loc'][0]).upper()}: {why}")
+        else:
+            problems.append(why)
+    return "; ".join(problems)
 
 
 def run(args: argparse.Namespace) -> int:
