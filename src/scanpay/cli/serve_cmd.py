@@ -7,7 +7,6 @@ dotenv file (see docs/service.md). The schema is upgraded to the latest migratio
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 import uvicorn
@@ -15,6 +14,7 @@ from pydantic import ValidationError as SettingsError
 
 from scanpay.config import Settings
 from scanpay.errors import ConfigurationError
+from scanpay.observability import logs
 from scanpay.web.app import create_app
 
 
@@ -59,15 +59,17 @@ def explain(exc: SettingsError) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    app = create_app(load_settings(args.env_file))
+    settings = load_settings(args.env_file)
+    # one stream (stderr) for scanpay's lines, its access line and uvicorn's own (issue 9)
+    logs.configure(settings.log_format, args.log_level)
+    app = create_app(settings)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=None,
+        access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=5,
     )

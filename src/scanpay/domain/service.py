@@ -209,8 +209,9 @@ class PaymentService:
                 if settled.verdict is ReportVerdict.APPLIED and settled.order_id is not None:
                     self._on_change(settled.order_id)
                     if receipt is None:  # notification handlers log their own line
-                        log.info("order paid order=%s out_trade_no=%s",
-                                 settled.order_id, report.out_trade_no)  # fmt: skip
+                        log.info("order paid order=%s out_trade_no=%s source=%s",
+                                 settled.order_id, report.out_trade_no,
+                                 report.source.value)  # fmt: skip
                 return settled
         outcome = await self._apply(report, meaning)
         if receipt is not None:
@@ -242,8 +243,9 @@ class PaymentService:
                 },
             )
             self._on_change(attempt.order_id)
-            log.warning("payment report rejected out_trade_no=%s reason=%s",
-                        report.out_trade_no, mismatch)  # fmt: skip
+            if not report.source.value.startswith("notification"):  # those log their own line
+                log.warning("payment report rejected out_trade_no=%s reason=%s source=%s",
+                            report.out_trade_no, mismatch, report.source.value)  # fmt: skip
             return ReportOutcome(ReportVerdict.REJECTED, mismatch, attempt.order_id)
         trigger = trigger_for(meaning)
         if trigger is None:
@@ -255,7 +257,8 @@ class PaymentService:
             applied = await self._pay(order.id, trigger, report, attempt)
             if applied is not None and applied.event is not None:
                 self._on_change(order.id)
-                log.info("order paid order=%s out_trade_no=%s", order.id, report.out_trade_no)
+                log.info("order paid order=%s out_trade_no=%s source=%s",
+                         order.id, report.out_trade_no, report.source.value)  # fmt: skip
                 return ReportOutcome(ReportVerdict.APPLIED, trigger.value, order.id)
             order = await self.store.get_order(order.id)
         # Not applied: either a concurrent duplicate of this very attempt won (the attempt is

@@ -43,8 +43,8 @@ NOTIFICATIONS: Final = Counter(
 )
 TRANSITIONS: Final = Counter(
     "scanpay_order_transitions",
-    "Order status changes, by source (notification, query, expiry, shop) and new status.",
-    ("source", "status"),
+    "Order status changes, by source (notification, query, expiry, shop, refund) and trigger.",
+    ("source", "trigger"),
     registry=None,
 )
 WECHAT_CALLS: Final = Histogram(

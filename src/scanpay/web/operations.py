@@ -29,9 +29,10 @@ from scanpay.config import Settings
 from scanpay.errors import ScanpayError
 from scanpay.observability import metrics
 from scanpay.observability.http import RequestObserver
+from scanpay.observability.transitions import watch_store
 from scanpay.observability.wechat_calls import instrument
 from scanpay.store.housekeeping import Retention, prune
-from scanpay.store.sql import SqlStore
+from scanpay.store.refunds import SqlRefundStore
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
 from scanpay.web.refusals import Doorkeeper, SourceLimiter, parse_networks
@@ -55,7 +56,7 @@ class Housekeeper:
     def __init__(
         self,
         settings: Settings,
-        store: SqlStore,
+        store: SqlRefundStore,
         v3: V3Client | None,
         clock: Callable[[], datetime],
         registry: CollectorRegistry,
@@ -126,7 +127,7 @@ class Housekeeper:
 def install(
     app: ScanpayApp,
     settings: Settings,
-    store: SqlStore,
+    store: SqlRefundStore,
     hub: ChangeHub,
     wechat: WeChatClients,
     clock: Callable[[], datetime],
@@ -136,6 +137,7 @@ def install(
     )
     app.state.doorkeeper = Doorkeeper(store, limiter, settings.notify_refused_body_bytes, clock)
     app.observer = RequestObserver(app.short_paths)
+    watch_store(store)
     for client in (wechat.v2, wechat.v3):
         if client is not None:
             instrument(client)
