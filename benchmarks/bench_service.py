@@ -2,7 +2,12 @@
 and v3, SQLite) beside the same server's rate on an empty endpoint, and the time from a
 notification being sent to the status stream (SSE) delivering "paid".
 
-Run: ``.venv/bin/python benchmarks/bench_service.py`` (about a minute) or ``--quick``.
+Run: ``.venv/bin/python benchmarks/bench_service.py`` (about two minutes) or ``--quick``.
+``--observability on off`` (the default: both) runs each API twice: *off* = text logs and
+``SCANPAY_OBSERVE_REQUESTS=false`` (no request ids, access lines or HTTP/WeChat call
+metrics); *on* = ``SCANPAY_LOG_FORMAT=json``, request observation and ``/metrics`` served
+(scraped once per phase). The last lines give the service CPU per notification that
+observability adds (issue 9's goal: at most 10 %).
 
 Method (issue 5's benchmark; loopback only, bounded in count and time):
 
@@ -72,6 +77,7 @@ from scanpay.wechat.v3.verify import sign_response
 ROOT = Path(__file__).resolve().parent.parent
 SCANPAY = Path(sys.executable).with_name("scanpay")
 SHOP_KEY = "bench-shop-key-" + "0" * 16
+METRICS_TOKEN = "bench-metrics-token-" + "0" * 16
 HOST = "127.0.0.1"
 BEIJING_OFFSET_SECONDS = 8 * 3600
 
@@ -347,7 +353,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 # ---- one phase per API version -----------------------------------------------------------
 
 
-def service_env(folder: Path, creds: MerchantCredentials, sim_url: str, api: str) -> Path:
+def service_env(
+    folder: Path, creds: MerchantCredentials, sim_url: str, api: str, observe: str = "off"
+) -> Path:
     values = {
         "SCANPAY_DATABASE_URL": f"sqlite:///{folder / f'shop-{api}.sqlite3'}",
         "SCANPAY_SHOP_API_KEY": SHOP_KEY,
@@ -358,6 +366,11 @@ def service_env(folder: Path, creds: MerchantCredentials, sim_url: str, api: str
         "SCANPAY_RECONCILER_ENABLED": "false",
         "SCANPAY_API_VERSION": api,
     }
+    if observe == "on":
+        values |= {"SCANPAY_LOG_FORMAT": "json", "SCANPAY_OBSERVE_REQUESTS": "true",
+                   "SCANPAY_METRICS_TOKEN": METRICS_TOKEN}  # fmt: skip
+    else:
+        values |= {"SCANPAY_LOG_FORMAT": "text", "SCANPAY_OBSERVE_REQUESTS": "false"}
     if api == "v3":
         key_file = folder / "apiclient_key.pem"
         key_file.write_text(creds.merchant_private_key_pem.reveal())
@@ -370,7 +383,7 @@ def service_env(folder: Path, creds: MerchantCredentials, sim_url: str, api: str
             "SCANPAY_WECHATPAY_PUBLIC_KEY_ID": creds.wechatpay_public_key_id,
             "SCANPAY_WECHATPAY_PUBLIC_KEY_FILE": str(public_file),
         }
-    path = folder / f"service-{api}.env"
+    path = folder / f"service-{api}-{observe}.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(0o600)
     return path
@@ -379,6 +392,7 @@ def service_env(folder: Path, creds: MerchantCredentials, sim_url: str, api: str
 @dataclass(frozen=True)
 class PhaseResult:
     api: str
+    observe: str
     ceiling: float
     rate: float
     notifications: int
@@ -424,18 +438,24 @@ def median_or_none(values: Sequence[float | None]) -> float | None:
 
 
 async def phase(
-    api: str, args: argparse.Namespace, folder: Path, sim_url: str, build: Notifications
+    api: str,
+    args: argparse.Namespace,
+    folder: Path,
+    sim_url: str,
+    build: Notifications,
+    observe: str = "off",
 ) -> PhaseResult:
     port = free_port()
     base = f"http://{HOST}:{port}"
-    env_file = service_env(folder, build.creds, sim_url, api)
+    env_file = service_env(folder, build.creds, sim_url, api, observe)
     env_file.write_text(env_file.read_text() + f"SCANPAY_PUBLIC_BASE_URL={base}\n")
     command = [str(SCANPAY), "serve", "--host", HOST, "--port", str(port)]
     if args.py_spy:  # profile the service: collapsed stacks for flame graphs
         spy = Path(sys.executable).with_name("py-spy")
         command = [str(spy), "record", "--format", "raw", "--rate", "250",
                    "-o", f"{args.py_spy}-{api}.txt", "--", *command]  # fmt: skip
-    process = start([*command, "--env-file", str(env_file)], folder / f"service-{api}.log",
+    process = start([*command, "--env-file", str(env_file)],
+                    folder / f"service-{api}-{observe}.log",
                     f"{base}/healthz")  # fmt: skip
     try:
         orders = await create_orders(base, args.orders + args.latency_orders)
@@ -465,9 +485,15 @@ async def phase(
                 if status != "paid":
                     raise RuntimeError(f"order {order.id} is {status} after its notification")
         latencies = await stream_latency(base, port, followed, build, api)
+        if observe == "on":  # the metrics are there and count what was sent
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+                scraped = (await http.get("/metrics", headers=auth)).text
+            if f'api="{api}-payment",outcome="applied"' not in scraped:
+                raise RuntimeError("/metrics does not count the notifications")
         ceiling = max(h.rate for h in healths)
         return PhaseResult(
-            api, ceiling, rate, len(answers), latencies, paired,
+            api, observe, ceiling, rate, len(answers), latencies, paired,
             median_or_none([h.cpu_ms for h in healths]),
             median_or_none([run.cpu_ms for run in runs]),
         )  # fmt: skip
@@ -486,7 +512,11 @@ async def main_async(args: argparse.Namespace) -> list[PhaseResult]:
                     folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
         try:
             build = Notifications(creds, keys)
-            return [await phase(api, args, folder, sim_url, build) for api in args.api]
+            return [
+                await phase(api, args, folder, sim_url, build, observe)
+                for api in args.api
+                for observe in args.observability
+            ]
         finally:
             stop(sim)
 
@@ -502,6 +532,8 @@ def main() -> int:
     parser.add_argument("--api", nargs="+", default=["v2", "v3"], choices=["v2", "v3"])
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts")
     parser.add_argument("--py-spy", metavar="PREFIX", help="run the service under py-spy record")
+    parser.add_argument("--observability", nargs="+", default=["off", "on"],
+                        choices=["off", "on"], help="JSON logs, request metrics")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.orders, args.latency_orders, args.seconds = 100, 20, 10.0
@@ -511,7 +543,8 @@ def main() -> int:
         f"{args.orders} notifications and {args.latency_orders} streams per API, "
         f"{args.concurrency} connections"
     )
-    print(f"{'api':<4} {'ceiling req/s':>14} {'notify/s':>9} {'ratio':>6} {'paired':>17}  "
+    print(f"{'api':<4} {'obs':<3} {'ceiling req/s':>14} {'notify/s':>9} {'ratio':>6} "
+          f"{'paired':>17}  "
           f"{'CPU ms/req: healthz':>19} {'notify':>7} {'ratio':>6}   "
           f"{'stream p50':>10} {'p90':>6} {'p99':>6} {'max':>6}  (ms)")  # fmt: skip
     for r in results:
@@ -523,11 +556,20 @@ def main() -> int:
         else:
             cpu = f"{'(under py-spy)':>34}"
         print(
-            f"{r.api:<4} {r.ceiling:>14.0f} {r.rate:>9.0f} {r.rate / r.ceiling:>6.2f} "
+            f"{r.api:<4} {r.observe:<3} {r.ceiling:>14.0f} {r.rate:>9.0f} "
+            f"{r.rate / r.ceiling:>6.2f} "
             f"{paired:>17}  {cpu}   "
             f"{statistics.median(lat):>10.1f} {percentile(lat, 90):>6.1f} "
             f"{percentile(lat, 99):>6.1f} {max(lat):>6.1f}"
         )
+    by_key = {(r.api, r.observe): r for r in results}
+    for api in args.api:
+        off, on = by_key.get((api, "off")), by_key.get((api, "on"))
+        if off is None or on is None or off.cpu_notify_ms is None or on.cpu_notify_ms is None:
+            continue
+        added = on.cpu_notify_ms / off.cpu_notify_ms - 1
+        print(f"# {api}: observability adds {on.cpu_notify_ms - off.cpu_notify_ms:.3f} ms CPU "
+              f"per notification ({added:+.1%}; goal <= +10%)")  # fmt: skip
     return 0
 
 

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_token: SecretStr | None = Field(default=None, min_length=16)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    observe_requests: bool = True  # request ids, access lines, HTTP and WeChat call metrics
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

@@ -82,6 +82,8 @@ MEANINGS: Final[dict[str, str]] = {
     "log_format": "`text` (a terminal) or `json` (one object per line)",
     "metrics_token": "bearer token for `GET /metrics` (without it, /metrics answers 404)",
     "metrics_port": "without a token: serve metrics on 127.0.0.1 at this port",
+    "observe_requests": "request ids, one access line per request, HTTP and WeChat call "
+    "metrics (off: only the notification lines and counters)",
 }
 
 

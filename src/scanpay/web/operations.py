@@ -136,11 +136,12 @@ def install(
         settings.notify_refusals_per_minute, parse_networks(settings.notify_allow_list)
     )
     app.state.doorkeeper = Doorkeeper(store, limiter, settings.notify_refused_body_bytes, clock)
-    app.observer = RequestObserver(app.short_paths)
     watch_store(store)
-    for client in (wechat.v2, wechat.v3):
-        if client is not None:
-            instrument(client)
+    if settings.observe_requests:
+        app.observer = RequestObserver(app.short_paths)
+        for client in (wechat.v2, wechat.v3):
+            if client is not None:
+                instrument(client)
     collector = metrics.ServiceCollector(store.engine, clock, hub.open_streams)
     registry = metrics.build_registry(collector)
     app.state.metrics_registry = registry
