@@ -125,6 +125,7 @@ async def test_metrics_after_a_scripted_flow(shop: Shop) -> None:
     assert after[key("scanpay_status_streams_open")] == 0
     assert after[key("scanpay_reconciler_backlog")] == 0  # the closed order needs no query
     assert key("scanpay_reconciler_lag_seconds") in after
+    assert after[key("scanpay_refunds_unfinished")] == 0
     # ids never become labels
     assert not any(order["out_trade_no"] in str(labels) for _, labels in after)
 

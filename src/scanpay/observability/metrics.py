@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from scanpay.store.refunds import refunds
 from scanpay.store.tables import payment_attempts
 
 HTTP_BUCKETS: Final = (
@@ -75,7 +76,8 @@ _OPEN = ("creating", "active")
 
 
 class ServiceCollector(Collector):
-    """Read at scrape time: reconciler backlog and lag (from the database), open streams."""
+    """Read at scrape time: reconciler backlog and lag, unfinished refunds (from the
+    database), open status streams."""
 
     def __init__(
         self,
@@ -106,6 +108,21 @@ class ServiceCollector(Collector):
             "scanpay_reconciler_lag_seconds",
             "How long the oldest due payment attempt has waited for its query.",
             value=lag,
+        )
+        unfinished = sa.select(sa.func.count(), sa.func.min(refunds.c.created_at)).where(
+            refunds.c.status.in_(("submitting", "processing", "abnormal"))
+        )
+        with self._engine.connect() as conn:
+            pending, oldest_refund = conn.execute(unfinished).one()
+        yield GaugeMetricFamily(
+            "scanpay_refunds_unfinished",
+            "Refunds submitting, processing or abnormal (not settled yet).",
+            value=float(pending),
+        )
+        yield GaugeMetricFamily(
+            "scanpay_refund_oldest_unfinished_age_seconds",
+            "Age of the oldest unfinished refund (0 when there is none).",
+            value=0.0 if oldest_refund is None else max(0.0, (now - oldest_refund).total_seconds()),
         )
         yield GaugeMetricFamily(
             "scanpay_status_streams_open",
