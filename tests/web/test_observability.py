@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,6 +21,7 @@ from scanpay.simulator import generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from tests.web.conftest import SHOP_KEY, SettingsFactory, Shop
 from tests.web.test_hostile_classes import CASES, v2_builder, v3_builder
+from tests.web.test_rotation_under_attack import free_port
 from tests.web.v3kit import open_shop
 
 TOKEN = "metrics-token-0123456789"
@@ -185,3 +187,24 @@ async def test_json_lines_have_the_same_keys_for_v2_and_v3(
     text = json_lines.getvalue()
     for secret in secrets_seen:
         assert secret not in text
+
+
+async def test_metrics_on_a_loopback_port_without_a_token(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    credentials: tuple[MerchantCredentials, SimulatorKeys],
+) -> None:
+    port = free_port()
+
+    def on_port(**overrides: Any) -> Any:
+        return make_settings(metrics_port=port, **overrides)
+
+    async for shop in open_shop(on_port, tmp_path, credentials, "v2"):
+        assert (await shop.http.get("/metrics")).status_code == 404  # not on the service
+        await shop.http.post("/notify/v2", content=b"junk", headers={"Content-Type": "text/xml"})
+        async with shop.app.router.lifespan_context(shop.app), httpx.AsyncClient() as http:
+            answer = await http.get(f"http://127.0.0.1:{port}/metrics")
+        assert answer.status_code == 200
+        found = samples(answer.text)
+        assert found[key("scanpay_notifications_total", api="v2-payment", outcome="malformed")]
+        assert key("scanpay_reconciler_backlog") in found
