@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     reconciler_poll_seconds: float = Field(default=1.0, gt=0)
     reconciler_lease_seconds: float = Field(default=60.0, gt=0)
     reconciler_batch: int = Field(default=50, ge=1, le=1000)
+    # cashier pages (issue 10, docs/configuration.md): language, who is paid, return to shop
+    default_locale: Literal["zh-CN", "en"] = "zh-CN"
+    merchant_name: str = Field(default="scanpay", min_length=1, max_length=64)
+    merchant_logo_url: str | None = Field(default=None, pattern=r"^(https?://|/)\S+$")
+    checkout_return_seconds: int = Field(default=8, ge=1, le=10)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod
