@@ -82,6 +82,7 @@ def error_page(request: Request, status_code: int, code: str = "") -> Response:
         request,
         "error.html",
         status_code=status_code,
+        error_status=status_code,
         locale=locale,
         title=pages.translate(locale, title),
         message=pages.translate(locale, message),
