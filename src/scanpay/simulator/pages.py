@@ -83,11 +83,11 @@ def texts(locale: str) -> Callable[[str], str]:
 
 def _page(title: str, inner: str, *, wide: bool = False, locale: str = "en") -> str:
     _ = texts(locale)
+    bar = escape(_("WeChat Pay (simulator)"))
     body = (
         f'<div class="bar">scanpay WeChat Pay simulator</div><main class="wide">{inner}</main>'
         if wide
-        else f'<div class="phone"><div class="bar">{escape(_("WeChat Pay (simulator)"))}</div>'
-        f"<main>{inner}</main></div>"
+        else f'<div class="phone"><div class="bar">{bar}</div><main>{inner}</main></div>'
     )
     return (
         f'<!doctype html><html lang="{escape(locale)}"><head><meta charset="utf-8">'
@@ -105,6 +105,8 @@ def scan_page(order: Order, merchant_name: str, locale: str = "en") -> str:
     """Confirm-to-pay screen for one payable order."""
     _ = texts(locale)
     number = _("Order %(number)s") % {"number": order.out_trade_no}
+    pay, cancel, other = escape(_("Pay")), escape(_("Cancel")), escape(_("Other outcomes"))
+    short = escape(_("Insufficient balance"))
     return _page(
         _("Confirm payment"),
         '<div class="card">'
@@ -115,11 +117,11 @@ def scan_page(order: Order, merchant_name: str, locale: str = "en") -> str:
         '<form method="post" action="scan">'
         f'<input type="hidden" name="code_url" value="{escape(order.code_url)}">'
         f'<input type="hidden" name="lang" value="{escape(locale)}">'
-        f'<button id="pay" type="submit" name="outcome" value="success">{escape(_("Pay"))}</button>'
-        f'<button id="cancel" type="submit" name="outcome" value="cancel">{escape(_("Cancel"))}'
-        f"</button><details><summary>{escape(_('Other outcomes'))}</summary>"
+        f'<button id="pay" type="submit" name="outcome" value="success">{pay}</button>'
+        f'<button id="cancel" type="submit" name="outcome" value="cancel">{cancel}'
+        f"</button><details><summary>{other}</summary>"
         '<button id="insufficient-balance" type="submit" name="outcome" '
-        f'value="insufficient_balance">{escape(_("Insufficient balance"))}</button>'
+        f'value="insufficient_balance">{short}</button>'
         '<p class="hint">'
         + escape(_("The payment fails; the order stays unpaid and can be paid later."))
         + '</p><button id="user-paying" type="submit" name="outcome" value="user_paying">'
