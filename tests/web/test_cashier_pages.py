@@ -166,8 +166,8 @@ async def test_paid_page_has_the_receipt(shop: Shop) -> None:
     await shop.sim.deliver_due_notifications()
     html = (await shop.http.get(f"/checkout/{order['id']}")).text
     assert paid.transaction_id
-    assert f'id="receipt-transaction-id" translate="no">{paid.transaction_id}<' in html
-    assert f'id="receipt-out-trade-no" translate="no">{order["out_trade_no"]}<' in html
+    assert f'id="receipt-transaction-id" class="mono" translate="no">{paid.transaction_id}<' in html
+    assert f'id="receipt-out-trade-no" class="mono" translate="no">{order["out_trade_no"]}<' in html
     assert 'id="receipt-amount">¥19.99<' in html
     assert re.search(r'id="receipt-paid-at">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d（北京时间）<', html)
     state = (await shop.http.get(f"/checkout/{order['id']}/qr?lang=en")).json()
