@@ -29,6 +29,7 @@ DOCS: Final = Path(__file__).resolve().parents[2] / "docs"
 WINDOW: Final = 400  # --payment-window: the QR's life in seconds
 DESKTOP: Final = ViewportSize(width=1280, height=800)
 PHONE: Final = ViewportSize(width=390, height=844)
+RETURN_SECONDS: Final = "5"  # SCANPAY_CHECKOUT_RETURN_SECONDS for the demo (8 by default)
 SHOTS: Final = os.environ.get("SCANPAY_WRITE_SCREENSHOTS") == "1"
 
 # Visible text (and accessible names) outside translate="no" / other-language parts, with
@@ -81,7 +82,7 @@ LOWEST_CONTRAST: Final = """() => {
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    env = {"SCANPAY_CHECKOUT_RETURN_SECONDS": "2"}
+    env = {"SCANPAY_CHECKOUT_RETURN_SECONDS": RETURN_SECONDS}
     with run_demo(
         tmp_path_factory.mktemp("cashier"), "--payment-window", str(WINDOW), env=env
     ) as demo:
@@ -93,8 +94,23 @@ def new_page(browser: Browser, locale: str, viewport: ViewportSize) -> tuple[Bro
     return context, context.new_page()
 
 
-def check_page(page: Page, locale: str, where: str, *, live_regions: int = 0) -> None:
-    """What every page and state must satisfy, beyond its own content."""
+def check_page(
+    page: Page, locale: str, where: str, *, live_regions: int = 0, flip: bool = True
+) -> None:
+    """What every page and state must satisfy, beyond its own content; with ``flip``, at the
+    other viewport too (desktop <-> phone), so every state is seen at both sizes."""
+    _check_page(page, locale, where, live_regions)
+    if flip:
+        size = page.viewport_size
+        assert size is not None
+        page.set_viewport_size(PHONE if size["width"] > PHONE["width"] else DESKTOP)
+        try:
+            _check_page(page, locale, f"{where}, other viewport", live_regions)
+        finally:
+            page.set_viewport_size(size)
+
+
+def _check_page(page: Page, locale: str, where: str, live_regions: int) -> None:
     assert page.evaluate("document.documentElement.lang") == locale, where
     assert_accessible(page, f"{where} ({locale})")
     assert page.locator("main").count() == 1, where
@@ -141,7 +157,7 @@ def test_shop_unpaid_checkout_and_404(
 ) -> None:
     context, page = new_page(browser, locale, viewport)
     page.goto(shop.shop_url + "/")
-    check_page(page, locale, "shop")
+    check_page(page, locale, "shop", flip=False)
     label = "使用微信支付购买" if locale == "zh-CN" else "Buy with WeChat Pay"
     expect(page.locator("#buy")).to_have_text(label)
     page.click("#buy")
@@ -177,7 +193,12 @@ def test_shop_unpaid_checkout_and_404(
         assert page.evaluate("navigator.clipboard.readText()") == page.url.split("?")[0]
     else:
         expect(small).to_be_hidden()
-    check_page(page, locale, "checkout, unpaid", live_regions=1)
+    check_page(page, locale, "checkout, unpaid", live_regions=1, flip=False)
+    if viewport is PHONE:  # the whole phone range fits without horizontal scrolling
+        for width in (360, 430):
+            page.set_viewport_size(ViewportSize(width=width, height=800))
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.set_viewport_size(PHONE)
     if SHOTS:  # README and docs: zh-CN desktop and phone, English desktop
         name = {"zh-CN": "checkout", "en": "checkout-en"}[locale]
         suffix = "-phone" if viewport is PHONE else ""
@@ -190,7 +211,7 @@ def test_shop_unpaid_checkout_and_404(
     assert missing.status == 404
     title = "订单不存在" if locale == "zh-CN" else "Order not found"
     expect(page.locator("h1")).to_have_text(title)
-    check_page(page, locale, "404")
+    check_page(page, locale, "404", flip=False)
     context.close()
 
 
@@ -243,15 +264,29 @@ def test_paid_receipt_focus_and_return(
     )
     expect(page.locator("#return-link")).to_be_visible()
     assert page.locator("#qr svg").count() == 0
-    check_page(page, locale, "checkout, paid", live_regions=1)
-    if SHOTS and locale == "zh-CN":
-        page.screenshot(path=str(DOCS / "checkout-paid.png"), full_page=True)
-    # then back to the shop by itself (SCANPAY_CHECKOUT_RETURN_SECONDS=2 here; 8 by default)
-    page.wait_for_url(shop.shop_url + "/", timeout=10_000)
-    expect(page.locator("#buy")).to_be_visible()
-    # a paid checkout opened later shows the receipt as rendered by the server
-    page.goto(f"{shop.shop_url}/checkout/{order['id']}")
-    expect(page.locator("#receipt-transaction-id")).to_have_text(transaction_id)
+    checkout_url = f"{shop.shop_url}/checkout/{order['id']}"
+    if locale == "zh-CN":
+        if SHOTS:
+            page.screenshot(path=str(DOCS / "checkout-paid.png"), full_page=True)
+        # the return's time limit can be turned off; then the checks at leisure
+        page.click("#stay")
+        expect(page.locator("#return-note")).to_be_hidden()
+        left = page.locator("#return-seconds").text_content()
+        check_page(page, locale, "checkout, paid", live_regions=1)
+        page.wait_for_timeout(1200)  # the countdown (one step a second) has stopped
+        assert page.locator("#return-seconds").text_content() == left
+        assert page.url == checkout_url
+        page.click("#return-link")
+        page.wait_for_url(shop.shop_url + "/")
+    else:
+        # back to the shop by itself (SCANPAY_CHECKOUT_RETURN_SECONDS here; 8 by default)
+        page.wait_for_url(shop.shop_url + "/", timeout=10_000)
+        expect(page.locator("#buy")).to_be_visible()
+        # a paid checkout opened later shows the receipt as rendered by the server
+        page.goto(checkout_url)
+        expect(page.locator("#receipt-transaction-id")).to_have_text(transaction_id)
+        page.click("#stay")
+        check_page(page, locale, "checkout, paid (reopened)", live_regions=1)
     context.close()
 
 

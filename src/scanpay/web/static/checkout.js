@@ -77,13 +77,21 @@
 
   function startReturn() {
     if (!returnUrl) { return; }
-    var left = returnSeconds, out = $("return-seconds");
+    var left = returnSeconds, out = $("return-seconds"), timer = null, stay = $("stay");
     var step = function () {
       if (out) { out.textContent = String(left); }
       if (left <= 0) { window.location.assign(returnUrl); return; }
       left -= 1;
-      setTimeout(step, 1000);
+      timer = setTimeout(step, 1000);
     };
+    if (stay) {  // the time limit can be turned off (WCAG 2.2.1)
+      stay.addEventListener("click", function () {
+        if (timer) { clearTimeout(timer); timer = null; }
+        $("return-note").hidden = true;
+        stay.hidden = true;
+        $("return-link").focus();
+      });
+    }
     step();
   }
 
