@@ -12,7 +12,8 @@ simulator's phone page, later the operator console):
 - **Catalogues** — gettext ``.po`` files in ``locales/<ll_CC>/LC_MESSAGES/<domain>.po`` next to
   this module, read with Babel at start-up and compiled in memory (no ``.mo`` build step, no
   binary file in the repository). English is the source language: its ``msgid`` texts are
-  shown as they are. :func:`translations` caches one catalogue per (domain, locale).
+  shown as they are. :func:`translations` caches one catalogue per (domain, locale); for
+  texts made in Python, ``translations(domain, locale).gettext("...")``.
 - **Jinja** — :func:`make_environments` builds one Jinja environment per locale with
   ``jinja2.ext.i18n`` installed (new-style gettext: ``{{ _("Paid %(n)s", n=x) }}``,
   autoescaped) and the filters ``money`` (fen -> "¥12.50" / "CN¥12.50", Babel's currency
@@ -188,8 +189,3 @@ def make_environment(loader: BaseLoader, *, domain: str, locale: str) -> Environ
 def make_environments(loader: BaseLoader, *, domain: str) -> Mapping[str, Environment]:
     """``{locale: environment}`` for every supported locale."""
     return {locale: make_environment(loader, domain=domain, locale=locale) for locale in LOCALES}
-
-
-def gettext_for(domain: str, locale: str) -> gettext.NullTranslations:
-    """For texts made in Python (not in a template): ``gettext_for(d, l).gettext("...")``."""
-    return translations(domain, locale)

@@ -338,6 +338,3 @@ async def checkout_qr(order_id: str, request: Request) -> JSONResponse:
 async def favicon(request: Request) -> RedirectResponse:
     url = templates_of(request).assets.url("favicon.svg")
     return RedirectResponse(url, status_code=301, headers={"Cache-Control": "max-age=86400"})
-
-
-__all__ = ["CSP", "STATUS_TEXT", "QrState", "Receipt", "make_environment", "page", "router"]

@@ -1,7 +1,7 @@
 // The checkout page, kept current without reloads (scanpay.web.pages describes the faces).
 // - Status: a Server-Sent Events stream read with fetch, so a reconnect can send Last-Event-ID
 //   and resume where it stopped. A dropped stream is followed by a status check and a new
-//   stream (retries every 0.5-2 s); while the service cannot be reached, "connection lost"
+//   stream (retries every 0.5-1.5 s); while the service cannot be reached, "connection lost"
 //   shows. The page re-checks at once when the network ("online") or the tab comes back.
 // - QR: a countdown from the server's remaining time; when it runs out, or the stream reports
 //   an attempt change, GET /checkout/{id}/qr (which replaces an expired attempt) and swap the
@@ -269,7 +269,7 @@
         if (reachable) { connect(); } else { retry(); }
       });
     }, now ? 0 : retryMs);
-    retryMs = Math.min(retryMs * 2, 2000);
+    retryMs = Math.min(retryMs * 2, 1500);
   }
 
   function poll() {  // only for browsers without streaming fetch
