@@ -207,3 +207,25 @@ async def test_static_files_are_fingerprinted_cached_and_compressed(shop: Shop) 
     svg = await raw.get(icon.headers["location"])
     assert svg.headers["content-type"] == "image/svg+xml"
     assert svg.content.startswith(b"<svg")
+
+
+def test_demo_payment_window_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scanpay.cli import demo_cmd
+    from scanpay.cli.main import build_parser, main
+
+    args = build_parser().parse_args(["demo", "--payment-window", "420"])
+    assert args.payment_window == 420
+    assert main(["demo", "--payment-window", "100", "--data-dir", str(tmp_path)]) == 2
+    assert "360 to 7200" in capsys.readouterr().out
+    sim, app = demo_cmd.build(tmp_path, "127.0.0.1", 1, 2, payment_window=420)
+    try:
+        settings = app.state.scanpay.settings
+        assert settings.payment_window_seconds == 420
+        assert settings.merchant_name == demo_cmd.DEMO_MERCHANT
+        # one clock: the service reads the simulator's
+        before = app.state.scanpay.service.now()
+        sim.clock.advance(3600)
+        assert (app.state.scanpay.service.now() - before).total_seconds() >= 3600
+    finally:
+        sim.close()
+        app.state.scanpay.store.close()

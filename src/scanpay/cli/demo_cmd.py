@@ -120,10 +120,10 @@ async def serve(
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.payment_window is not None and not 360 <= args.payment_window <= 7200:
         print("scanpay demo: --payment-window must be 360 to 7200 seconds", flush=True)
         return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(
         serve(
             args.data_dir.resolve(),
