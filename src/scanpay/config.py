@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(default=None, min_length=16)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     observe_requests: bool = True  # request ids, access lines, HTTP and WeChat call metrics
+    # cashier pages (issue 10, docs/configuration.md): language, who is paid, return to shop
+    default_locale: Literal["zh-CN", "en"] = "zh-CN"
+    merchant_name: str = Field(default="scanpay", min_length=1, max_length=64)
+    merchant_logo_url: str | None = Field(default=None, pattern=r"^(https?://|/)\S+$")
+    checkout_return_seconds: int = Field(default=8, ge=1, le=10)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,9 @@ class Demo:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
+@contextmanager
+def run_demo(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> Iterator[Demo]:
+    """A `scanpay demo` process on free ports (``extra_args`` and ``env`` added), stopped after."""
     port, sim_port = free_port(), free_port()
     log = (tmp_path / "demo.log").open("wb")
     process = subprocess.Popen(
@@ -58,9 +60,11 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             str(sim_port),
             "--data-dir",
             str(tmp_path / "data"),
+            *extra_args,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     shop_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -86,6 +90,12 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    with run_demo(tmp_path) as running:
+        yield running
 
 
 # Module scope: Playwright's sync API keeps an event loop running in this thread while it is

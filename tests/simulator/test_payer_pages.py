@@ -22,20 +22,30 @@ async def test_phone_page_pay(sim: Simulator, client: V2Client, raw: httpx.Async
         assert needle in page.text
     assert sim.scan_url(created.code_url).endswith(page.url.path + "?" + page.url.query.decode())
 
-    done = await raw.post("/sim/scan", data={"code_url": created.code_url, "outcome": "success"})
+    done = await raw.post(
+        "/sim/scan", data={"code_url": created.code_url, "outcome": "success", "lang": "en"}
+    )
     assert done.status_code == 200
-    assert '<div id="result" class="ok">Paid</div>' in done.text
+    assert '<h1 id="result" class="ok">Paid</h1>' in done.text
     assert (await client.query_order(out_trade_no="order-0001")).trade_state is TradeState.SUCCESS
 
-    again = await raw.get(f"/sim/scan?code_url={quote(created.code_url, safe='')}")
+    again = await raw.get(f"/sim/scan?code_url={quote(created.code_url, safe='')}&lang=en")
     assert again.status_code == 409
-    assert 'id="result"' in again.text
+    # neutral, not a failure
+    assert '<h1 id="result" class="neutral">Already paid</h1>' in again.text
     assert "already paid" in again.text
+    chinese = await raw.get(f"/sim/scan?code_url={quote(created.code_url, safe='')}")
+    assert '<html lang="zh-CN">' in chinese.text
+    assert '<h1 id="result" class="neutral">订单已支付</h1>' in chinese.text
 
 
 async def test_phone_page_cancel(client: V2Client, raw: httpx.AsyncClient) -> None:
     created = await client.create_native_order(order())
-    done = await raw.post("/sim/scan", data={"code_url": created.code_url, "outcome": "cancel"})
+    done = await raw.post(
+        "/sim/scan",
+        data={"code_url": created.code_url, "outcome": "cancel"},
+        headers={"Accept-Language": "en-GB,en;q=0.9"},
+    )
     assert 'id="result"' in done.text
     assert "cancelled" in done.text
     assert (await client.query_order(out_trade_no="order-0001")).trade_state is TradeState.NOTPAY
@@ -103,7 +113,8 @@ async def test_sim_pay_needs_json(raw: httpx.AsyncClient) -> None:
 
 async def test_phone_page_other_outcomes(client: V2Client, raw: httpx.AsyncClient) -> None:
     created = await client.create_native_order(order())
-    page = await raw.get(f"/sim/scan?code_url={quote(created.code_url, safe='')}")
+    page = await raw.get(f"/sim/scan?code_url={quote(created.code_url, safe='')}&lang=en")
+    assert '<html lang="en">' in page.text
     for needle in ('id="insufficient-balance"', 'id="user-paying"', "Order order-0001"):
         assert needle in page.text
     short = await raw.post(

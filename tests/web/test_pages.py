@@ -35,10 +35,12 @@ async def test_checkout_page_contract(shop: Shop) -> None:
     assert re.search(r'<span id="order-status" data-status="pending"', html)
     href = f"http://sim.test/sim/scan?code_url={quote(order['code_url'], safe='')}"
     assert f'id="phone-link" href="{href.replace("&", "&amp;")}"' in html
-    assert '<script src="/static/checkout.js"></script>' in html
-    script = await shop.http.get("/static/checkout.js")
+    tag = re.search(r'<script src="(/static/checkout\.[0-9a-f]{10}\.js)"></script>', html)
+    assert tag is not None
+    script = await shop.http.get(tag.group(1))
     assert script.status_code == 200
-    assert "EventSource" in script.text
+    assert script.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "Last-Event-ID" in script.text
 
 
 async def test_checkout_page_shows_paid(shop: Shop) -> None:
@@ -46,7 +48,7 @@ async def test_checkout_page_shows_paid(shop: Shop) -> None:
     await shop.sim.pay(code_url=order["code_url"])
     await shop.sim.deliver_due_notifications()
     html = (await shop.http.get(f"/checkout/{order['id']}")).text
-    assert re.search(r'<span id="order-status" data-status="paid"[^>]*>\s*Paid\s*</span>', html)
+    assert re.search(r'<span id="order-status" data-status="paid"[^>]*>\s*支付成功\s*</span>', html)
 
 
 async def test_no_phone_link_without_simulator(make_settings: SettingsFactory) -> None:

@@ -28,6 +28,7 @@ from scanpay.simulator import pages
 from scanpay.simulator.fault_http import FaultMiddleware, fault_routes
 from scanpay.simulator.payer import PayOutcome
 from scanpay.simulator.v3api import V3Answer, V3Request
+from scanpay.web import i18n
 from scanpay.wechat.v2.envelope import encode_failure
 from scanpay.wechat.xmlcodec import MAX_BODY_BYTES
 
@@ -113,32 +114,41 @@ def build_app(sim: Simulator) -> Starlette:
         return JSONResponse({"ok": True, **result.to_json()})
 
     async def scan(request: Request) -> Response:
+        locale = i18n.request_locale(request).locale
         if request.method == "POST":
             raw = await read_body(request, MAX_JSON_BYTES)
             form = parse_qs((raw or b"").decode("utf-8", "replace"))
             code_url = form.get("code_url", [""])[0]
             outcome_text = form.get("outcome", [""])[0]
+            locale = i18n.negotiate(query=form.get("lang", [""])[0], default=locale)
         else:
             code_url, outcome_text = request.query_params.get("code_url", ""), ""
+        _ = pages.texts(locale)
         if not code_url:
-            html = pages.result_page(ok=False, headline="No QR code", detail="code_url is missing")
+            html = pages.result_page(
+                ok=False, headline=_("No QR code"), detail=_("code_url is missing"), locale=locale
+            )
             return HTMLResponse(html, status_code=400)
         try:
             order = sim.payer.find(code_url=code_url)
             if request.method != "POST":
-                return HTMLResponse(pages.scan_page(order, sim.merchant_name))
+                response = HTMLResponse(pages.scan_page(order, sim.merchant_name, locale))
+                i18n.remember(response, i18n.request_locale(request))
+                return response
             outcome = PayOutcome(outcome_text) if outcome_text else PayOutcome.SUCCESS
             result = await sim.pay(code_url=code_url, outcome=outcome)
         except DomainError as exc:
-            html = pages.result_page(ok=False, headline="Payment failed", detail=exc.message)
+            html = pages.refusal_page(exc.code, exc.message, locale)
             return HTMLResponse(html, status_code=_status(exc))
         except ValueError:
-            html = pages.result_page(ok=False, headline="Unknown action", detail=outcome_text)
+            html = pages.result_page(
+                ok=False, headline=_("Unknown action"), detail=outcome_text, locale=locale
+            )
             return HTMLResponse(html, status_code=400)
-        if result.paid:
-            detail = f"{pages.yuan(result.total_fee)} to {sim.merchant_name}"
-            return HTMLResponse(pages.result_page(ok=True, headline="Paid", detail=detail))
-        return HTMLResponse(pages.result_page(ok=False, headline=result.message))
+        html = pages.outcome_page(
+            outcome.value, result.paid, pages.yuan(result.total_fee), sim.merchant_name, locale
+        )
+        return HTMLResponse(html)
 
     async def notifications(request: Request) -> Response:
         return JSONResponse(sim.notification_log())

@@ -16,7 +16,6 @@ from typing import Any, Final
 
 import httpx
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from scanpay.config import Settings
 from scanpay.domain.model import utcnow
@@ -24,7 +23,17 @@ from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
 from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.refunds import SqlRefundStore
-from scanpay.web import api, errors, events, notify, notify_v3, operations, pages, shop_api
+from scanpay.web import (
+    api,
+    error_pages,
+    errors,
+    events,
+    notify,
+    notify_v3,
+    operations,
+    pages,
+    shop_api,
+)
 from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
@@ -83,11 +92,12 @@ def create_app(
     app.state.extras = Extras(refunds=refunds, store=store, wechat=wechat)
     app.state.templates = pages.make_environment()
     errors.install(app)
+    error_pages.install(app)  # browsers get pages, API clients JSON (issue 10)
     app.include_router(api.router)
     app.include_router(events.router)
     app.include_router(shop_api.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", app.state.templates.assets, name="static")  # fingerprinted, gzip
     # The notification endpoints are plain Starlette routes (they read the raw body): their
     # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).
     app.router.routes[0:0] = [*notify.ROUTES, *notify_v3.ROUTES]
