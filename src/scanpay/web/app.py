@@ -24,13 +24,14 @@ from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
 from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.refunds import SqlRefundStore
-from scanpay.web import api, errors, events, notify, notify_v3, pages, shop_api
+from scanpay.web import api, errors, events, notify, notify_v3, pages, shop_api, webhooks_api
 from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
 from scanpay.web.wiring import Extras, build_wechat
 from scanpay.web.worker import RefundServiceRefunder, build_lifecycle, policy_from
+from scanpay.webhooks.runtime import build_webhooks
 
 STATIC: Final = Path(__file__).resolve().parent / "static"
 API_BODY_LIMIT: Final = 16 * 1024
@@ -49,13 +50,20 @@ def create_app(
     store = SqlRefundStore(engine, clock=clock)
     wechat = build_wechat(settings, wechat_transport)
     hub = ChangeHub()
+    # webhooks (issue 11): every change made here also wakes the outbox's delivery worker
+    webhooks = build_webhooks(settings, engine, store._run, clock)
+
+    def on_change(order_id: str) -> None:
+        hub.notify(order_id)
+        webhooks.wake(order_id)
+
     gateway = wechat.gateway
-    refunds = RefundService(store, gateway, clock=clock, on_change=hub.notify)
+    refunds = RefundService(store, gateway, clock=clock, on_change=on_change)
     service = PaymentService(
         store,
         gateway,
         clock=clock,
-        on_change=hub.notify,
+        on_change=on_change,
         policy=policy_from(settings),
         refunder=RefundServiceRefunder(refunds),
     )
@@ -66,7 +74,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with lifecycle.running():  # the reconciler task (docs/operations.md)
+            # the reconciler task (docs/operations.md) and the webhook worker (docs/webhooks.md)
+            async with lifecycle.running(), webhooks.running():
                 yield
         finally:
             await context.aclose()
@@ -81,11 +90,13 @@ def create_app(
     app.state.lifecycle = lifecycle
     app.state.extras = Extras(refunds=refunds, store=store, wechat=wechat)
     app.state.templates = pages.make_environment()
+    app.state.webhooks = webhooks
     errors.install(app)
     app.include_router(api.router)
     app.include_router(events.router)
     app.include_router(shop_api.router)
     app.include_router(pages.router)
+    app.include_router(webhooks_api.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The notification endpoints are plain Starlette routes (they read the raw body): their
     # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).
