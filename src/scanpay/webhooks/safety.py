@@ -72,6 +72,8 @@ def refusal(address: IPAddress) -> str | None:
     """Why webhooks may not go to ``address``; None for a public address."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    if address.is_unspecified:
+        return "the unspecified address (it reaches this machine)"
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:
@@ -80,7 +82,7 @@ def refusal(address: IPAddress) -> str | None:
         return "a private address"
     if address.is_multicast:
         return "a multicast address"
-    if address.is_unspecified or address.is_reserved or not address.is_global:
+    if address.is_reserved or not address.is_global:
         return "not a public address"
     return None
 
