@@ -23,6 +23,16 @@ ALLOWED: dict[str, set[str]] = {
         "scanpay.domain",
         "scanpay.store",
     },
+    # webhooks (issue 11): the outbox worker, signing, endpoint safety; never the web layer
+    "webhooks": {
+        "httpx",
+        "sqlalchemy",
+        "scanpay.config",
+        "scanpay.errors",
+        "scanpay.domain",
+        "scanpay.store",
+        "scanpay.webhooks",
+    },
 }
 
 

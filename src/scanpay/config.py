@@ -13,6 +13,11 @@ from typing import Final, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scanpay.domain.events import ShopEventType
+from scanpay.webhooks.safety import UnsafeUrlError, parse_url
+from scanpay.webhooks.schedule import parse_schedule
+from scanpay.webhooks.signing import secret_key
+
 DEFAULT_WECHAT_BASE_URL: Final = "https://api.mch.weixin.qq.com"
 
 
@@ -78,6 +83,15 @@ class Settings(BaseSettings):
     merchant_name: str = Field(default="scanpay", min_length=1, max_length=64)
     merchant_logo_url: str | None = Field(default=None, pattern=r"^(https?://|/)\S+$")
     checkout_return_seconds: int = Field(default=8, ge=1, le=10)
+    # webhooks (issue 11, docs/webhooks.md): the endpoint from settings, the retry schedule,
+    # and whether endpoints may be private addresses (the demo and tests only)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None  # whsec_ + base64 of 24-64 random bytes
+    webhook_events: str | None = None  # comma-separated types (order.paid,...); unset: all
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_allow_private: bool = False
+    webhooks_enabled: bool = True  # the delivery worker runs in this process
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod
@@ -145,3 +159,39 @@ class Settings(BaseSettings):
     @property
     def refund_notify_url_v3(self) -> str:
         return f"{self.public_base_url}/notify/v3/refund"
+
+    # ---- webhooks (issue 11) -------------------------------------------------------------
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _webhook_schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _webhook_events(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        names = {part.strip() for part in value.split(",") if part.strip()}
+        unknown = sorted(names - {t.value for t in ShopEventType})
+        if unknown or not names:
+            known = ", ".join(t.value for t in ShopEventType)
+            raise ValueError(f"unknown webhook event type(s) {unknown}; known: {known}")
+        return ",".join(sorted(names))
+
+    @model_validator(mode="after")
+    def _webhook_endpoint(self) -> Settings:
+        if (self.webhook_url is None) != (self.webhook_secret is None):
+            raise ValueError("webhook_url and webhook_secret go together")
+        if self.webhook_url is not None and self.webhook_secret is not None:
+            try:
+                parse_url(self.webhook_url)
+            except UnsafeUrlError as exc:
+                raise ValueError(f"webhook_url: {exc.message}") from None
+            secret_key(self.webhook_secret.get_secret_value())  # ValueError names no part of it
+        return self
+
+    @property
+    def webhook_event_types(self) -> tuple[str, ...] | None:
+        return tuple(self.webhook_events.split(",")) if self.webhook_events else None

@@ -58,10 +58,16 @@ class EventType(StrEnum):
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
     ALERT = "alert"
+    REFUND_SUCCEEDED = "refund_succeeded"  # a refund's own outcome (the shop's refund.*)
+    REFUND_FAILED = "refund_failed"
 
 
-# Event types a shopper's page may see; alerts stay internal.
-PUBLIC_EVENTS: Final = frozenset(EventType) - {EventType.ALERT}
+# Event types a shopper's page may see; alerts and refund outcomes stay internal.
+PUBLIC_EVENTS: Final = frozenset(EventType) - {
+    EventType.ALERT,
+    EventType.REFUND_SUCCEEDED,
+    EventType.REFUND_FAILED,
+}
 
 
 class ReportSource(StrEnum):

@@ -60,6 +60,12 @@ refunds: Final = sa.Table(
 )
 
 REFUNDABLE: Final = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED})
+# A refund reaching a final status writes its own event in the same transaction.
+_OUTCOME_EVENT: Final = {
+    RefundStatus.SUCCESS: EventType.REFUND_SUCCEEDED,
+    RefundStatus.CLOSED: EventType.REFUND_FAILED,
+    RefundStatus.FAILED: EventType.REFUND_FAILED,
+}
 UNSETTLED: Final = (RefundStatus.SUBMITTING, RefundStatus.PROCESSING)  # the reconciler asks
 
 
@@ -84,6 +90,23 @@ def _refund(row: sa.Row[Any]) -> Refund:
         refund_id=m["refund_id"],
         failure=m["failure"],
     )
+
+
+def refund_snapshot(refund: Refund) -> dict[str, Any]:
+    """The refund as the shop API shows it (JSON values), kept in its outcome event."""
+    return {
+        "id": refund.id,
+        "order_id": refund.order_id,
+        "out_trade_no": refund.out_trade_no,
+        "out_refund_no": refund.out_refund_no,
+        "amount": refund.amount,
+        "currency": refund.currency,
+        "reason": refund.reason,
+        "status": refund.status.value,
+        "failure": refund.failure,
+        "created_at": refund.created_at.isoformat(),
+        "updated_at": refund.updated_at.isoformat(),
+    }
 
 
 def _sum(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> int:
@@ -259,6 +282,9 @@ class SqlRefundStore(SqlStore):
             if row is None:
                 return None
             moved = _refund(row)
+            outcome = _OUTCOME_EVENT.get(to)
+            if outcome is not None:  # the shop's refund.succeeded / refund.failed (issue 11)
+                self._append_event(conn, moved.order_id, outcome, refund_snapshot(moved))
             if to is RefundStatus.SUCCESS and moved.settles_order:
                 self._settle_order(conn, moved)
             return moved

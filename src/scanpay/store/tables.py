@@ -83,6 +83,19 @@ events: Final = sa.Table(
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("order_id", "seq", name="uq_events_order_seq"),
+    # 0008 (webhooks): set when the outbox publishes the row, in commit order: its place in
+    # GET /api/events, and for shop-facing types the public id and the exact body sent
+    sa.Column("position", sa.BigInteger, nullable=True),
+    sa.Column("public_id", sa.String(40), nullable=True),
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Index("uq_events_position", "position", unique=True),
+    sa.Index("uq_events_public_id", "public_id", unique=True),
+    sa.Index(
+        "ix_events_unpublished",
+        "id",
+        sqlite_where=sa.text("position IS NULL"),
+        postgresql_where=sa.text("position IS NULL"),
+    ),
 )
 
 idempotency_keys: Final = sa.Table(

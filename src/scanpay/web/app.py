@@ -33,6 +33,7 @@ from scanpay.web import (
     operations,
     pages,
     shop_api,
+    webhooks_api,
 )
 from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
@@ -40,6 +41,7 @@ from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
 from scanpay.web.wiring import Extras, build_wechat
 from scanpay.web.worker import RefundServiceRefunder, build_lifecycle, policy_from
+from scanpay.webhooks.runtime import build_webhooks
 
 STATIC: Final = Path(__file__).resolve().parent / "static"
 API_BODY_LIMIT: Final = 16 * 1024
@@ -58,13 +60,20 @@ def create_app(
     store = SqlRefundStore(engine, clock=clock)
     wechat = build_wechat(settings, wechat_transport)
     hub = ChangeHub()
+    # webhooks (issue 11): every change made here also wakes the outbox's delivery worker
+    webhooks = build_webhooks(settings, engine, store._run, clock)
+
+    def on_change(order_id: str) -> None:
+        hub.notify(order_id)
+        webhooks.wake(order_id)
+
     gateway = wechat.gateway
-    refunds = RefundService(store, gateway, clock=clock, on_change=hub.notify)
+    refunds = RefundService(store, gateway, clock=clock, on_change=on_change)
     service = PaymentService(
         store,
         gateway,
         clock=clock,
-        on_change=hub.notify,
+        on_change=on_change,
         policy=policy_from(settings),
         refunder=RefundServiceRefunder(refunds),
     )
@@ -75,8 +84,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            # the reconciler task (docs/operations.md); pruning, certificate refresh (issue 9)
-            async with lifecycle.running(), housekeeper.running():
+            # the reconciler task (docs/operations.md); pruning, certificate refresh (issue 9);
+            # the webhook worker (docs/webhooks.md)
+            async with lifecycle.running(), housekeeper.running(), webhooks.running():
                 yield
         finally:
             await context.aclose()
@@ -91,6 +101,7 @@ def create_app(
     app.state.lifecycle = lifecycle
     app.state.extras = Extras(refunds=refunds, store=store, wechat=wechat)
     app.state.templates = pages.make_environment()
+    app.state.webhooks = webhooks
     errors.install(app)
     error_pages.install(app)  # browsers get pages, API clients JSON (issue 10)
     app.include_router(api.router)
@@ -98,6 +109,7 @@ def create_app(
     app.include_router(shop_api.router)
     app.include_router(pages.router)
     app.mount("/static", app.state.templates.assets, name="static")  # fingerprinted, gzip
+    app.include_router(webhooks_api.router)
     # The notification endpoints are plain Starlette routes (they read the raw body): their
     # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).
     app.router.routes[0:0] = [*notify.ROUTES, *notify_v3.ROUTES]

@@ -1,0 +1,585 @@
+"""The shop-facing outbox over the ``events`` table, and webhook endpoints and deliveries.
+
+Every change already writes its ``events`` row in its own transaction. :meth:`publish`
+(one publisher at a time: SQLite's write lock, a transaction-scoped advisory lock on
+PostgreSQL) takes the rows not yet published, oldest first, gives each the next
+``position`` (so positions follow commit order and ``GET /api/events?after=`` never skips
+a row committed late), and for shop-facing types an ``evt_…`` id, the JSON body webhooks
+carry (built once, so every attempt sends the same bytes) and one delivery per enabled
+endpoint that wants the type — all in one transaction. :meth:`claim` leases due deliveries
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL) whose order has no earlier delivery pending for
+the same endpoint, so an order's events arrive in order and nothing else waits.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from scanpay.domain.events import SHOP_FACING, STORED_FOR, ShopEventType, shop_type
+from scanpay.domain.model import EventType
+from scanpay.errors import NotFoundError
+from scanpay.store.migrate import writer
+from scanpay.store.tables import events, orders, payment_attempts
+from scanpay.store.webhook_tables import webhook_attempts, webhook_deliveries, webhook_endpoints
+
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+SETTINGS_ENDPOINT: Final = "we_settings"
+_PUBLISH_LOCK: Final = 0x5CA9_0008  # pg_advisory_xact_lock key of the publisher
+E = events.c
+D = webhook_deliveries.c
+W = webhook_endpoints.c
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_urlsafe(16)
+
+
+def new_endpoint_id() -> str:
+    return "we_" + secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    url: str
+    event_types: tuple[str, ...] | None
+    source: str
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    rotating_until: datetime | None  # the previous secret still signs until then
+
+
+@dataclass(frozen=True)
+class Due:
+    """A leased delivery: what to send where, signed with which secrets."""
+
+    delivery_id: int
+    event_id: int
+    public_id: str
+    body: bytes
+    endpoint_id: str
+    url: str
+    secrets: tuple[str, ...]
+    attempts: int  # attempts made before this one
+
+
+@dataclass(frozen=True)
+class Attempt:
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: int
+    response: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    endpoint_id: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    history: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True)
+class ShopEvent:
+    position: int
+    id: str
+    type: ShopEventType
+    created: datetime
+    body: str
+    row_id: int
+    order_id: str | None
+
+
+def _endpoint(row: sa.Row[Any], now: datetime) -> Endpoint:
+    until = row.previous_until if row.previous_until and row.previous_until > now else None
+    types = tuple(row.event_types) if row.event_types is not None else None
+    return Endpoint(row.id, row.url, types, row.source, row.created_at, row.disabled_at,
+                    row.disabled_reason, until)  # fmt: skip
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+class OutboxStore:
+    """SQL for the outbox; ``run`` puts blocking calls where the order store puts its own
+    (its database thread on SQLite), so writes from this process queue in one line."""
+
+    def __init__(
+        self, engine: sa.Engine, run: Callable[..., Any], clock: Callable[[], datetime]
+    ) -> None:
+        self.engine = engine
+        self._writer = writer(engine)
+        self._run = run
+        self._clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._run(fn, *args)
+
+    # ---- publishing --------------------------------------------------------------------
+
+    def publish_sync(self, limit: int = 500) -> int:
+        """Publish up to ``limit`` unpublished rows; returns how many were published."""
+        now = self._clock()
+        with self._writer.begin() as conn:
+            if self._postgres:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PUBLISH_LOCK)))
+            rows = conn.execute(
+                sa.select(E.id, E.order_id, E.type, E.status, E.data, E.created_at)
+                .where(E.position.is_(None))
+                .order_by(E.id)
+                .limit(limit)
+            ).all()
+            if not rows:
+                return 0
+            start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(E.position), 0)))
+            position = int(start.scalar_one())
+            endpoints = conn.execute(
+                sa.select(W.id, W.event_types).where(W.disabled_at.is_(None))
+            ).all()
+            for row in rows:
+                position += 1
+                values: dict[str, Any] = {"position": position}
+                kind = shop_type(EventType(row.type))
+                if kind is not None:
+                    public_id = new_event_id()
+                    body = _body(conn, public_id, kind, row)
+                    values.update(public_id=public_id, body=body)
+                    wanted = [
+                        ep.id for ep in endpoints
+                        if ep.event_types is None or kind.value in ep.event_types
+                    ]  # fmt: skip
+                    if wanted:
+                        conn.execute(
+                            sa.insert(webhook_deliveries),
+                            [_new_delivery(row.id, ep, row.order_id, now) for ep in wanted],
+                        )
+                conn.execute(sa.update(events).where(E.id == row.id).values(**values))
+        return len(rows)
+
+    async def publish(self, limit: int = 500) -> int:
+        published: int = await self._run(self.publish_sync, limit)
+        return published
+
+    # ---- delivering --------------------------------------------------------------------
+
+    def claim_sync(self, worker: str, lease_seconds: float, limit: int) -> list[Due]:
+        now = self._clock()
+        earlier = webhook_deliveries.alias("earlier")
+        blocked = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.endpoint_id == D.endpoint_id,
+                earlier.c.order_key == D.order_key,
+                earlier.c.event_id < D.event_id,
+                earlier.c.status == PENDING,
+            )
+            .exists()
+        )
+        enabled = sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()
+        due = sa.and_(
+            D.status == PENDING,
+            D.next_attempt_at <= now,
+            sa.or_(D.lease_until.is_(None), D.lease_until < now),
+            D.endpoint_id.in_(enabled),
+            ~blocked,
+        )
+        pick = (
+            sa.select(D.id)
+            .where(due)
+            .order_by(D.next_attempt_at, D.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        until = now + timedelta(seconds=lease_seconds)
+        with self._writer.begin() as conn:
+            ids = conn.execute(
+                sa.update(webhook_deliveries)
+                .where(D.id.in_(pick), due)
+                .values(lease_until=until, leased_by=worker)
+                .returning(D.id)
+            ).scalars().all()  # fmt: skip
+            if not ids:
+                return []
+            rows = conn.execute(
+                sa.select(
+                    D.id,
+                    D.event_id,
+                    D.attempts,
+                    E.public_id,
+                    E.body,
+                    W.id.label("endpoint_id"),
+                    W.url,
+                    W.secret,
+                    W.previous_secret,
+                    W.previous_until,
+                )
+                .join(events, E.id == D.event_id)
+                .join(webhook_endpoints, W.id == D.endpoint_id)
+                .where(D.id.in_(ids))
+                .order_by(D.event_id)
+            ).all()
+        found = []
+        for row in rows:
+            keys = [row.secret]
+            if row.previous_secret and row.previous_until and row.previous_until > now:
+                keys.append(row.previous_secret)
+            found.append(Due(row.id, row.event_id, row.public_id, row.body.encode(),
+                             row.endpoint_id, row.url, tuple(keys), row.attempts))  # fmt: skip
+        return found
+
+    async def claim(self, worker: str, lease_seconds: float, limit: int) -> list[Due]:
+        claimed: list[Due] = await self._run(self.claim_sync, worker, lease_seconds, limit)
+        return claimed
+
+    def record_sync(
+        self,
+        due: Due,
+        worker: str,
+        attempt: Attempt,
+        next_at: datetime | None,
+        *,
+        delivered: bool,
+        disable: str | None = None,
+    ) -> bool:
+        """Keep the attempt and move the delivery (only while ``worker`` holds the lease):
+        delivered, again at ``next_at``, or failed (``next_at`` None). ``disable`` turns
+        the endpoint off with that reason (a 410). False when the lease was lost."""
+        status = DELIVERED if delivered else PENDING if next_at is not None else FAILED
+        with self._writer.begin() as conn:
+            moved = conn.execute(
+                sa.update(webhook_deliveries)
+                .where(D.id == due.delivery_id, D.leased_by == worker, D.status == PENDING)
+                .values(
+                    status=status,
+                    attempts=D.attempts + 1,
+                    next_attempt_at=next_at,
+                    lease_until=None,
+                    leased_by=None,
+                    last_status=attempt.status_code,
+                    updated_at=attempt.attempted_at,
+                )
+            ).rowcount
+            conn.execute(
+                sa.insert(webhook_attempts).values(
+                    delivery_id=due.delivery_id,
+                    attempted_at=attempt.attempted_at,
+                    status_code=attempt.status_code,
+                    latency_ms=attempt.latency_ms,
+                    response=attempt.response[:256],
+                    error=attempt.error and attempt.error[:128],
+                )
+            )
+            if disable is not None:
+                conn.execute(
+                    sa.update(webhook_endpoints)
+                    .where(W.id == due.endpoint_id, W.disabled_at.is_(None))
+                    .values(disabled_at=attempt.attempted_at, disabled_reason=disable[:64])
+                )
+        return moved == 1
+
+    async def record(
+        self,
+        due: Due,
+        worker: str,
+        attempt: Attempt,
+        next_at: datetime | None,
+        *,
+        delivered: bool,
+        disable: str | None = None,
+    ) -> bool:
+        def call() -> bool:
+            return self.record_sync(
+                due, worker, attempt, next_at, delivered=delivered, disable=disable
+            )
+
+        moved: bool = await self._run(call)
+        return moved
+
+    # ---- endpoints ---------------------------------------------------------------------
+
+    def configure_settings_endpoint_sync(
+        self, url: str | None, secret: str | None, types: Sequence[str] | None
+    ) -> None:
+        """Make the endpoint of the settings match them (or turn it off when unset)."""
+        now = self._clock()
+        with self._writer.begin() as conn:
+            row = conn.execute(sa.select(webhook_endpoints).where(W.id == SETTINGS_ENDPOINT))
+            current = row.first()
+            if url is None or secret is None:
+                if current is not None and current.disabled_at is None:
+                    conn.execute(
+                        sa.update(webhook_endpoints)
+                        .where(W.id == SETTINGS_ENDPOINT)
+                        .values(disabled_at=now, disabled_reason="not configured")
+                    )
+                return
+            values = {
+                "url": url,
+                "secret": secret,
+                "event_types": list(types) if types is not None else None,
+                "disabled_at": None,
+                "disabled_reason": None,
+            }
+            if current is None:
+                conn.execute(
+                    sa.insert(webhook_endpoints).values(
+                        id=SETTINGS_ENDPOINT, source="settings", created_at=now, **values
+                    )
+                )
+            elif (current.url, current.secret, current.event_types, current.disabled_at) != (
+                url, secret, values["event_types"], None
+            ):  # fmt: skip
+                conn.execute(
+                    sa.update(webhook_endpoints).where(W.id == SETTINGS_ENDPOINT).values(**values)
+                )
+
+    def create_endpoint_sync(self, url: str, secret: str, types: Sequence[str] | None) -> Endpoint:
+        now = self._clock()
+        ident = new_endpoint_id()
+        with self._writer.begin() as conn:
+            conn.execute(
+                sa.insert(webhook_endpoints).values(
+                    id=ident,
+                    url=url,
+                    secret=secret,
+                    source="api",
+                    created_at=now,
+                    event_types=list(types) if types is not None else None,
+                )
+            )
+            row = conn.execute(sa.select(webhook_endpoints).where(W.id == ident)).one()
+        return _endpoint(row, now)
+
+    def endpoints_sync(self) -> list[Endpoint]:
+        now = self._clock()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(webhook_endpoints)
+                .where(sa.or_(W.disabled_reason.is_(None), W.disabled_reason != "deleted"))
+                .order_by(W.created_at, W.id)
+            ).all()
+        return [_endpoint(row, now) for row in rows]
+
+    def endpoint_sync(self, endpoint_id: str) -> Endpoint:
+        now = self._clock()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(webhook_endpoints).where(W.id == endpoint_id, W.source == "api")
+            ).first()
+        if row is None or row.disabled_reason == "deleted":
+            raise NotFoundError("no such webhook endpoint")
+        return _endpoint(row, now)
+
+    def delete_endpoint_sync(self, endpoint_id: str) -> None:
+        """Turn an API endpoint off for good and cancel what it still had to receive."""
+        now = self._clock()
+        with self._writer.begin() as conn:
+            gone = conn.execute(
+                sa.update(webhook_endpoints)
+                .where(
+                    W.id == endpoint_id,
+                    W.source == "api",
+                    sa.or_(W.disabled_reason.is_(None), W.disabled_reason != "deleted"),
+                )
+                .values(disabled_at=now, disabled_reason="deleted")
+            ).rowcount
+            if gone != 1:
+                raise NotFoundError("no such webhook endpoint")
+            conn.execute(
+                sa.update(webhook_deliveries)
+                .where(D.endpoint_id == endpoint_id, D.status == PENDING)
+                .values(status=CANCELLED, updated_at=now, lease_until=None, leased_by=None)
+            )
+
+    def rotate_secret_sync(self, endpoint_id: str, secret: str, grace: timedelta) -> Endpoint:
+        """The new secret signs from now on; the old one also signs for ``grace``."""
+        now = self._clock()
+        with self._writer.begin() as conn:
+            row = conn.execute(
+                sa.select(webhook_endpoints).where(W.id == endpoint_id, W.source == "api")
+            ).first()
+            if row is None or row.disabled_reason == "deleted":
+                raise NotFoundError("no such webhook endpoint")
+            conn.execute(
+                sa.update(webhook_endpoints)
+                .where(W.id == endpoint_id)
+                .values(secret=secret, previous_secret=row.secret, previous_until=now + grace)
+            )
+            row = conn.execute(sa.select(webhook_endpoints).where(W.id == endpoint_id)).one()
+        return _endpoint(row, now)
+
+    # ---- the events API ----------------------------------------------------------------
+
+    def position_of_sync(self, public_id: str) -> int:
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(E.position).where(E.public_id == public_id)).first()
+        if found is None:
+            raise NotFoundError("no such event")
+        return int(found.position)
+
+    def list_events_sync(
+        self, after: int, types: Collection[ShopEventType] | None, limit: int
+    ) -> list[ShopEvent]:
+        stored = [STORED_FOR[t].value for t in types] if types else [k.value for k in SHOP_FACING]
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(events)
+                .where(E.position > after, E.public_id.is_not(None), E.type.in_(stored))
+                .order_by(E.position)
+                .limit(limit)
+            ).all()
+        return [_shop_event(row) for row in rows]
+
+    def event_sync(self, public_id: str) -> tuple[ShopEvent, list[Delivery]]:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(events).where(E.public_id == public_id)).first()
+            if row is None:
+                raise NotFoundError("no such event")
+            deliveries = conn.execute(
+                sa.select(webhook_deliveries).where(D.event_id == row.id).order_by(D.id)
+            ).all()
+            history: dict[int, list[Attempt]] = {d.id: [] for d in deliveries}
+            if history:
+                A = webhook_attempts.c
+                for a in conn.execute(
+                    sa.select(webhook_attempts)
+                    .where(A.delivery_id.in_(list(history)))
+                    .order_by(A.id)
+                ):
+                    history[a.delivery_id].append(
+                        Attempt(a.attempted_at, a.status_code, a.latency_ms, a.response, a.error)
+                    )
+        found = [
+            Delivery(d.endpoint_id, d.status, d.attempts, d.next_attempt_at, tuple(history[d.id]))
+            for d in deliveries
+        ]
+        return _shop_event(row), found
+
+    def resend_sync(self, public_id: str) -> int:
+        """Deliver the event again to every enabled endpoint that wants it (pending from
+        now, the schedule from its start); returns how many deliveries were queued."""
+        now = self._clock()
+        with self._writer.begin() as conn:
+            row = conn.execute(
+                sa.select(E.id, E.order_id, E.type).where(E.public_id == public_id)
+            ).first()
+            if row is None:
+                raise NotFoundError("no such event")
+            kind = shop_type(EventType(row.type))
+            assert kind is not None
+            endpoints = conn.execute(
+                sa.select(W.id, W.event_types).where(W.disabled_at.is_(None))
+            ).all()
+            queued = 0
+            for ep in endpoints:
+                if ep.event_types is not None and kind.value not in ep.event_types:
+                    continue
+                reset = conn.execute(
+                    sa.update(webhook_deliveries)
+                    .where(D.event_id == row.id, D.endpoint_id == ep.id)
+                    .values(
+                        status=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        updated_at=now,
+                        lease_until=None,
+                        leased_by=None,
+                    )
+                ).rowcount
+                if reset == 0:
+                    conn.execute(
+                        sa.insert(webhook_deliveries).values(
+                            _new_delivery(row.id, ep.id, row.order_id, now)
+                        )
+                    )
+                queued += 1
+        return queued
+
+    def deliveries_sync(self) -> list[tuple[str, str, str, int]]:
+        """(event public id, endpoint id, status, attempts) of every delivery (tests)."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(E.public_id, D.endpoint_id, D.status, D.attempts)
+                .join(events, E.id == D.event_id)
+                .order_by(D.id)
+            ).all()
+        return [(r.public_id, r.endpoint_id, r.status, r.attempts) for r in rows]
+
+
+def _new_delivery(
+    event_id: int, endpoint_id: str, order_id: str | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "endpoint_id": endpoint_id,
+        "order_key": order_id,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _shop_event(row: sa.Row[Any]) -> ShopEvent:
+    kind = shop_type(EventType(row.type))
+    assert kind is not None
+    assert row.public_id is not None
+    return ShopEvent(row.position, row.public_id, kind, row.created_at, row.body, row.id,
+                     row.order_id)  # fmt: skip
+
+
+def _body(conn: sa.Connection, public_id: str, kind: ShopEventType, row: Any) -> str:
+    """The webhook body: ``{"id", "type", "created", "data"}`` with the resource as the shop
+    API shows it at the time of the event."""
+    data: dict[str, Any] = dict(row.data)
+    if kind in (ShopEventType.REFUND_SUCCEEDED, ShopEventType.REFUND_FAILED):
+        resource = data
+    elif kind is ShopEventType.ALERT_RAISED:
+        resource = {"order_id": row.order_id, **data}
+    else:
+        resource = _order_snapshot(conn, row, data)
+    body = {"id": public_id, "type": kind.value, "created": _iso(row.created_at), "data": resource}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _order_snapshot(conn: sa.Connection, row: Any, data: dict[str, Any]) -> dict[str, Any]:
+    order = conn.execute(sa.select(orders).where(orders.c.id == row.order_id)).one()
+    out_trade_no = data.get("out_trade_no")
+    if not isinstance(out_trade_no, str):
+        PA = payment_attempts.c
+        out_trade_no = conn.execute(
+            sa.select(PA.out_trade_no)
+            .where(PA.order_id == row.order_id, PA.replaced_by.is_(None))
+            .order_by(PA.created_at.desc(), PA.id)
+            .limit(1)
+        ).scalar_one_or_none()
+    snapshot: dict[str, Any] = {
+        "id": order.id,
+        "status": row.status,
+        "amount": order.amount,
+        "currency": order.currency,
+        "description": order.description,
+        "out_trade_no": out_trade_no,
+        "refunded_amount": int(data.get("refunded_amount", 0)),
+        "created_at": _iso(order.created_at),
+        "updated_at": _iso(row.created_at),
+    }
+    if isinstance(data.get("transaction_id"), str):
+        snapshot["transaction_id"] = data["transaction_id"]
+    return snapshot

@@ -1,0 +1,68 @@
+"""Webhook endpoints, deliveries and delivery attempts (Alembic revision 0008).
+
+A delivery is one event for one endpoint: ``pending`` until a 2xx (``delivered``), the end
+of the retry schedule or a 410 (``failed``), or the endpoint's removal (``cancelled``). Its
+``next_attempt_at`` and the lease (``lease_until``/``leased_by``) live here, so a restarted or
+second instance carries on. Every HTTP attempt leaves a ``webhook_attempts`` row.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy as sa
+
+from scanpay.store.tables import UtcDateTime, metadata
+
+webhook_endpoints: Final = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("previous_secret", sa.String(128), nullable=True),  # signs too, until:
+    sa.Column("previous_until", UtcDateTime, nullable=True),
+    sa.Column("event_types", sa.JSON, nullable=True),  # None: every type
+    sa.Column("source", sa.String(16), nullable=False),  # "settings" or "api"
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("disabled_at", UtcDateTime, nullable=True),
+    sa.Column("disabled_reason", sa.String(64), nullable=True),
+)
+
+webhook_deliveries: Final = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("endpoint_id", sa.String(40), sa.ForeignKey("webhook_endpoints.id"), nullable=False),
+    sa.Column("order_key", sa.String(40), nullable=True),  # the event's order: delivered in order
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("leased_by", sa.String(64), nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_order", "endpoint_id", "order_key", "event_id"),
+)
+
+webhook_attempts: Final = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.Integer,
+        sa.ForeignKey("webhook_deliveries.id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("attempted_at", UtcDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),  # None: no answer (error says why)
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("response", sa.String(256), nullable=False),  # the answer's first bytes
+    sa.Column("error", sa.String(128), nullable=True),
+)

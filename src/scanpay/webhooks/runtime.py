@@ -1,0 +1,74 @@
+"""The webhook part of a service process, built from settings: outbox, sender, worker."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from scanpay.config import Settings
+from scanpay.store.outbox import OutboxStore
+from scanpay.webhooks.schedule import parse_schedule
+from scanpay.webhooks.sender import Sender
+from scanpay.webhooks.worker import WebhookWorker
+
+
+@dataclass(frozen=True)
+class WebhookRuntime:
+    outbox: OutboxStore
+    sender: Sender
+    worker: WebhookWorker
+    settings: Settings
+
+    @property
+    def allow_private(self) -> bool:
+        return self.settings.webhook_allow_private
+
+    def wake(self, _order_id: str | None = None) -> None:
+        self.worker.wake()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The app's lifespan: the settings endpoint brought up to date, then the worker
+        (when enabled) until the app stops."""
+        s = self.settings
+        secret = s.webhook_secret.get_secret_value() if s.webhook_secret is not None else None
+        await self.outbox.call(
+            self.outbox.configure_settings_endpoint_sync,
+            s.webhook_url,
+            secret,
+            s.webhook_event_types,
+        )
+        try:
+            if s.webhooks_enabled:
+                async with self.worker.running():
+                    yield
+            else:
+                yield
+        finally:
+            await self.sender.aclose()
+
+
+def build_webhooks(
+    settings: Settings,
+    engine: sa.Engine,
+    run: Callable[..., Any],
+    clock: Callable[[], datetime],
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> WebhookRuntime:
+    """``run`` runs a blocking database call where the order store runs its own."""
+    outbox = OutboxStore(engine, run, clock)
+    sender = Sender(allow_private=settings.webhook_allow_private, transport=transport)
+    worker = WebhookWorker(
+        outbox,
+        sender,
+        schedule=parse_schedule(settings.webhook_retry_schedule),
+        poll_seconds=settings.webhook_poll_seconds,
+        clock=clock,
+    )
+    return WebhookRuntime(outbox, sender, worker, settings)

@@ -1,0 +1,151 @@
+"""The delivery worker: publish the outbox, lease due deliveries, POST them, record.
+
+One asyncio task per service process. A pass publishes new ``events`` rows (creating
+deliveries), leases what is due and starts one task per delivery, at most ``concurrency`` in
+flight; it runs again when woken (a change in this process, a delivery finished) or every
+``poll_seconds`` (changes by other processes, retries coming due). The lease outlives the
+HTTP timeout, so a killed process's deliveries are picked up again once it expires:
+delivery is at least once, and the receiver deduplicates by ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+from scanpay.domain.model import utcnow
+from scanpay.store.outbox import Attempt, Due, OutboxStore
+from scanpay.webhooks.schedule import DEFAULT_SCHEDULE, SLOW_DOWN, next_delay, retry_after
+from scanpay.webhooks.sender import TIMEOUT_SECONDS, Answer, Sender
+from scanpay.webhooks.signing import sign_headers
+
+log = logging.getLogger(__name__)
+GONE: Final = 410
+
+
+class WebhookWorker:
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        sender: Sender,
+        *,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE,
+        poll_seconds: float = 1.0,
+        lease_seconds: float = TIMEOUT_SECONDS * 4,
+        concurrency: int = 64,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.outbox = outbox
+        self.sender = sender
+        self.schedule = tuple(schedule)
+        self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+        self.clock = clock
+        self.name = "wh-" + secrets.token_hex(6)
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def wake(self, _order_id: str | None = None) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def run_once(self) -> int:
+        """Publish, then lease and start due deliveries; returns how many were started."""
+        while await self.outbox.publish():
+            pass
+        room = self.concurrency - len(self._inflight)
+        if room <= 0:
+            return 0
+        claimed = await self.outbox.claim(self.name, self.lease_seconds, room)
+        for due in claimed:
+            task = asyncio.create_task(self._deliver(due), name=f"webhook-{due.delivery_id}")
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed)
+
+    async def drain(self) -> None:
+        """Wait for the deliveries in flight (tests and shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook delivery crashed", exc_info=task.exception())
+        self.wake()
+
+    async def _deliver(self, due: Due) -> None:
+        now = self.clock()
+        headers = sign_headers(due.secrets, due.public_id, int(now.timestamp()), due.body)
+        answer = await self.sender.post(due.url, headers, due.body)
+        done = self.clock()
+        attempt = Attempt(done, answer.status, answer.latency_ms, answer.excerpt, answer.error)
+        disable = None
+        next_at = None
+        if answer.status == GONE:
+            disable = "410 Gone"
+        elif not answer.ok:
+            asked = retry_after(answer.retry_after, done) if answer.status in SLOW_DOWN else None
+            delay = next_delay(self.schedule, due.attempts + 1, asked)
+            next_at = None if delay is None else done + timedelta(seconds=delay)
+        kept = await self.outbox.record(
+            due, self.name, attempt, next_at, delivered=answer.ok, disable=disable
+        )
+        _log(due, answer, next_at, kept, disable)
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while not self._stopping:
+            self._wakeup.clear()
+            try:
+                await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - a pass failing must not end the task
+                log.warning("webhook pass failed: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wakeup.wait()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="scanpay-webhooks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._stopping = True
+            self.wake()
+            await self._task
+            self._task = None
+        await self.drain()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def _log(
+    due: Due, answer: Answer, next_at: datetime | None, kept: bool, disable: str | None
+) -> None:
+    if answer.ok:
+        log.info("webhook delivered event=%s endpoint=%s status=%s ms=%s",
+                 due.public_id, due.endpoint_id, answer.status, answer.latency_ms)  # fmt: skip
+        return
+    what = answer.status if answer.status is not None else answer.error
+    log.warning("webhook failed event=%s endpoint=%s answer=%s next=%s%s%s",
+                due.public_id, due.endpoint_id, what,
+                next_at.isoformat() if next_at else "none (gave up)",
+                f" endpoint disabled: {disable}" if disable else "",
+                "" if kept else " (lease lost: recorded late)")  # fmt: skip
