@@ -25,6 +25,7 @@ from scanpay.domain.service import PaymentService
 from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.refunds import SqlRefundStore
 from scanpay.web import api, errors, events, notify, notify_v3, pages, shop_api
+from scanpay.web.console.setup import install as install_console
 from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
@@ -103,6 +104,9 @@ def create_app(
     )
     for route in (*notify.ROUTES, *notify_v3.ROUTES):
         app.add_short_path(route.path, route.endpoint, notify_limit)
+    # the operator console (issue 12): app.state.console is where later parts plug in
+    if settings.console_enabled:
+        install_console(app, settings, engine, service, refunds, hub, clock)
     return app
 
 
