@@ -21,7 +21,7 @@ from starlette.responses import Response
 from scanpay.domain.closing import close_order
 from scanpay.domain.operators import Action, Role
 from scanpay.domain.refunds import check_reason
-from scanpay.errors import NotFoundError, ScanpayError, ValidationError
+from scanpay.errors import InvalidTransitionError, NotFoundError, ScanpayError, ValidationError
 from scanpay.web.console.auth import (
     SIGN_IN_COOKIE,
     Forbidden,
@@ -36,7 +36,15 @@ from scanpay.web.console.auth import (
 )
 from scanpay.web.console.passwords import hash_password
 from scanpay.web.console.render import page, see_other
-from scanpay.web.console.routes import _fen, console_state, guarded, router, safe_next, signed_in
+from scanpay.web.console.routes import (
+    _fen,
+    console_state,
+    guarded,
+    refundable_amount,
+    router,
+    safe_next,
+    signed_in,
+)
 from scanpay.web.console.state import ConsoleState
 
 log = logging.getLogger(__name__)
@@ -190,6 +198,11 @@ async def refund_confirm_page(request: Request) -> Response:
     story = await state.db(state.queries.story, order_id)
     if story is None:
         raise NotFoundError("no such order")
+    most = refundable_amount(story)
+    if most == 0:
+        raise InvalidTransitionError("only a paid order can be refunded", code="NOT_REFUNDABLE")
+    if amount > most:
+        raise ValidationError("amount: more than the order still has to refund")
     return page(
         state,
         request,

@@ -4,7 +4,6 @@ operator, CSRF token) and the security headers every console answer carries."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -61,12 +60,6 @@ def page(
     """Render ``template`` in the request's language."""
     locale = negotiate(request)
     translator = state.translators[locale]
-    zone = state.zone
-
-    def when(value: datetime | None) -> str:
-        if value is None:
-            return "—"
-        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
     def lang_url(target: str) -> str:
         query = dict(request.query_params)
@@ -81,7 +74,7 @@ def page(
         "ngettext": translator.ngettext,
         "lang": locale,
         "lang_url": lang_url,
-        "when": when,
+        "when": state.local_time,
         "session": session,
         "operator": None if session is None else session.operator,
         "csrf_token": "" if session is None else session.csrf_token,

@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from scanpay.domain.model import OrderStatus
 from scanpay.domain.operators import Action
+from scanpay.domain.refunds import RefundStatus
 from scanpay.errors import (
     ApiError,
     ConflictError,
@@ -36,7 +37,7 @@ from scanpay.errors import (
     TransportError,
     ValidationError,
 )
-from scanpay.store.console_queries import TAKEN, OrderFilter, day_bounds
+from scanpay.store.console_queries import TAKEN, OrderFilter, OrderStory, day_bounds
 from scanpay.web.console.auth import (
     SIGN_IN_COOKIE,
     Forbidden,
@@ -47,7 +48,7 @@ from scanpay.web.console.auth import (
     new_sign_in_token,
     secure,
 )
-from scanpay.web.console.render import HEADERS, page, see_other
+from scanpay.web.console.render import HEADERS, page, see_other, yuan
 from scanpay.web.console.state import ConsoleState, TimelineEntry
 from scanpay.web.console.timeline import build_timeline, decrypted_v3
 
@@ -351,25 +352,30 @@ async def order_page(request: Request) -> Response:
     extra: list[TimelineEntry] = []
     for source in state.timeline_sources:
         extra.extend(await source(order_id))
-    refundable = 0
-    if story.order.status in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
-        held = sum(
-            r.amount
-            for r in story.refunds
-            if r.settles_order and r.status.value not in ("closed", "failed")
-        )
-        refundable = story.order.amount - held
+    refundable = refundable_amount(story)
     return page(
         state,
         request,
         "order.html",
         session,
         story=story,
-        timeline=build_timeline(story, actions, extra),
+        timeline=build_timeline(story, actions, extra, state.local_time, yuan),
         refundable=refundable,
         order_actions=state.order_actions,
         done=request.query_params.get("done", "")[:32],
     )
+
+
+def refundable_amount(story: OrderStory) -> int:
+    """What a refund of the order's payment may still take (0 when it is not refundable)."""
+    if story.order.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
+        return 0
+    held = sum(
+        r.amount
+        for r in story.refunds
+        if r.settles_order and r.status not in (RefundStatus.CLOSED, RefundStatus.FAILED)
+    )
+    return story.order.amount - held
 
 
 # ---- notifications ---------------------------------------------------------------------

@@ -83,6 +83,12 @@ class ConsoleState:
     order_actions: list[OrderAction] = field(default_factory=list)
     nav_links: list[tuple[str, str]] = field(default_factory=list)
 
+    def local_time(self, value: datetime | None) -> str:
+        """A time as the console shows it: in the console's time zone, to the second."""
+        if value is None:
+            return "—"
+        return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S")
+
     async def db(self, fn: Callable[..., R], *args: Any) -> R:
         """A blocking store call on a worker thread."""
         return await asyncio.to_thread(fn, *args)

@@ -4,7 +4,8 @@ received, refunds, operator actions, and whatever the extension sources add (web
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from scanpay.domain.model import EventType
 from scanpay.errors import ScanpayError
@@ -32,11 +33,21 @@ SHOWN: tuple[str, ...] = (
 
 
 def build_timeline(
-    story: OrderStory, actions: Sequence[ActionRecord], extra: Sequence[TimelineEntry]
+    story: OrderStory,
+    actions: Sequence[ActionRecord],
+    extra: Sequence[TimelineEntry],
+    when: Callable[[datetime | None], str],
+    money: Callable[[int], str],
 ) -> list[TimelineEntry]:
+    """Every line of the order's story, oldest first (``when`` and ``money`` format times
+    and amounts for the reader)."""
     entries: list[TimelineEntry] = []
     for _row_id, event in story.events:
         detail = {k: str(event.data[k]) for k in SHOWN if k in event.data}
+        for key in ("amount", "expected", "received"):
+            value = event.data.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                detail[key] = money(value)
         if event.status is not None:
             detail["status"] = event.status.value
         kind = "alert" if event.type is EventType.ALERT else "event"
@@ -51,11 +62,9 @@ def build_timeline(
                     "api": attempt.api_version.value,
                     "status": attempt.status.value,
                     "code_url": attempt.code_url or "",
-                    "expires_at": attempt.expires_at.isoformat() if attempt.expires_at else "",
+                    "expires_at": when(attempt.expires_at),
                     "queries": str(attempt.query_count),
-                    "last_query_at": (
-                        attempt.last_query_at.isoformat() if attempt.last_query_at else ""
-                    ),
+                    "last_query_at": when(attempt.last_query_at) if attempt.last_query_at else "",
                 },
             )
         )
@@ -80,17 +89,19 @@ def build_timeline(
                 "refund",
                 refund.out_refund_no,
                 {
-                    "amount": str(refund.amount),
+                    "amount": money(refund.amount),
                     "status": refund.status.value,
                     "reason": refund.reason,
                     "out_trade_no": refund.out_trade_no,
                     "refund_id": refund.refund_id or "",
-                    "updated_at": refund.updated_at.isoformat(),
+                    "updated_at": when(refund.updated_at),
                 },
             )
         )
     for action in actions:
         detail = {k: str(v) for k, v in action.detail.items()}
+        if isinstance(action.detail.get("amount"), int):
+            detail["amount"] = money(action.detail["amount"])
         detail |= {"operator": action.operator_name, "outcome": action.outcome}
         detail["address"] = action.address
         entries.append(TimelineEntry(action.created_at, "operator", action.action, detail))
