@@ -16,7 +16,7 @@ from scanpay.domain.operators import Action, Role
 from scanpay.errors import ConflictError, NotFoundError, ValidationError
 from scanpay.store.console_queries import ConsoleQueries, OrderFilter
 from scanpay.store.console_tables import CONSOLE_INDEXES
-from scanpay.store.operators import OperatorStore
+from scanpay.store.operators import OperatorStore, Throttle
 from scanpay.store.tables import events, metadata, orders, payment_attempts
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -71,14 +71,17 @@ def test_operators_sessions_and_what_disabling_does(engine: sa.Engine) -> None:
 
 def test_failed_sign_ins_lock_a_name_and_are_forgotten_later(engine: sa.Engine) -> None:
     store = OperatorStore(engine)
-    lock = {"lock_after": 3, "lock_for": timedelta(minutes=15),
-            "forget_after": timedelta(minutes=15)}  # fmt: skip
-    assert store.record_failure("Eve", NOW, **lock).failures == 1
-    assert store.record_failure("eve", NOW, **lock).locked_until is None
-    third = store.record_failure("EVE", NOW, **lock)
+
+    def fail(name: str, at: datetime) -> Throttle:
+        quarter = timedelta(minutes=15)
+        return store.record_failure(name, at, lock_after=3, lock_for=quarter, forget_after=quarter)
+
+    assert fail("Eve", NOW).failures == 1
+    assert fail("eve", NOW).locked_until is None
+    third = fail("EVE", NOW)
     assert (third.failures, third.locked_until) == (3, NOW + timedelta(minutes=15))
     assert store.throttle("eve").locked_until == NOW + timedelta(minutes=15)
-    later = store.record_failure("eve", NOW + timedelta(hours=1), **lock)
+    later = fail("eve", NOW + timedelta(hours=1))
     assert (later.failures, later.locked_until) == (1, None)
     store.clear_failures("Eve")
     assert store.throttle("eve").failures == 0
