@@ -136,6 +136,30 @@ def test_order_list_filters_pages_counts_and_search(engine: sa.Engine) -> None:
     assert exported == ids[::-1][:25]
 
 
+def test_figures_count_sum_and_median_time_to_pay_in_the_database(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        for n, wait in enumerate((10, 40, 20, 400)):
+            order_id = _order(conn, n, OrderStatus.PAID, 100 * (n + 1), NOW)
+            conn.execute(
+                sa.insert(events).values(
+                    order_id=order_id, seq=2, type=EventType.PAID.value, status="paid",
+                    data={}, created_at=NOW + timedelta(seconds=wait),
+                )
+            )  # fmt: skip
+        _order(conn, 9, OrderStatus.PENDING, 5000, NOW - timedelta(days=2))
+    queries = ConsoleQueries(engine)
+    day = queries.figures(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    assert (day.created, day.paid, day.paid_amount) == (4, 4, 1000)
+    assert day.median_seconds_to_pay == pytest.approx(30, abs=0.01)
+    three = queries.figures(NOW - timedelta(hours=1), NOW + timedelta(seconds=41))
+    assert three.paid == 3
+    assert three.median_seconds_to_pay == pytest.approx(20, abs=0.01)
+    week = queries.figures(NOW - timedelta(days=7), NOW + timedelta(days=1))
+    assert (week.created, week.paid) == (5, 4)
+    empty = queries.figures(NOW + timedelta(days=1), NOW + timedelta(days=2))
+    assert (empty.paid, empty.median_seconds_to_pay) == (0, None)
+
+
 def test_alerts_are_acknowledged_once_with_a_note(engine: sa.Engine) -> None:
     store = OperatorStore(engine)
     ada = store.add("ada", Role.ADMIN, "h", NOW)

@@ -79,6 +79,7 @@ alert_acks: Final = sa.Table(
 CONSOLE_INDEXES: Final = (
     ("ix_orders_created_id", orders, ("created_at", "id")),
     ("ix_orders_status_created_id", orders, ("status", "created_at", "id")),
+    ("ix_orders_amount_status", orders, ("amount", "status")),
     ("ix_payment_attempts_transaction_id", attempts, ("transaction_id",)),
     ("ix_payment_attempts_status", attempts, ("status",)),
     ("ix_events_type_created", events, ("type", "created_at")),

@@ -11,10 +11,11 @@ Revises: 0008
 - ``operator_actions``: who did what, when, from which address, with what outcome.
 - ``alert_acks``: an alert event acknowledged by an operator with a note.
 - Indexes: ``orders (created_at, id)`` and ``(status, created_at, id)`` for the newest-first
-  list with cursor pagination and per-status counts; ``payment_attempts.transaction_id`` for
-  the search box; ``payment_attempts.status`` for open attempts; ``events (type,
-  created_at)`` for alerts and the day's payments; ``notifications_received (outcome,
-  received_at)`` for the refused-notifications view.
+  list with cursor pagination and per-status counts; ``orders (amount, status)`` for amount
+  ranges and their counts; ``payment_attempts.transaction_id`` for the search box;
+  ``payment_attempts.status`` for open attempts; ``events (type, created_at)`` for alerts and
+  the day's payments; ``notifications_received (outcome, received_at)`` for the refused
+  notifications (``benchmarks/bench_console.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ depends_on = None
 INDEXES = (
     ("ix_orders_created_id", "orders", ["created_at", "id"]),
     ("ix_orders_status_created_id", "orders", ["status", "created_at", "id"]),
+    ("ix_orders_amount_status", "orders", ["amount", "status"]),
     ("ix_payment_attempts_transaction_id", "payment_attempts", ["transaction_id"]),
     ("ix_payment_attempts_status", "payment_attempts", ["status"]),
     ("ix_events_type_created", "events", ["type", "created_at"]),
