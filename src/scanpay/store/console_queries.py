@@ -198,10 +198,12 @@ class ConsoleQueries:
         query = sa.select(orders).where(*filters.conditions())
         if before is not None:
             created, order_id = before
+            # a row-value comparison: both databases walk the (created_at, id) index from it
             query = query.where(
-                sa.or_(
-                    orders.c.created_at < created,
-                    sa.and_(orders.c.created_at == created, orders.c.id < order_id),
+                sa.tuple_(orders.c.created_at, orders.c.id)
+                < sa.tuple_(
+                    sa.literal(created, orders.c.created_at.type),
+                    sa.literal(order_id, orders.c.id.type),
                 )
             )
         query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
