@@ -91,7 +91,10 @@ def test_sign_in_every_page_in_both_languages_accessible_and_free_of_secrets(
 
     refused = httpx.post(rig.shop_url + "/notify/v2", content=b"<xml><a>1</a></xml>", timeout=5)
     assert refused.status_code >= 400
-    note_id = rig.rows("SELECT max(id) FROM notifications_received")[0][0]
+    note_id, source = rig.rows(
+        "SELECT id, source_address FROM notifications_received ORDER BY id DESC LIMIT 1"
+    )[0]
+    assert source == "127.0.0.1"  # the sender's address is kept with every notification
     pages = [
         "/console",
         "/console/orders",
@@ -118,6 +121,8 @@ def test_sign_in_every_page_in_both_languages_accessible_and_free_of_secrets(
         page.click("#refund")
         expect(page.locator("#confirm-refund")).to_be_visible()
         assert_accessible(page, f"refund confirmation ({lang})")
+    page.goto(f"{rig.shop_url}/console/notifications")
+    expect(page.locator("#refused-groups")).to_contain_text("127.0.0.1")
     # the language sticks (cookie scanpay_lang) and shows in the texts
     page.goto(rig.shop_url + "/console")
     expect(page.locator("h1")).to_have_text("Today at a glance")

@@ -81,6 +81,7 @@ class Notification:
     outcome: str
     detail: str
     size: int
+    source: str | None
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Alert:
 class RefusedGroup:
     api: str
     outcome: str
+    source: str | None
     count: int
     first_at: datetime
     last_at: datetime
@@ -145,6 +147,7 @@ def _notification(row: Any) -> Notification:
         outcome=row.outcome,
         detail=row.detail,
         size=int(row.size),
+        source=row.source_address,
     )
 
 
@@ -155,6 +158,7 @@ _NOTIFICATION_COLUMNS: Final = (
     notifications_received.c.out_trade_no,
     notifications_received.c.outcome,
     notifications_received.c.detail,
+    notifications_received.c.source_address,
     sa.func.length(notifications_received.c.body).label("size"),
 )
 
@@ -391,13 +395,15 @@ class ConsoleQueries:
             sa.select(
                 n.c.api,
                 n.c.outcome,
+                n.c.source_address,
                 sa.func.count().label("n"),
                 sa.func.min(n.c.received_at).label("first_at"),
                 sa.func.max(n.c.received_at).label("last_at"),
             )
             .where(n.c.outcome.not_in(TAKEN), n.c.received_at >= since)
-            .group_by(n.c.api, n.c.outcome)
+            .group_by(n.c.api, n.c.outcome, n.c.source_address)
             .order_by(sa.func.count().desc(), n.c.api, n.c.outcome)
+            .limit(200)
         )
         with self.engine.begin() as conn:
             rows = conn.execute(query).all()
@@ -405,6 +411,7 @@ class ConsoleQueries:
             RefusedGroup(
                 r.api,
                 r.outcome,
+                r.source_address,
                 int(r.n),
                 _utc(r.first_at),
                 _utc(r.last_at),

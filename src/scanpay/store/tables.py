@@ -104,4 +104,5 @@ notifications_received: Final = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("detail", sa.String(256), nullable=False),
+    sa.Column("source_address", sa.String(64), nullable=True),  # 0009: who sent it
 )

@@ -38,6 +38,11 @@ REFUND_API: Final = "v2-refund"
 XML_TYPES: Final = frozenset({"text/xml", "application/xml"})
 
 
+def sender(request: Request) -> str | None:
+    """The sender's address as the service sees it (uvicorn's proxy headers applied)."""
+    return request.client.host if request.client else None
+
+
 def _xml(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="text/xml")
 
@@ -45,11 +50,14 @@ def _xml(body: bytes, status: int = 200) -> Response:
 async def notify_v2(request: Request) -> Response:
     context = get_context(request)
     body = await request.body()
+    source = sender(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     store = context.store
 
     async def refuse(outcome: str, detail: str, status: int) -> Response:
-        await store.record_notification(ReceivedNotification(API, body, outcome, detail))
+        await store.record_notification(
+            ReceivedNotification(API, body, outcome, detail, source=source)
+        )
         log.warning("notify v2 refused outcome=%s detail=%s", outcome, detail)
         return _xml(ack_failure(detail), status)
 
@@ -67,7 +75,7 @@ async def notify_v2(request: Request) -> Response:
         return await refuse("malformed", exc.message or exc.code, 400)
     report = report_from_v2(notification.status, ReportSource.NOTIFICATION_V2)
     # The body is stored with its outcome by the service (with the transition when it can).
-    receipt = ReceivedNotification(API, body, "", "", report.out_trade_no)
+    receipt = ReceivedNotification(API, body, "", "", report.out_trade_no, source)
     outcome = await context.service.apply_payment_report(report, receipt)
     log.info(
         "notify v2 out_trade_no=%s transaction_id=%s verdict=%s reason=%s",
@@ -85,11 +93,14 @@ async def notify_v2_refund(request: Request) -> Response:
     context = get_context(request)
     extras = get_extras(request)
     body = await request.body()
+    source = sender(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     store = context.store
 
     async def refuse(outcome: str, detail: str, status: int) -> Response:
-        await store.record_notification(ReceivedNotification(REFUND_API, body, outcome, detail))
+        await store.record_notification(
+            ReceivedNotification(REFUND_API, body, outcome, detail, source=source)
+        )
         log.warning("notify v2 refund refused outcome=%s detail=%s", outcome, detail)
         return _xml(ack_failure(detail), status)
 
@@ -108,7 +119,12 @@ async def notify_v2_refund(request: Request) -> Response:
     outcome = await extras.refunds.apply_refund_report(report)
     await store.record_notification(
         ReceivedNotification(
-            REFUND_API, body, outcome.verdict.value, outcome.reason, notification.out_trade_no
+            REFUND_API,
+            body,
+            outcome.verdict.value,
+            outcome.reason,
+            notification.out_trade_no,
+            source,
         )
     )
     log.info(

@@ -35,6 +35,7 @@ from scanpay.errors import (
 )
 from scanpay.web.context import get_context
 from scanpay.web.gateway import refund_report_from_v3, report_from_v3
+from scanpay.web.notify import sender
 from scanpay.web.notify_docs import json_operation
 from scanpay.web.wiring import get_extras
 from scanpay.wechat.v3.notify import PaymentNotice, failure_body
@@ -63,10 +64,13 @@ async def _notify_v3(request: Request) -> Response:
     context = get_context(request)
     extras = get_extras(request)
     body = await request.body()
+    source = sender(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
 
     async def refuse(outcome: str, detail: str, status: int) -> Response:
-        await context.store.record_notification(ReceivedNotification(API, body, outcome, detail))
+        await context.store.record_notification(
+            ReceivedNotification(API, body, outcome, detail, source=source)
+        )
         log.warning("notify v3 refused outcome=%s detail=%s", outcome, detail)
         return _fail(detail, status)
 
@@ -86,7 +90,7 @@ async def _notify_v3(request: Request) -> Response:
         report = report_from_v3(notice.transaction, ReportSource.NOTIFICATION_V3)
         what = "v3-payment"
         # The service stores the body with its outcome (with the transition when it can).
-        receipt = ReceivedNotification(what, body, "", "", report.out_trade_no or None)
+        receipt = ReceivedNotification(what, body, "", "", report.out_trade_no or None, source)
         outcome = await context.service.apply_payment_report(report, receipt)
         verdict, reason, acknowledged = outcome.verdict.value, outcome.reason, outcome.acknowledged
         ident = report.out_trade_no
@@ -97,7 +101,9 @@ async def _notify_v3(request: Request) -> Response:
         acknowledged = refunded.acknowledged
         what, ident = "v3-refund", refund_report.out_refund_no
         await context.store.record_notification(
-            ReceivedNotification(what, body, verdict, reason, notice.refund.out_trade_no or None)
+            ReceivedNotification(
+                what, body, verdict, reason, notice.refund.out_trade_no or None, source
+            )
         )
     log.info("notify v3 %s id=%s event=%s verdict=%s reason=%s",
              what, ident, notice.envelope.id, verdict, reason)  # fmt: skip

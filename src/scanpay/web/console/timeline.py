@@ -78,6 +78,7 @@ def build_timeline(
                     "outcome": note.outcome,
                     "detail": note.detail,
                     "bytes": str(note.size),
+                    "address": note.source or "",
                     "href": f"/console/notifications/{note.id}",
                 },
             )

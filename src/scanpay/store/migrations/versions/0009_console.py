@@ -10,6 +10,8 @@ Revises: 0008
 - ``sign_in_failures``: failed sign-ins per name, for slowing down and locking.
 - ``operator_actions``: who did what, when, from which address, with what outcome.
 - ``alert_acks``: an alert event acknowledged by an operator with a note.
+- ``notifications_received.source_address``: the sender's address of every notification
+  (NULL for rows received before this revision).
 - Indexes: ``orders (created_at, id)`` and ``(status, created_at, id)`` for the newest-first
   list with cursor pagination and per-status counts; ``orders (amount, status)`` for amount
   ranges and their counts; ``payment_attempts.transaction_id`` for the search box;
@@ -92,9 +94,14 @@ def upgrade() -> None:
     )
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
+    op.add_column(
+        "notifications_received", sa.Column("source_address", sa.String(64), nullable=True)
+    )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("notifications_received") as batch:
+        batch.drop_column("source_address")
     for name, table, _columns in reversed(INDEXES):
         op.drop_index(name, table_name=table)
     op.drop_table("alert_acks")
