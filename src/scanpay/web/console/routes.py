@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import wraps
@@ -59,6 +60,7 @@ EXPORT_LIMIT: Final = 100_000
 AMOUNT: Final = re.compile(r"\d{1,8}(\.\d{1,2})?")
 DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 STUCK_AFTER: Final = timedelta(minutes=10)
+WEEK_FIGURES_TTL: Final = 60.0  # seconds
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -164,7 +166,16 @@ async def today(request: Request) -> Response:
     periods = []
     for days in (1, 7):
         start, end = day_bounds(now, days, state.zone)
-        periods.append((days, await state.db(state.queries.figures, start, end)))
+        key = (start, end)
+        kept = state.figures_cache.get(key)
+        if days > 1 and kept is not None and time.monotonic() - kept[0] < WEEK_FIGURES_TTL:
+            figures = kept[1]  # the week's figures may be a minute old; today's are live
+        else:
+            figures = await state.db(state.queries.figures, start, end)
+            if days > 1:
+                state.figures_cache.clear()
+                state.figures_cache[key] = (time.monotonic(), figures)
+        periods.append((days, figures))
     backlog = await state.db(state.queries.backlog, now)
     alerts = await state.db(lambda: state.queries.alerts(acknowledged=False, limit=100))
     return page(

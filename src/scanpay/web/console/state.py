@@ -28,7 +28,7 @@ from scanpay.config import Settings
 from scanpay.domain.operators import Action, Role
 from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
-from scanpay.store.console_queries import ConsoleQueries
+from scanpay.store.console_queries import ConsoleQueries, Figures
 from scanpay.store.operators import OperatorStore
 from scanpay.web.console.i18n import Translator
 from scanpay.web.hub import ChangeHub
@@ -82,6 +82,10 @@ class ConsoleState:
     attention_sources: list[AttentionSource] = field(default_factory=list)
     order_actions: list[OrderAction] = field(default_factory=list)
     nav_links: list[tuple[str, str]] = field(default_factory=list)
+    # the last 7 days' figures (one join over a week of payments), kept for a minute
+    figures_cache: dict[tuple[datetime, datetime], tuple[float, Figures]] = field(
+        default_factory=dict
+    )
 
     def local_time(self, value: datetime | None) -> str:
         """A time as the console shows it: in the console's time zone, to the second."""
