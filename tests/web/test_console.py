@@ -202,3 +202,32 @@ def test_every_message_has_a_chinese_translation() -> None:
     missing = sorted(m for m in used | words if zh.gettext(m) == m)
     assert missing == []
     assert load_translators()["en"].gettext("partially_refunded") == "Partly refunded"
+
+
+async def test_cookies_are_secure_when_the_service_is_public_over_https(
+    make_settings: SettingsFactory,
+) -> None:
+    app = create_app(
+        make_settings(public_base_url="https://shop.example", reconciler_enabled=False)
+    )
+    OperatorStore(app.state.scanpay.store.engine).add(
+        "ada", Role.ADMIN, hash_password(PASSWORD), utcnow()
+    )
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+            page = await http.get("/console/sign-in")
+            assert "secure" in page.headers["set-cookie"].lower()
+            match = CSRF.search(page.text)
+            assert match is not None
+            form = {"csrf_token": match.group(1), "name": "ada", "password": PASSWORD}
+            # a Secure cookie is not sent back over http: set it as the browser would over https
+            http.cookies.set("scanpay_console_signin", match.group(1))
+            answer = await http.post("/console/sign-in", data=form)
+            assert answer.status_code == 303
+            session = answer.headers["set-cookie"]
+            assert session.startswith("scanpay_console=")
+            for part in ("HttpOnly", "Secure", "SameSite=lax", "Path=/console"):
+                assert part.lower() in session.lower()
+    finally:
+        await app.state.scanpay.aclose()

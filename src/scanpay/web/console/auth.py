@@ -84,7 +84,12 @@ def address_of(request: Request) -> str:
 
 
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether cookies get ``Secure``: the request came over https (directly or through a
+    trusted proxy), or the service's public address is https."""
+    if request.url.scheme == "https":
+        return True
+    state = getattr(request.app.state, "console", None)
+    return state is not None and state.settings.public_base_url.startswith("https://")
 
 
 async def read_form(request: Request) -> dict[str, str]:
