@@ -48,8 +48,14 @@ class OrderFilter:
     amount_max: int | None = None
     order_ids: tuple[str, ...] | None = None
 
-    def conditions(self, *, with_status: bool = True) -> list[sa.ColumnElement[bool]]:
+    def conditions(
+        self, *, with_status: bool = True, for_list: bool = False
+    ) -> list[sa.ColumnElement[bool]]:
+        """The WHERE terms. ``for_list``: the amount is compared as ``amount + 0`` so that the
+        planner walks the newest-first index and stops after a page, instead of reading a
+        whole amount range through ``(amount, status)`` and sorting it (SQLite did)."""
         where: list[sa.ColumnElement[bool]] = []
+        amount = orders.c.amount + 0 if for_list else orders.c.amount
         if with_status and self.status is not None:
             where.append(orders.c.status == self.status.value)
         if self.created_from is not None:
@@ -57,9 +63,9 @@ class OrderFilter:
         if self.created_to is not None:
             where.append(orders.c.created_at < self.created_to)
         if self.amount_min is not None:
-            where.append(orders.c.amount >= self.amount_min)
+            where.append(amount >= self.amount_min)
         if self.amount_max is not None:
-            where.append(orders.c.amount <= self.amount_max)
+            where.append(amount <= self.amount_max)
         if self.order_ids is not None:
             where.append(orders.c.id.in_(self.order_ids))
         return where
@@ -199,7 +205,7 @@ class ConsoleQueries:
         self, filters: OrderFilter, limit: int, before: tuple[datetime, str] | None
     ) -> list[OrderRow]:
         """A page newest first, after the keyset ``before``."""
-        query = sa.select(orders).where(*filters.conditions())
+        query = sa.select(orders).where(*filters.conditions(for_list=True))
         if before is not None:
             created, order_id = before
             # a row-value comparison: both databases walk the (created_at, id) index from it
