@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     webhooks_enabled: bool = True  # the delivery worker runs in this process
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # operator console (issue 12, docs/console.md)
+    console_enabled: bool = True
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_max_hours: int = Field(default=12, ge=1, le=7 * 24)
+    console_sign_in_lock_after: int = Field(default=5, ge=2, le=100)
+    console_sign_in_lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    console_sign_in_delay_seconds: float = Field(default=0.5, ge=0, le=10)
+    console_timezone: str = "Asia/Shanghai"
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

@@ -18,6 +18,7 @@ COMMANDS: Final = {
     "pay": ("pay_cmd", "act as the shopper's phone against a simulator"),
     # issue 9
     "check-config": ("check_config_cmd", "validate a configuration and make one signed call"),
+    "operator": ("operator_cmd", "manage operator console accounts"),
 }
 
 

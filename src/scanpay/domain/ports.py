@@ -86,6 +86,7 @@ class ReceivedNotification:
     outcome: str
     detail: str
     out_trade_no: str | None = None
+    source: str | None = None  # the sender's address, as the service saw it (issue 12)
 
 
 class OrderStore(Protocol):

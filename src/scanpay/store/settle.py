@@ -109,6 +109,7 @@ def receipt_values(
         "body": received.body,
         "outcome": outcome[:32],
         "detail": detail[:256],
+        "client": received.source and received.source[:64],
     }
 
 
@@ -183,8 +184,9 @@ _PAID: Final = (
     " next_query_at = NULL WHERE id = ?"
 )
 _RECEIPT: Final = (
-    "INSERT INTO notifications_received (api, received_at, out_trade_no, body, outcome, detail)"
-    " VALUES (:api, :received_at, :out_trade_no, :body, :outcome, :detail)"
+    "INSERT INTO notifications_received"
+    " (api, received_at, out_trade_no, body, outcome, detail, client)"
+    " VALUES (:api, :received_at, :out_trade_no, :body, :outcome, :detail, :client)"
 )
 
 

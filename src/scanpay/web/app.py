@@ -35,6 +35,7 @@ from scanpay.web import (
     shop_api,
     webhooks_api,
 )
+from scanpay.web.console.setup import install as install_console
 from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
@@ -128,6 +129,9 @@ def create_app(
         app.add_short_path(route.path, route.endpoint, notify_limit)
     # issue 9: refusals, request ids, metrics, housekeeping (scanpay.web.operations)
     housekeeper = operations.install(app, settings, store, hub, wechat, clock)
+    # the operator console (issue 12): app.state.console is where later parts plug in
+    if settings.console_enabled:
+        install_console(app, settings, engine, service, refunds, hub, clock)
     return app
 
 

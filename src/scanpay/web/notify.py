@@ -96,7 +96,9 @@ async def notify_v2(request: Request) -> Response:
         # Authentic (the signature checked out): WeChat reports a failed payment. Recorded and
         # acknowledged, so WeChat stops repeating it; nothing changes.
         detail = f"result_code FAIL {failure.err_code}".strip()
-        received = ReceivedNotification(API, body, "noted", detail, failure.out_trade_no or None)
+        received = ReceivedNotification(
+            API, body, "noted", detail, failure.out_trade_no or None, client
+        )
         await context.store.record_notification(received)
         note_notification(API, "noted", client=client, out_trade_no=failure.out_trade_no,
                             detail=detail)  # fmt: skip
@@ -105,7 +107,7 @@ async def notify_v2(request: Request) -> Response:
         return await _refuse(request, API, body, _refusal_of(exc), exc.message or exc.code)
     report = report_from_v2(notification.status, ReportSource.NOTIFICATION_V2)
     # The body is stored with its outcome by the service (with the transition when it can).
-    receipt = ReceivedNotification(API, body, "", "", report.out_trade_no)
+    receipt = ReceivedNotification(API, body, "", "", report.out_trade_no, client)
     outcome = await context.service.apply_payment_report(report, receipt)
     note_notification(
         API,
@@ -138,7 +140,12 @@ async def notify_v2_refund(request: Request) -> Response:
     outcome = await extras.refunds.apply_refund_report(report)
     await context.store.record_notification(
         ReceivedNotification(
-            REFUND_API, body, outcome.verdict.value, outcome.reason, notification.out_trade_no
+            REFUND_API,
+            body,
+            outcome.verdict.value,
+            outcome.reason,
+            notification.out_trade_no,
+            client_address(request),
         )
     )
     note_notification(

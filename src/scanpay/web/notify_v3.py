@@ -101,7 +101,7 @@ async def _notify_v3(request: Request) -> Response:
         report = report_from_v3(notice.transaction, ReportSource.NOTIFICATION_V3)
         what = "v3-payment"
         # The service stores the body with its outcome (with the transition when it can).
-        receipt = ReceivedNotification(what, body, "", "", report.out_trade_no or None)
+        receipt = ReceivedNotification(what, body, "", "", report.out_trade_no or None, sender)
         outcome = await context.service.apply_payment_report(report, receipt)
         verdict, reason, acknowledged = outcome.verdict.value, outcome.reason, outcome.acknowledged
         out_trade_no, order_id = report.out_trade_no, outcome.order_id
@@ -112,7 +112,7 @@ async def _notify_v3(request: Request) -> Response:
         acknowledged = refunded.acknowledged
         what, out_trade_no = "v3-refund", notice.refund.out_trade_no
         await context.store.record_notification(
-            ReceivedNotification(what, body, verdict, reason, out_trade_no or None)
+            ReceivedNotification(what, body, verdict, reason, out_trade_no or None, sender)
         )
     note_notification(what, verdict, client=sender, out_trade_no=out_trade_no,
                       order_id=order_id, detail=reason)  # fmt: skip
