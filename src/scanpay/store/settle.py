@@ -6,7 +6,10 @@ order, event row, attempt row) or change nothing (duplicate), and keep the recei
 notification with the outcome. It runs against :class:`SettleOps`, which two back-ends
 implement:
 
-* :class:`AlchemyOps` — SQLAlchemy Core on any engine (the PostgreSQL path);
+* :class:`AlchemyOps` — SQLAlchemy Core on any engine (the PostgreSQL path), used by
+  :class:`AlchemySettler` on one held connection and its own thread, with group commit too:
+  on PostgreSQL the commit is a round trip and, with migration 0010's NOTIFY trigger, a
+  cluster-wide lock, both paid once per batch;
 * :class:`SqliteOps` — the same five statements through the ``sqlite3`` connection itself,
   used by :class:`SqliteSettler` on the store's database thread, many notifications per
   transaction (:mod:`scanpay.store.group_commit`). SQLAlchemy's per-statement and
@@ -291,3 +294,50 @@ class SqliteSettler:
                 conn.execute("ROLLBACK")
             raise
         return outcomes
+
+
+# ---- group commit through SQLAlchemy (PostgreSQL) ------------------------------------------
+
+
+class AlchemySettler:
+    """Runs batches of :class:`SettleRequest` in one transaction on one connection kept for
+    it (its own thread only); if the shared transaction fails, one transaction per request.
+    A connection the database dropped is replaced on the next batch."""
+
+    def __init__(self, engine: sa.Engine, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._conn: sa.Connection | None = None
+        self.transactions = 0  # for tests and benchmarks
+
+    def run_batch(
+        self, requests: Sequence[SettleRequest]
+    ) -> list[ReportOutcome | BaseException | None]:
+        try:
+            outcomes = self._transaction(requests)
+        except Exception:
+            if len(requests) == 1:
+                raise
+            return run_each_alone(requests, lambda request: self._transaction([request])[0])
+        return list(outcomes)
+
+    def _transaction(self, requests: Sequence[SettleRequest]) -> list[ReportOutcome | None]:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self.close()
+            self._conn = self._engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                ops = AlchemyOps(conn)
+                outcomes = [settle(ops, self._clock(), request) for request in requests]
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                self.close()
+            raise
+        self.transactions += 1
+        return outcomes
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

@@ -22,9 +22,9 @@ from scanpay.config import Settings
 from scanpay.domain.model import utcnow
 from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
-from scanpay.store.migrate import make_engine, upgrade
+from scanpay.store.migrate import check_schema, make_engine
 from scanpay.store.refunds import SqlRefundStore
-from scanpay.web import api, errors, events, notify, notify_v3, pages, shop_api
+from scanpay.web import api, cluster, errors, events, notify, notify_v3, pages, shop_api
 from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
@@ -43,12 +43,13 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     """Build the merchant service for ``settings``."""
-    engine = make_engine(settings.database_url)
-    if settings.migrate_on_startup:
-        upgrade(engine)
+    engine = make_engine(settings.database_url, **cluster.engine_options(settings))
+    # upgraded to this code's head, or refused (a newer schema; an older one not upgraded)
+    check_schema(engine, upgrade_first=settings.migrate_on_startup)
     store = SqlRefundStore(engine, clock=clock)
     wechat = build_wechat(settings, wechat_transport)
-    hub = ChangeHub()
+    hub = ChangeHub(interval=settings.stream_poll_seconds)
+    cluster_runtime = cluster.ClusterRuntime(settings, engine, hub)
     gateway = wechat.gateway
     refunds = RefundService(store, gateway, clock=clock, on_change=hub.notify)
     service = PaymentService(
@@ -66,7 +67,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with lifecycle.running():  # the reconciler task (docs/operations.md)
+            # the reconciler task (docs/operations.md); LISTEN on PostgreSQL (docs/deployment.md)
+            async with lifecycle.running(), cluster_runtime.running():
                 yield
         finally:
             await context.aclose()
@@ -80,12 +82,14 @@ def create_app(
     app.state.scanpay = context
     app.state.lifecycle = lifecycle
     app.state.extras = Extras(refunds=refunds, store=store, wechat=wechat)
+    app.state.cluster = cluster_runtime
     app.state.templates = pages.make_environment()
     errors.install(app)
     app.include_router(api.router)
     app.include_router(events.router)
     app.include_router(shop_api.router)
     app.include_router(pages.router)
+    app.include_router(cluster.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The notification endpoints are plain Starlette routes (they read the raw body): their
     # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).

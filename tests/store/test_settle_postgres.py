@@ -1,0 +1,98 @@
+"""Group commit on PostgreSQL (issue 13): concurrent notifications share transactions through
+the SQLAlchemy path on a held connection, a failing one fails alone, a connection the server
+dropped is replaced, and each batch's changes reach LISTEN through migration 0010's trigger."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from scanpay.domain.model import EventType, OrderStatus
+from scanpay.domain.service import ReportVerdict
+from scanpay.store.listen import CHANNEL, conninfo
+from scanpay.store.sql import SqlStore
+from tests.store.test_settle import exploding_judge, pair, settle
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.parametrize("engine", ["postgres"], indirect=True),  # tests/store/conftest.py
+]
+
+
+@pytest.fixture
+def pg_store(engine: sa.Engine) -> SqlStore:
+    return SqlStore(engine)
+
+
+async def test_concurrent_notifications_share_transactions_and_notify(
+    pg_store: SqlStore, engine: sa.Engine
+) -> None:
+    store = pg_store
+    try:
+        pairs = [pair(n) for n in range(40)]
+        for order, attempt in pairs:
+            await store.create_order(order, attempt, None)
+        listener = await psycopg.AsyncConnection.connect(
+            conninfo(engine.url.render_as_string(False)), autocommit=True
+        )
+        async with listener:
+            await listener.execute(f"LISTEN {CHANNEL}")
+            group = store._group
+            assert group is not None
+            outcomes = await asyncio.gather(*(settle(store, a) for _, a in pairs + pairs))
+            verdicts = [o.verdict if o else None for o in outcomes]
+            assert verdicts.count(ReportVerdict.APPLIED) == 40
+            assert verdicts.count(ReportVerdict.DUPLICATE) == 40
+            assert group.items == 80
+            assert group.batches < 80  # some transactions carried several notifications
+            heard = [n.payload async for n in listener.notifies(timeout=2.0, stop_after=40)]
+        # one per payment: "<order id> <seq>", the seq of the paid event
+        expected = set()
+        for order, _ in pairs:
+            events = await store.events_after(order.id, 0)
+            assert [e.type for e in events].count(EventType.PAID) == 1
+            paid = next(e for e in events if e.type is EventType.PAID)
+            expected.add(f"{order.id} {paid.seq}")
+        assert set(heard) == expected
+    finally:
+        store.close()
+
+
+async def test_a_failing_request_fails_alone_and_a_dropped_connection_is_replaced(
+    pg_store: SqlStore, engine: sa.Engine
+) -> None:
+    store = pg_store
+    try:
+        pairs = [pair(n) for n in range(6)]
+        for order, attempt in pairs:
+            await store.create_order(order, attempt, None)
+        results = await asyncio.gather(
+            *(
+                settle(store, a, judged=exploding_judge) if n == 2 else settle(store, a)
+                for n, (_, a) in enumerate(pairs[:5])
+            ),
+            return_exceptions=True,
+        )
+        assert isinstance(results[2], LookupError)
+        statuses = [(await store.get_order(o.id)).status for o, _ in pairs[:5]]
+        assert statuses == [OrderStatus.PAID] * 2 + [OrderStatus.PENDING] + [OrderStatus.PAID] * 2
+        # The server ends the settle connection (a restart, a failover): the next
+        # notification fails (WeChat retries it), the one after gets a new connection.
+        settler = store._settler
+        assert settler is not None
+        assert settler._conn is not None
+        pid = settler._conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        last = pairs[5][1]
+        with pytest.raises(sa.exc.OperationalError):
+            await settle(store, last)
+        outcome = await settle(store, last)
+        assert outcome is not None
+        assert outcome.verdict is ReportVerdict.APPLIED
+        assert (await store.get_order(pairs[5][0].id)).status is OrderStatus.PAID
+    finally:
+        store.close()
