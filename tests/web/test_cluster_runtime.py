@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from scanpay.web.app import create_app
 from scanpay.web.cluster import ClusterRuntime
 from scanpay.web.events import DRAIN_RETRY_MS
 from tests.store.conftest import POSTGRES_URL
+from tests.web.cluster_kit import HAPROXY_TEMPLATE, haproxy_config
 from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop
 from tests.web.test_events import parse_sse
 
@@ -208,3 +210,15 @@ async def test_listen_wakes_streams_and_catches_up_after_the_connection_drops(
     assert listener.connections == 3
     ready = await shop.http.get("/readyz")
     assert ready.json()["listen"] == "connected"
+
+
+def test_shipped_haproxy_config_is_valid() -> None:
+    """deploy/haproxy.cfg as shipped, and the loopback copy the cluster tests use."""
+    copy = haproxy_config(18080, {"x": 18081, "y": 18082}, stats_port=18090)
+    assert "    bind 127.0.0.1:18080\n" in copy
+    assert copy.count("    server ") == 2
+    for text in (HAPROXY_TEMPLATE.read_text(), copy):
+        checked = subprocess.run(
+            ["haproxy", "-c", "-f", "/dev/stdin"], input=text, capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
