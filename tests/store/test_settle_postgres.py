@@ -1,20 +1,24 @@
-"""Group commit on PostgreSQL (issue 13): concurrent notifications share transactions through
-the SQLAlchemy path on a held connection, a failing one fails alone, a connection the server
-dropped is replaced, and each batch's changes reach LISTEN through migration 0010's trigger."""
+"""Group commit on PostgreSQL (issue 13): concurrent notifications share transactions on the
+psycopg connection kept for them and write the rows the SQLAlchemy path writes, a failing one
+fails alone, a connection the server dropped is replaced, and each payment reaches LISTEN
+through migration 0010's trigger."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
-from scanpay.domain.model import EventType, OrderStatus
+from scanpay.domain.machine import Trigger
+from scanpay.domain.model import EventType, Order, OrderStatus, PaymentAttempt
+from scanpay.domain.ports import ReceivedNotification
 from scanpay.domain.service import ReportVerdict
 from scanpay.store.listen import CHANNEL, conninfo
 from scanpay.store.sql import SqlStore
-from tests.store.test_settle import exploding_judge, pair, settle
+from tests.store.test_settle import NOW, exploding_judge, judge, pair, report, settle
 
 pytestmark = [
     pytest.mark.postgres,
@@ -83,16 +87,59 @@ async def test_a_failing_request_fails_alone_and_a_dropped_connection_is_replace
         # notification fails (WeChat retries it), the one after gets a new connection.
         settler = store._settler
         assert settler is not None
-        assert settler._conn is not None
-        pid = settler._conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        pid = settler.backend_pid
+        assert pid is not None
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         last = pairs[5][1]
-        with pytest.raises(sa.exc.OperationalError):
+        with pytest.raises(psycopg.OperationalError):
             await settle(store, last)
         outcome = await settle(store, last)
         assert outcome is not None
         assert outcome.verdict is ReportVerdict.APPLIED
         assert (await store.get_order(pairs[5][0].id)).status is OrderStatus.PAID
+    finally:
+        store.close()
+
+
+async def test_psycopg_path_writes_the_rows_the_sqlalchemy_path_writes(engine: sa.Engine) -> None:
+    store = SqlStore(engine, clock=lambda: NOW)
+    try:
+        (order_a, attempt_a), (order_b, attempt_b) = pair(1), pair(2)
+        for order, attempt in ((order_a, attempt_a), (order_b, attempt_b)):
+            await store.create_order(order, attempt, None)
+        # a: the SQLAlchemy path (AlchemyOps), b: group commit on psycopg (PgOps)
+        receipt = ReceivedNotification("v2-payment", b"<xml/>", "", "", attempt_a.out_trade_no)
+        data = {"out_trade_no": attempt_a.out_trade_no, "source": "notification_v2"}
+        store.settle_payment_sync(
+            report(attempt_a), judge, Trigger.PAYMENT_SUCCEEDED, data, receipt
+        )
+        await settle(store, attempt_b)
+
+        def rows(order: Order, attempt: PaymentAttempt) -> list[Any]:
+            with engine.connect() as conn:
+                found = [
+                    conn.execute(sa.text(sql), {"o": order.id, "a": attempt.out_trade_no}).all()
+                    for sql in (
+                        "SELECT status, last_seq, updated_at FROM orders WHERE id = :o",
+                        "SELECT seq, type, status, data::text, created_at FROM events"
+                        " WHERE order_id = :o ORDER BY seq",
+                        "SELECT status, transaction_id, updated_at, next_query_at"
+                        " FROM payment_attempts WHERE out_trade_no = :a",
+                        "SELECT api, received_at, body, outcome, detail"
+                        " FROM notifications_received WHERE out_trade_no = :a",
+                    )
+                ]
+            text = repr(found)
+            for mine, common in (
+                (attempt.out_trade_no[-24:], "NUMBER"),
+                (order.id, "ORDER"),
+                (f'"amount": {order.amount}', '"amount": AMOUNT'),
+            ):
+                text = text.replace(mine, common)
+            return [text]
+
+        assert rows(order_a, attempt_a) == rows(order_b, attempt_b)
+        assert "'paid'" in rows(order_b, attempt_b)[0]
     finally:
         store.close()

@@ -50,7 +50,7 @@ from scanpay.store.rows import event_from_row as _event
 from scanpay.store.rows import order_from_row as _order
 from scanpay.store.settle import (
     AlchemyOps,
-    AlchemySettler,
+    PgSettler,
     SettleRequest,
     SqliteSettler,
     settle,
@@ -83,11 +83,11 @@ class SqlStore(LifecycleStore):
         # database thread only, with group commit (scanpay.store.settle).
         self._hot: PoolProxiedConnection | None = None
         self._group: GroupCommit[SettleRequest, ReportOutcome | None] | None = None
-        # PostgreSQL: group commit through SQLAlchemy on a connection and thread of its own.
-        self._settler: AlchemySettler | None = None
+        # PostgreSQL: group commit through psycopg on a connection and thread of its own.
+        self._settler: PgSettler | None = None
         self._settle_executor: ThreadPoolExecutor | None = None
         if engine.dialect.name == "postgresql":
-            self._settler = AlchemySettler(self._writer, clock)
+            self._settler = PgSettler(engine, clock)
             self._settle_executor = ThreadPoolExecutor(1, "scanpay-settle")
             self._group = GroupCommit(self._settle_executor, self._settler.run_batch)
         if self._executor is not None:
@@ -375,7 +375,7 @@ class SqlStore(LifecycleStore):
         """:func:`scanpay.store.settle.settle` in one transaction, with group commit: the
         notifications that arrive while a transaction runs share the next one. On SQLite
         through the ``sqlite3`` connection on the database thread; on PostgreSQL through
-        SQLAlchemy on a connection and thread kept for it."""
+        the ``psycopg`` connection kept for it, on its own thread."""
         if self._group is None:
             return await self._run(self.settle_payment_sync, report, judge, trigger, data, receipt)
         return await self._group.submit(SettleRequest(report, judge, trigger, data, receipt))
