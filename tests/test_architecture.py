@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {
         "sqlalchemy",
         "alembic",
+        "psycopg",  # LISTEN for status streams (scanpay.store.listen)
         "scanpay.errors",
         "scanpay.wechat",
         "scanpay.domain",

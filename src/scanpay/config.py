@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     console_sign_in_lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
     console_sign_in_delay_seconds: float = Field(default=0.5, ge=0, le=10)
     console_timezone: str = "Asia/Shanghai"
+    # several instances on PostgreSQL (docs/deployment.md): connection pools, the LISTEN
+    # connection for status streams, the safety-net poll, the instance's name, graceful drain
+    database_pool_size: int = Field(default=5, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
+    database_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    database_prepared_statements: bool = True  # False behind PgBouncer transaction pooling
+    database_listen_url: str | None = None  # a direct connection for LISTEN (not PgBouncer)
+    stream_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    instance_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

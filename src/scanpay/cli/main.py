@@ -19,6 +19,7 @@ COMMANDS: Final = {
     # issue 9
     "check-config": ("check_config_cmd", "validate a configuration and make one signed call"),
     "operator": ("operator_cmd", "manage operator console accounts"),
+    "db": ("db_cmd", "upgrade the database schema or show its revision"),
 }
 
 

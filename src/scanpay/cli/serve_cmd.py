@@ -1,12 +1,19 @@
 """``scanpay serve``: the merchant service from configuration, under uvicorn.
 
 Configuration comes from ``SCANPAY_*`` environment variables and, with ``--env-file``, a
-dotenv file (see docs/service.md). The schema is upgraded to the latest migration at start.
+dotenv file (see docs/service.md). The schema is upgraded to the latest migration at start
+(unless ``SCANPAY_MIGRATE_ON_STARTUP=false``); a schema newer than this code is refused.
+
+On SIGTERM (or Ctrl-C) the service drains (docs/deployment.md): ``/readyz`` turns 503, status
+streams end with a ``retry:`` hint, the listening socket closes, requests in flight finish
+(up to ``shutdown_grace_seconds``), then the reconciler stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -58,12 +65,24 @@ def explain(exc: SettingsError) -> str:
     return "; ".join(problems)
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, telling the app to drain before it stops accepting (see the docstring)."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._drain()
+        await super().shutdown(sockets)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file)
     # one stream (stderr) for scanpay's lines, its access line and uvicorn's own (issue 9)
     logs.configure(settings.log_format, args.log_level)
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -71,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         proxy_headers=True,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
+    DrainingServer(config, app.state.cluster.drain).run()
     return 0

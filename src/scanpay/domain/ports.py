@@ -147,6 +147,13 @@ class LifecycleStore(OrderStore, Protocol):
         """Lease one attempt whatever its schedule; None when another worker holds it."""
         ...
 
+    async def renew(
+        self, attempt_id: str, now: datetime, worker: str, lease_seconds: float
+    ) -> bool:
+        """Extend ``worker``'s lease on the attempt if it still holds it (compare-and-set);
+        False when the lease ran out and may be another worker's now."""
+        ...
+
     async def release(
         self, attempt_id: str, worker: str, next_query_at: datetime | None, queried: bool
     ) -> bool: ...

@@ -144,7 +144,14 @@ class Reconciler:
             now, self.worker_id, self.policy.lease.total_seconds(), self.policy.batch
         )
         failed = 0
+        lease = self.policy.lease.total_seconds()
         for attempt in claimed:
+            # The batch is looked at one by one: the lease is renewed before each look, and an
+            # attempt whose lease ran out meanwhile (a slow WeChat) is left to whoever took it.
+            if not await self.store.renew(attempt.id, self.clock(), self.worker_id, lease):
+                log.warning("reconcile out_trade_no=%s skipped: lease expired before its turn",
+                            attempt.out_trade_no)  # fmt: skip
+                continue
             queried = False
             try:
                 next_at, queried = await self.handler.look(attempt)

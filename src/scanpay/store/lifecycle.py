@@ -123,6 +123,21 @@ class LifecycleStore:
     ) -> PaymentAttempt | None:
         return await self._run(self.claim_sync, attempt_id, now, worker, lease_seconds)
 
+    def renew_sync(self, attempt_id: str, now: datetime, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease ``worker`` still holds (unexpired) on the attempt."""
+        with self._writer.begin() as conn:
+            result = conn.execute(
+                sa.update(payment_attempts)
+                .where(PA.id == attempt_id, PA.leased_by == worker, PA.lease_until >= now)
+                .values(lease_until=now + timedelta(seconds=lease_seconds))
+            )
+        return result.rowcount == 1
+
+    async def renew(
+        self, attempt_id: str, now: datetime, worker: str, lease_seconds: float
+    ) -> bool:
+        return await self._run(self.renew_sync, attempt_id, now, worker, lease_seconds)
+
     def release_sync(
         self, attempt_id: str, worker: str, next_query_at: datetime | None, queried: bool
     ) -> bool:

@@ -50,6 +50,7 @@ from scanpay.store.rows import event_from_row as _event
 from scanpay.store.rows import order_from_row as _order
 from scanpay.store.settle import (
     AlchemyOps,
+    PgSettler,
     SettleRequest,
     SqliteSettler,
     settle,
@@ -82,6 +83,13 @@ class SqlStore(LifecycleStore):
         # database thread only, with group commit (scanpay.store.settle).
         self._hot: PoolProxiedConnection | None = None
         self._group: GroupCommit[SettleRequest, ReportOutcome | None] | None = None
+        # PostgreSQL: group commit through psycopg on a connection and thread of its own.
+        self._settler: PgSettler | None = None
+        self._settle_executor: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "postgresql":
+            self._settler = PgSettler(engine, clock)
+            self._settle_executor = ThreadPoolExecutor(1, "scanpay-settle")
+            self._group = GroupCommit(self._settle_executor, self._settler.run_batch)
         if self._executor is not None:
             self._hot = engine.raw_connection()
             driver = self._hot.driver_connection
@@ -92,6 +100,10 @@ class SqlStore(LifecycleStore):
         """Stop the database thread (after the calls already queued) and the connections."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        if self._settle_executor is not None:
+            self._settle_executor.shutdown(wait=True)
+        if self._settler is not None:
+            self._settler.close()
         if self._hot is not None:
             self._hot.close()
             self._hot = None
@@ -360,9 +372,10 @@ class SqlStore(LifecycleStore):
         data: Mapping[str, Any],
         receipt: ReceivedNotification | None,
     ) -> ReportOutcome | None:
-        """:func:`scanpay.store.settle.settle` in one transaction. On SQLite, through the
-        ``sqlite3`` connection on the database thread with group commit: the notifications
-        that arrive while a transaction runs share the next one."""
+        """:func:`scanpay.store.settle.settle` in one transaction, with group commit: the
+        notifications that arrive while a transaction runs share the next one. On SQLite
+        through the ``sqlite3`` connection on the database thread; on PostgreSQL through
+        the ``psycopg`` connection kept for it, on its own thread."""
         if self._group is None:
             return await self._run(self.settle_payment_sync, report, judge, trigger, data, receipt)
         return await self._group.submit(SettleRequest(report, judge, trigger, data, receipt))

@@ -21,10 +21,11 @@ from scanpay.config import Settings
 from scanpay.domain.model import utcnow
 from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
-from scanpay.store.migrate import make_engine, upgrade
+from scanpay.store.migrate import check_schema, make_engine
 from scanpay.store.refunds import SqlRefundStore
 from scanpay.web import (
     api,
+    cluster,
     error_pages,
     errors,
     events,
@@ -55,12 +56,13 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     """Build the merchant service for ``settings``."""
-    engine = make_engine(settings.database_url)
-    if settings.migrate_on_startup:
-        upgrade(engine)
+    engine = make_engine(settings.database_url, **cluster.engine_options(settings))
+    # upgraded to this code's head, or refused (a newer schema; an older one not upgraded)
+    check_schema(engine, upgrade_first=settings.migrate_on_startup)
     store = SqlRefundStore(engine, clock=clock)
     wechat = build_wechat(settings, wechat_transport)
-    hub = ChangeHub()
+    hub = ChangeHub(interval=settings.stream_poll_seconds)
+    cluster_runtime = cluster.ClusterRuntime(settings, engine, hub)
     # webhooks (issue 11): every change made here also wakes the outbox's delivery worker
     webhooks = build_webhooks(settings, engine, store._run, clock)
 
@@ -86,8 +88,13 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             # the reconciler task (docs/operations.md); pruning, certificate refresh (issue 9);
-            # the webhook worker (docs/webhooks.md)
-            async with lifecycle.running(), housekeeper.running(), webhooks.running():
+            # the webhook worker (docs/webhooks.md); LISTEN on PostgreSQL (docs/deployment.md)
+            async with (
+                lifecycle.running(),
+                housekeeper.running(),
+                webhooks.running(),
+                cluster_runtime.running(),
+            ):
                 yield
         finally:
             await context.aclose()
@@ -101,6 +108,7 @@ def create_app(
     app.state.scanpay = context
     app.state.lifecycle = lifecycle
     app.state.extras = Extras(refunds=refunds, store=store, wechat=wechat)
+    app.state.cluster = cluster_runtime
     app.state.templates = pages.make_environment()
     app.state.webhooks = webhooks
     errors.install(app)
@@ -111,6 +119,7 @@ def create_app(
     app.include_router(pages.router)
     app.mount("/static", app.state.templates.assets, name="static")  # fingerprinted, gzip
     app.include_router(webhooks_api.router)
+    app.include_router(cluster.router)
     # The notification endpoints are plain Starlette routes (they read the raw body): their
     # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).
     app.router.routes[0:0] = [*notify.ROUTES, *notify_v3.ROUTES]

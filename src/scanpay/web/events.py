@@ -4,6 +4,11 @@ The stream first sends the current state (``type: snapshot``) unless the client 
 ``Last-Event-ID``, in which case it replays what came after. Event ids are the order's event
 ``seq``. The stream ends once the order is settled (anything but ``pending``). Between events
 it only waits on :class:`~scanpay.web.hub.ChangeHub` (no database reads while idle).
+
+When the instance shuts down gracefully (:meth:`ChangeHub.drain`), an open stream sends what
+it has not sent yet, then ``retry: DRAIN_RETRY_MS`` and a ``: draining`` comment, and ends:
+the browser's EventSource reconnects after that pause, through the load balancer, to another
+instance, with ``Last-Event-ID``, and the stream resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from scanpay.web.api import ERRORS, check_order_id
 from scanpay.web.context import AppContext, get_context
 
 RETRY_MS: Final = 2000
+DRAIN_RETRY_MS: Final = 250
+DRAIN_MESSAGE: Final = f"retry: {DRAIN_RETRY_MS}\n: draining, reconnect\n\n".encode()
 
 router = APIRouter(prefix="/api", tags=["orders"], responses=ERRORS)
 
@@ -42,6 +49,7 @@ async def stream_order(
 ) -> AsyncIterator[bytes]:
     order = await context.store.get_order(order_id)
     status: OrderStatus = order.status
+    hub = context.hub
     yield f"retry: {RETRY_MS}\n\n".encode()
     if last_event_id is None:
         seq = order.last_seq
@@ -49,7 +57,6 @@ async def stream_order(
         yield _message(seq, snapshot)
     else:
         seq = last_event_id
-    hub = context.hub
     hub.subscribe(order_id, seq, context.store.last_seqs)
     try:
         while True:
@@ -69,9 +76,12 @@ async def stream_order(
             hub.seen(order_id, seq)
             if is_settled(status):
                 return
+            if hub.draining:
+                yield DRAIN_MESSAGE
+                return
             # Woken by this process's commit at once, or by the hub's shared database
             # watcher for other processes' changes; idle, only a heartbeat now and then.
-            while not wake.is_set():
+            while not wake.is_set() and not hub.draining:
                 try:
                     async with asyncio.timeout(context.settings.sse_heartbeat_seconds):
                         await wake.wait()

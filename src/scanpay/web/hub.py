@@ -7,6 +7,12 @@ watcher task: while anything is watched it asks the database once per ``interval
 ``last_seq`` of every watched order (one query, however many streams) and wakes the orders
 whose sequence moved past what their streams have read. An idle stream costs nothing per
 stream. Streams ``subscribe``/``unsubscribe`` so an unwatched order holds no memory here.
+
+On PostgreSQL, changes by other instances arrive at once through ``LISTEN``
+(:class:`scanpay.store.listen.ChangeListener` calls :meth:`ChangeHub.changed`, and
+:meth:`ChangeHub.catch_up` after each (re)connection); the poll stays as the safety net.
+:meth:`ChangeHub.drain` (graceful shutdown) wakes every stream so that it ends with a
+``retry:`` hint and the browser reconnects, through the balancer, to another instance.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ POLL_SECONDS: Final = 1.0
 class ChangeHub:
     def __init__(self, *, interval: float = POLL_SECONDS) -> None:
         self.interval = interval
+        self.draining = False
         self._events: dict[str, asyncio.Event] = {}
         self._watchers: dict[str, int] = {}
         self._seen: dict[str, int] = {}  # the highest seq a stream of the order has read
@@ -73,22 +80,35 @@ class ChangeHub:
             event = self._events[order_id] = asyncio.Event()
         return event
 
+    def changed(self, order_id: str, seq: int) -> None:
+        """Another process moved ``order_id`` to ``seq`` (LISTEN): wake its streams if they
+        have not read that far."""
+        if order_id in self._watchers and seq > self._seen.get(order_id, seq):
+            self._seen[order_id] = seq
+            self.notify(order_id)
+
+    async def catch_up(self) -> None:
+        """One round of the database watcher now (after LISTEN was re-established)."""
+        watched = list(self._watchers)
+        if watched and self._source is not None:
+            for order_id, seq in (await self._source(watched)).items():
+                self.changed(order_id, seq)
+
+    def drain(self) -> None:
+        """Graceful shutdown: every stream wakes, sees ``draining`` and ends."""
+        self.draining = True
+        for event in list(self._events.values()):
+            event.set()
+        self._events.clear()
+
     async def _watch_database(self) -> None:
         """The shared watcher: runs while anything is watched, one query per interval."""
         while self._watchers and self._source is not None:
             await asyncio.sleep(self.interval)
-            watched = list(self._watchers)
-            if not watched:
-                return
             try:
-                latest = await self._source(watched)
+                await self.catch_up()
             except Exception:  # logged; the next round retries
                 log.exception("status streams: reading the latest event numbers failed")
-                continue
-            for order_id, seq in latest.items():
-                if seq > self._seen.get(order_id, seq):
-                    self._seen[order_id] = seq
-                    self.notify(order_id)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -148,10 +149,19 @@ def build_lifecycle(
         clock=clock,
         refund_store=refund_store,
         refunds=refunds,
+        worker_id=worker_id(settings.instance_name),
     )
     worker = Worker(reconciler, settings.reconciler_poll_seconds)
     reconciler_holder.append(worker)
     return LifecycleRuntime(lifecycle, reconciler, worker, settings.reconciler_enabled)
+
+
+def worker_id(instance_name: str | None) -> str | None:
+    """The reconciler's lease holder: the instance's name (if set) and a random part, unique
+    per process start (``leased_by`` then shows which instance holds what)."""
+    if instance_name is None:
+        return None
+    return f"{instance_name}-{secrets.token_hex(6)}"
 
 
 def get_lifecycle(request: Request) -> LifecycleRuntime:

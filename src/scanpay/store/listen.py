@@ -1,0 +1,125 @@
+"""``ChangeListener``: PostgreSQL ``LISTEN scanpay_orders`` on a dedicated connection.
+
+Migration 0010's trigger sends ``'<order id> <last_seq>'`` on the channel whenever an order's
+``last_seq`` moves, from whichever instance wrote it. The listener holds one autocommit
+connection (psycopg 3, asyncio) and hands every notification to ``on_change(order_id, seq)``.
+LISTEN belongs to a session and PostgreSQL keeps nothing for a listener that was away, so
+after every (re)connection, once LISTEN is in place, ``on_connect()`` runs: the caller catches
+up from the tables (the status hub asks for the ``last_seq`` of every watched order).
+A dropped connection is retried with a growing pause (up to ``MAX_PAUSE``); a quiet connection
+is probed every ``probe_seconds`` so a silently dead one is noticed too.
+
+The connection must be direct: a PgBouncer in transaction-pooling mode cannot carry LISTEN
+(``database_listen_url`` names a direct one; docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import psycopg
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+CHANNEL: Final = "scanpay_orders"
+FIRST_PAUSE: Final = 0.2
+MAX_PAUSE: Final = 5.0
+
+
+def conninfo(database_url: str) -> str:
+    """A psycopg connection string from a SQLAlchemy URL (``postgresql+psycopg://...``)."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError("LISTEN needs a PostgreSQL URL")
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def parse_payload(payload: str) -> tuple[str, int] | None:
+    """``'<order id> <seq>'`` -> (order id, seq); None for anything else."""
+    order_id, _, seq = payload.partition(" ")
+    if not order_id or not seq.isdigit() or len(seq) > 18:
+        return None
+    return order_id, int(seq)
+
+
+class ChangeListener:
+    """Runs ``LISTEN`` until stopped (see the module docstring)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        on_change: Callable[[str, int], None],
+        on_connect: Callable[[], Awaitable[None]],
+        *,
+        probe_seconds: float = 15.0,
+    ) -> None:
+        self._conninfo = conninfo(database_url)
+        self._on_change = on_change
+        self._on_connect = on_connect
+        self._probe_seconds = probe_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0  # successful LISTENs so far (tests and logs)
+        self.received = 0
+
+    async def _session(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, application_name="scanpay-listen"
+        )
+        self._conn = conn
+        async with conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            self.connections += 1
+            self.connected.set()
+            if self.connections > 1:
+                log.info("status streams: LISTEN connection restored; catching up")
+            await self._on_connect()  # after LISTEN: nothing slips between catch-up and live
+            while True:
+                async for note in conn.notifies(timeout=self._probe_seconds):
+                    parsed = parse_payload(note.payload)
+                    if parsed is not None:
+                        self.received += 1
+                        self._on_change(*parsed)
+                await conn.execute("SELECT 1")  # quiet for a while: is the server still there?
+
+    async def _run(self) -> None:
+        pause = FIRST_PAUSE
+        while True:
+            before = self.connections
+            try:
+                await self._session()
+            except (psycopg.Error, OSError) as exc:
+                if self.connections > before:
+                    pause = FIRST_PAUSE  # it had been working: try again soon
+                log.warning(
+                    "status streams: LISTEN connection lost (%s); retrying in %.1f s",
+                    type(exc).__name__,
+                    pause,
+                )
+            finally:
+                self.connected.clear()
+                self._conn = None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="scanpay-listen")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def backend_pid(self) -> int | None:
+        """The server process of the LISTEN session (tests terminate it on purpose)."""
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
