@@ -6,6 +6,7 @@ environment at import time: build ``Settings()`` where the process starts (``sca
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 from typing import Final, Literal
 
@@ -58,6 +59,12 @@ class Settings(BaseSettings):
     reconciler_poll_seconds: float = Field(default=1.0, gt=0)
     reconciler_lease_seconds: float = Field(default=60.0, gt=0)
     reconciler_batch: int = Field(default=50, ge=1, le=1000)
+    # daily reconciliation against WeChat Pay's bill (docs/reconciliation.md)
+    reconcile_enabled: bool = True
+    reconcile_after: time = time(10, 0)  # Asia/Shanghai time of day the previous day is run
+    reconcile_retry_seconds: float = Field(default=900.0, gt=0)
+    reconcile_poll_seconds: float = Field(default=60.0, gt=0)
+    reconcile_hold_days: int = Field(default=3, ge=0, le=30)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

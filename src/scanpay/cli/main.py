@@ -16,6 +16,7 @@ COMMANDS: Final = {
     "serve": ("serve_cmd", "run the merchant service from configuration"),
     "simulator": ("simulator_cmd", "run the local WeChat Pay simulator"),
     "pay": ("pay_cmd", "act as the shopper's phone against a simulator"),
+    "reconcile": ("reconcile_cmd", "reconcile one day against WeChat Pay's bill (对账)"),
 }
 
 

@@ -40,7 +40,12 @@ from scanpay.client.retry import NO_RETRY, NOT_SENT, RetryPolicy, call_with_retr
 from scanpay.errors import ConfigurationError, TransportError
 from scanpay.wechat.bill import Bill
 from scanpay.wechat.secret import Secret
-from scanpay.wechat.v2.bills import DOWNLOAD_BILL_PATH, DownloadBill, parse_bill_response
+from scanpay.wechat.v2.bills import (
+    DOWNLOAD_BILL_PATH,
+    DownloadBill,
+    parse_bill_response,
+    read_bill_bytes,
+)
 from scanpay.wechat.v2.envelope import V2Merchant, decode_response, encode_request
 from scanpay.wechat.v2.notify import PaymentNotification, verify_payment_notification
 from scanpay.wechat.v2.orders import (
@@ -270,6 +275,16 @@ class V2Client:
 
         def read(response: httpx.Response) -> Bill:
             return parse_bill_response(response.content, http_status=response.status_code)
+
+        return await self._exchange(DOWNLOAD_BILL_PATH, body, read)
+
+    async def download_bill_bytes(self, request: DownloadBill) -> bytes:
+        """The day's bill file (UTF-8, unparsed, for :class:`scanpay.wechat.bill.BillReader`);
+        ``ApiError`` when WeChat answers with an XML failure."""
+        body = encode_request(request.to_fields(), self.merchant, nonce=self._nonce())
+
+        def read(response: httpx.Response) -> bytes:
+            return read_bill_bytes(response.content, http_status=response.status_code)
 
         return await self._exchange(DOWNLOAD_BILL_PATH, body, read)
 

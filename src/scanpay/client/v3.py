@@ -49,6 +49,7 @@ from scanpay.wechat.v3.bills import (
     FundFlowBill,
     TradeBillType,
     bill_download_request,
+    bill_file_bytes,
     fund_flow_bill_from,
     fund_flow_bill_request,
     parse_bill_descriptor,
@@ -392,6 +393,16 @@ class V3Client:
         )
         content = (await self.send(bill_download_request(descriptor))).content
         return parse_trade_bill(content, descriptor)
+
+    async def trade_bill_bytes(
+        self, bill_date: date, bill_type: TradeBillType = TradeBillType.ALL, *, gzip: bool = False
+    ) -> bytes:
+        """The trade bill file, hash-checked but unparsed (for a streaming reader)."""
+        descriptor = parse_bill_descriptor(
+            (await self.send(trade_bill_request(bill_date, bill_type, gzip=gzip))).content
+        )
+        content = (await self.send(bill_download_request(descriptor))).content
+        return bill_file_bytes(content, descriptor)
 
     async def fund_flow_bill(
         self, bill_date: date, account_type: AccountType = AccountType.BASIC, *, gzip: bool = False

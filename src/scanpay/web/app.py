@@ -29,6 +29,8 @@ from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
+from scanpay.web.reconciliation_wiring import build_reconciliation
+from scanpay.web.reconciliations_api import router as reconciliations_router
 from scanpay.web.wiring import Extras, build_wechat
 from scanpay.web.worker import RefundServiceRefunder, build_lifecycle, policy_from
 
@@ -62,11 +64,13 @@ def create_app(
     lifecycle = build_lifecycle(settings, service, clock, refunds)
 
     context = AppContext(settings=settings, store=store, service=service, hub=hub, client=wechat)
+    reconciliations, daily_reconciliation = build_reconciliation(settings, engine, wechat, clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with lifecycle.running():  # the reconciler task (docs/operations.md)
+            # the reconciler task (docs/operations.md), the day's bill (docs/reconciliation.md)
+            async with lifecycle.running(), daily_reconciliation():
                 yield
         finally:
             await context.aclose()
@@ -86,6 +90,8 @@ def create_app(
     app.include_router(events.router)
     app.include_router(shop_api.router)
     app.include_router(pages.router)
+    app.state.reconciliations = reconciliations
+    app.include_router(reconciliations_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The notification endpoints are plain Starlette routes (they read the raw body): their
     # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).

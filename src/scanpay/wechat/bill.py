@@ -17,7 +17,8 @@ the ALL bill are also typed on :class:`BillRow`. :func:`build_bill` writes the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -199,6 +200,74 @@ def parse_bill(text: str) -> Bill:
     except TypeError:
         raise MalformedMessageError("bill summary lacks a total") from None
     return Bill(header=header, rows=rows, summary=summary, summary_header=summary_header)
+
+
+class BillReader:
+    """A bill read line by line, never whole: :meth:`rows` yields each row as it is read,
+    and :attr:`summary` is set once the rows are exhausted (the summary row comes last).
+
+    ``lines`` may be any iterable of text lines (a file, :func:`lines_of`); the same rules as
+    :func:`parse_bill` apply, and breaking one raises :class:`MalformedMessageError`.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.header: tuple[str, ...] = ()
+        self.summary: BillSummary | None = None
+        self.row_count = 0
+
+    def _next(self) -> str | None:
+        for line in self._lines:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                return line
+        return None
+
+    def rows(self) -> Iterator[BillRow]:
+        first = self._next()
+        if first is None:
+            raise MalformedMessageError("bill is empty")
+        self.header = header = _plain(first.removeprefix("\ufeff"), "header")
+        width = len(header)
+        while (line := self._next()) is not None:
+            if not line.startswith("`"):
+                self._read_summary(line)
+                return
+            values = _ticked(line, width, "row")
+            self.row_count += 1
+            yield BillRow.from_columns(dict(zip(header, values, strict=True)))
+        raise MalformedMessageError("bill summary header not found")
+
+    def _read_summary(self, line: str) -> None:
+        summary_header = _plain(line, "summary header")
+        if summary_header[0] != SUMMARY_COLUMNS[0]:
+            raise MalformedMessageError("bill summary header not found")
+        values_line = self._next()
+        if values_line is None:
+            raise MalformedMessageError("bill summary row missing")
+        if self._next() is not None:
+            raise MalformedMessageError("bill has lines after its summary")
+        values = _ticked(values_line, len(summary_header), "summary")
+        known = dict(zip(SUMMARY_COLUMNS, _SUMMARY_ATTRS, strict=True))
+        totals = {
+            known[name]: (_count(text) if name == SUMMARY_COLUMNS[0] else yuan_to_fen(text, name))
+            for name, text in zip(summary_header, values, strict=True)
+            if name in known
+        }
+        try:
+            self.summary = BillSummary(**totals)
+        except TypeError:
+            raise MalformedMessageError("bill summary lacks a total") from None
+
+
+def lines_of(data: bytes | Iterable[bytes]) -> Iterator[str]:
+    """UTF-8 text lines of a bill held as bytes (or read from a binary file), one at a time."""
+    chunks: Iterable[bytes] = io.BytesIO(data) if isinstance(data, bytes) else data
+    for raw in chunks:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedMessageError("bill is not UTF-8") from None
 
 
 def build_bill(
