@@ -22,7 +22,7 @@ import httpx
 from scanpay.cli.serve_cmd import load_settings
 from scanpay.config import Settings
 from scanpay.domain.model import utcnow
-from scanpay.domain.reconciliation import Report, ReportStatus
+from scanpay.domain.reconciliation import Report, ReportStatus, parse_day
 from scanpay.errors import ScanpayError
 from scanpay.reconcile.service import Reconciler
 from scanpay.reconcile.source import ClientBillSource
@@ -69,13 +69,6 @@ def render_text(report: Report) -> str:
     if report.held:
         lines.append(f"  {len(report.held)} missing from the bill, held for a later bill")
     return "\n".join(lines)
-
-
-def parse_day(text: str) -> date:
-    try:
-        return datetime.strptime(text, "%Y-%m-%d").date()
-    except ValueError:
-        raise ScanpayError("--date must be YYYY-MM-DD", code="INVALID_DATE") from None
 
 
 async def reconcile(

@@ -28,13 +28,14 @@ Difference kinds (:class:`DifferenceKind`):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-from scanpay.errors import MalformedMessageError, ScanpayError
+from scanpay.errors import MalformedMessageError, ScanpayError, ValidationError
 from scanpay.wechat.bill import BillRow, BillSummary
 from scanpay.wechat.fields import BEIJING
 
@@ -48,6 +49,7 @@ BILL_REFUND_STATUS: Final = {
     "CHANGE": "abnormal",
 }
 HOLD_DAYS: Final = 3
+_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class BillNotReadyError(ScanpayError):
@@ -77,6 +79,16 @@ class DifferenceState(StrEnum):
 class ReportStatus(StrEnum):
     MATCHED = "matched"
     DIFFERENCES = "differences"
+
+
+def parse_day(text: str) -> date:
+    """A ``YYYY-MM-DD`` calendar date, or :class:`ValidationError` (``INVALID_DATE``)."""
+    if not _DAY.fullmatch(text):
+        raise ValidationError("date must be YYYY-MM-DD", code="INVALID_DATE")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValidationError("date is not a calendar date", code="INVALID_DATE") from None
 
 
 def shanghai_day(moment: datetime) -> date:

@@ -300,6 +300,8 @@ class Bills:
         day = date(int(asked.bill_date[:4]), int(asked.bill_date[4:6]), int(asked.bill_date[6:]))
         if day > self._today():
             return _xml_answer(encode_bill_failure("invalid bill_date", "20001"))
+        if self._not_ready():
+            return _xml_answer(encode_bill_failure("Bill Creating", "20003"))
         text = None
         if asked.bill_type is not BillType.RECHARGE_REFUND:
             text = self.trade_bill(day, asked.bill_type.value)
@@ -336,6 +338,8 @@ class Bills:
             )
         if day > self._today():
             return self._v3._error(request, 400, "PARAM_ERROR", "bill_date不能晚于今天")
+        if self._not_ready():
+            return self._v3._error(request, 400, "STATEMENT_CREATING", "账单生成中，请稍后再试")
         if text is None:
             return self._v3._error(request, 400, "NO_STATEMENT_EXIST", "账单文件不存在")
         data = text.encode("utf-8")
@@ -345,6 +349,9 @@ class Bills:
         url = f"{self._public_url().rstrip('/')}{DOWNLOAD_PATH}?token={token}"
         descriptor = BillDescriptor(download_url=url, hash_value=digest)
         return self._v3._answer(request, 200, descriptor.to_json())
+
+    def _not_ready(self) -> bool:
+        return self._faults is not None and Fault.BILL_NOT_READY in self._faults.bill_faults()
 
     def _keep(self, file: BillFile) -> str:
         token = secrets.token_urlsafe(24)

@@ -32,6 +32,8 @@ or as JSON (``POST /sim/faults``): ``{"name": value}`` or ``{"name": {"value": v
 ``bill_revoked``             bills show the order's payment as ``REVOKED``
 ``bill_refund_amount``       bills show the order's refunds N fen higher (default 1)
 ``bill_extra``               each day's bill gains N payments nobody ordered (default 1)
+``bill_not_ready``           bills are "being generated": v2 ``Bill Creating``, v3
+                             ``STATEMENT_CREATING`` (as before WeChat's 10:00)
 ===========================  =================================================================
 
 The ``bill_*`` faults (:data:`BILL_FAULTS`) change only the bills (:mod:`.bills`), never an
@@ -85,6 +87,7 @@ class Fault(StrEnum):
     BILL_REVOKED = "bill_revoked"
     BILL_REFUND_AMOUNT = "bill_refund_amount"
     BILL_EXTRA = "bill_extra"
+    BILL_NOT_READY = "bill_not_ready"
 
 
 class Scope(StrEnum):
@@ -114,6 +117,7 @@ DEFAULTS: Final[dict[Fault, float]] = {
     Fault.BILL_REVOKED: 1,
     Fault.BILL_REFUND_AMOUNT: 1,
     Fault.BILL_EXTRA: 1,
+    Fault.BILL_NOT_READY: 1,
 }
 PROBABILITIES: Final = frozenset(
     {
@@ -142,6 +146,7 @@ BILL_FAULTS: Final = frozenset(
         Fault.BILL_REVOKED,
         Fault.BILL_REFUND_AMOUNT,
         Fault.BILL_EXTRA,
+        Fault.BILL_NOT_READY,
     }
 )
 MAX_SLOW: Final = 30.0

@@ -7,12 +7,12 @@ ones still held. 404 ``NOT_FOUND`` when the day has not been reconciled (yet).
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from scanpay.errors import NotFoundError, ValidationError
+from scanpay.domain.reconciliation import parse_day
+from scanpay.errors import NotFoundError
 from scanpay.store.reconciliations import ReconciliationStore
 from scanpay.web.api import ERRORS
 from scanpay.web.context import require_shop_key
@@ -22,20 +22,13 @@ router = APIRouter(
 )
 
 
-def _day(text: str) -> date:
-    try:
-        return datetime.strptime(text, "%Y-%m-%d").date()
-    except ValueError:
-        raise ValidationError("date must be YYYY-MM-DD", code="INVALID_DATE") from None
-
-
 @router.get(
     "/reconciliations/{day}",
     summary="A day's reconciliation against WeChat Pay's bill (Asia/Shanghai day)",
 )
 async def get_reconciliation(day: str, request: Request) -> dict[str, Any]:
     store: ReconciliationStore = request.app.state.reconciliations
-    wanted = _day(day)
+    wanted = parse_day(day)
     report = await store.run(store.report, wanted)
     if report is None:
         raise NotFoundError(f"no reconciliation for {wanted.isoformat()}")
