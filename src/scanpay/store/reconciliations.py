@@ -36,6 +36,7 @@ from scanpay.domain.reconciliation import (
     Report,
     ReportStatus,
     Totals,
+    day_start,
     shanghai_day,
     status_of,
 )
@@ -106,18 +107,37 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
-def _payment(row: Any) -> LocalPayment:
+def _payment(row: Any, day_of: Callable[[datetime], date] = shanghai_day) -> LocalPayment:
     return LocalPayment(
         row.out_trade_no, row.transaction_id, row.amount, row.status, row.order_id,
-        shanghai_day(row.updated_at),
+        day_of(row.updated_at),
     )  # fmt: skip
 
 
-def _refund(row: Any) -> LocalRefund:
+def _refund(row: Any, day_of: Callable[[datetime], date] = shanghai_day) -> LocalRefund:
     return LocalRefund(
         row.out_refund_no, row.out_trade_no, row.amount, row.status, row.order_id,
-        shanghai_day(row.updated_at),
+        day_of(row.updated_at),
     )  # fmt: skip
+
+
+def _days_between(start: datetime, end: datetime) -> Callable[[datetime], date]:
+    """:func:`shanghai_day` for instants in ``[start, end)``, by comparing with the midnights
+    in between (a window of 100,000 rows pays for one time-zone conversion per day, not row)."""
+    first = shanghai_day(start)
+    edges: list[tuple[datetime, date]] = []
+    day = first
+    while day_start(day) < end:
+        edges.append((day_start(day + timedelta(days=1)), day))
+        day += timedelta(days=1)
+
+    def day_of(moment: datetime) -> date:
+        for edge, found in edges:
+            if moment < edge:
+                return found if moment >= start else shanghai_day(moment)
+        return shanghai_day(moment)
+
+    return day_of
 
 
 _PA: Final = payment_attempts.c
@@ -199,11 +219,12 @@ class ReconciliationStore:
         done = sa.select(*_REFUND_COLUMNS).where(
             _R.status == "success", _R.updated_at >= start, _R.updated_at < end
         )
+        day_of = _days_between(start, end)
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=2000).execute(paid):
-                found.payments[row.out_trade_no] = _payment(row)
+                found.payments[row.out_trade_no] = _payment(row, day_of)
             for row in conn.execution_options(yield_per=2000).execute(done):
-                found.refunds[row.out_refund_no] = _refund(row)
+                found.refunds[row.out_refund_no] = _refund(row, day_of)
         return found
 
     def payments(self, numbers: Collection[str]) -> Mapping[str, LocalPayment]:

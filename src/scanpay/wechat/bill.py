@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from scanpay.errors import MalformedMessageError
 from scanpay.wechat.fields import fen_to_yuan, yuan_to_fen
@@ -229,13 +229,19 @@ class BillReader:
             raise MalformedMessageError("bill is empty")
         self.header = header = _plain(first.removeprefix("\ufeff"), "header")
         width = len(header)
+        # Which attribute each column fills, worked out once for the whole file.
+        texts = [(i, _TEXT[name]) for i, name in enumerate(header) if name in _TEXT]
+        money = [(i, _MONEY[name], name) for i, name in enumerate(header) if name in _MONEY]
         while (line := self._next()) is not None:
             if not line.startswith("`"):
                 self._read_summary(line)
                 return
             values = _ticked(line, width, "row")
             self.row_count += 1
-            yield BillRow.from_columns(dict(zip(header, values, strict=True)))
+            fields: dict[str, Any] = {attr: values[i] for i, attr in texts}
+            for i, attr, name in money:
+                fields[attr] = yuan_to_fen(values[i], name) if values[i] else 0
+            yield BillRow(columns=dict(zip(header, values, strict=True)), **fields)
         raise MalformedMessageError("bill summary header not found")
 
     def _read_summary(self, line: str) -> None:
