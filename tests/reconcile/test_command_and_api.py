@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from scanpay.cli.main import main as cli_main
@@ -124,6 +125,13 @@ def test_command_is_registered(tmp_path: Path, capsys: pytest.CaptureFixture[str
 async def test_shop_api_serves_reports(sim: Simulator, engine: sa.Engine) -> None:
     await asyncio.to_thread(pay, sim, engine, {"api000001": [], "api000002": ["bill_revoked"]})
     app = create_app(settings_for(sim, engine), httpx.ASGITransport(app=sim.app))
+    try:
+        await check_api(app, sim, engine)
+    finally:
+        await app.state.scanpay.aclose()
+
+
+async def check_api(app: FastAPI, sim: Simulator, engine: sa.Engine) -> None:
     auth = {"Authorization": f"Bearer {SHOP_KEY}"}
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
