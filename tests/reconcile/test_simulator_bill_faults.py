@@ -3,6 +3,7 @@ disagree with its ledger in one way, and none of them changes an API answer."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from datetime import date
 
@@ -88,7 +89,7 @@ async def test_each_bill_fault(sim: Simulator) -> None:
         assert v2_error.value.message == "Bill Creating"
         async with make_v3(sim) as v3:
             with pytest.raises(ApiError) as v3_error:
-                await v3.trade_bill_bytes(D1)
+                await v3.trade_bill_to(D1, io.BytesIO())
         assert v3_error.value.code == "STATEMENT_CREATING"
         await http.delete("/sim/faults")
         clean = (await bill(sim)).rows  # every fault cleared: the bill is the ledger again

@@ -3,12 +3,24 @@ any iterable of lines, and the same refusals for a damaged file."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from scanpay.errors import MalformedMessageError
-from scanpay.wechat.bill import BillReader, BillRow, BillSummary, build_bill, lines_of, parse_bill
+from scanpay.wechat.bill import (
+    HEAD_BYTES,
+    BillReader,
+    BillRow,
+    BillSink,
+    BillSummary,
+    build_bill,
+    lines_of,
+    parse_bill,
+)
 from scanpay.wechat.fields import yuan_to_fen
 
 
@@ -103,3 +115,33 @@ def test_yuan_to_fen_is_exact(text: str, fen: int) -> None:
 def test_yuan_to_fen_refuses(text: str) -> None:
     with pytest.raises(MalformedMessageError):
         yuan_to_fen(text)
+
+
+def test_sink_writes_plain_and_gzip_files_in_chunks() -> None:
+    text = build_bill(rows(200)).encode()
+    for sent in (text, gzip.compress(text, mtime=0)):
+        out = io.BytesIO()
+        sink = BillSink(out)
+        for start in range(0, len(sent), 1000):
+            sink.write(sent[start : start + 1000])
+        sink.close()
+        assert out.getvalue() == text
+        assert sink.size == len(text)
+        assert sink.file_sha1 == hashlib.sha1(text, usedforsecurity=False).hexdigest()
+        assert sink.received_sha1 == hashlib.sha1(sent, usedforsecurity=False).hexdigest()
+        assert sink.head == text[:HEAD_BYTES]
+
+
+def test_sink_refuses_damaged_or_oversized_files() -> None:
+    packed = gzip.compress(build_bill(rows(50)).encode(), mtime=0)
+    truncated = BillSink(io.BytesIO())
+    truncated.write(packed[:-20])
+    with pytest.raises(MalformedMessageError):
+        truncated.close()
+    corrupt = BillSink(io.BytesIO())
+    with pytest.raises(MalformedMessageError):
+        corrupt.write(packed[:10] + b"\x00" * 50 + packed[60:])
+    for sent in (b"x" * 5000, gzip.compress(b"x" * 5000)):
+        small = BillSink(io.BytesIO(), limit=4096)
+        with pytest.raises(MalformedMessageError, match="too large"):
+            small.write(sent)

@@ -1,7 +1,8 @@
 """One reconciliation run: download a day's bill, match it, store the report, raise alerts.
 
-:meth:`Reconciler.run` streams the bill through :class:`~scanpay.wechat.bill.BillReader`
-into :func:`~scanpay.domain.reconciliation.match_bill` on a worker thread (the ledger window
+:meth:`Reconciler.run` streams the download into a temporary file, then that file through
+:class:`~scanpay.wechat.bill.BillReader` into :func:`~scanpay.domain.reconciliation.match_bill`
+on a worker thread (the ledger window
 for the day is the only large thing held in memory), then keeps the ``missing_remote``
 candidates that no other day's bill carried, held for ``hold_days`` days, and replaces the
 day's report (the latest run wins; alerts only for differences the previous run of that day
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from typing import BinaryIO
 
 from scanpay.domain.model import utcnow
 from scanpay.domain.reconciliation import (
@@ -69,12 +72,15 @@ class Reconciler:
     async def run(self, day: date) -> Report:
         """Reconcile ``day``; :class:`BillNotReadyError` (nothing stored) if there is no bill."""
         self.check_day(day)
-        data = await self.source.trade_bill(day)
-        window = await asyncio.to_thread(
-            self.store.window, day_start(day - timedelta(days=1)), day_start(day + timedelta(2))
-        )
-        result = await asyncio.to_thread(self._match, day, data, window)
-        del data, window
+        with tempfile.TemporaryFile(prefix="scanpay-bill-") as bill:
+            await self.source.trade_bill(day, bill)
+            window = await asyncio.to_thread(
+                self.store.window,
+                day_start(day - timedelta(days=1)),
+                day_start(day + timedelta(days=2)),
+            )
+            result = await asyncio.to_thread(self._match, day, bill, window)
+        del window
         today = self.today()
         keys = [(c.entry, c.number) for c in result.candidates]
         crossed = await asyncio.to_thread(self.store.crossed, keys, not_day=day)
@@ -102,8 +108,9 @@ class Reconciler:
             raise NotFoundError("report vanished")
         return stored
 
-    def _match(self, day: date, data: bytes, window: LedgerWindow) -> MatchResult:
-        reader = BillReader(lines_of(data))
+    def _match(self, day: date, bill: BinaryIO, window: LedgerWindow) -> MatchResult:
+        bill.seek(0)
+        reader = BillReader(lines_of(bill))
         return match_bill(day, reader.rows(), window, self.store, summary=lambda: reader.summary)
 
     async def settle_held(self) -> int:

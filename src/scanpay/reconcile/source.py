@@ -1,7 +1,8 @@
 """Where the day's trade bill comes from: the configured API version's client.
 
-Both clients hand back the file's bytes unparsed (v3 after its SHA-1 check), read line by
-line by :class:`scanpay.wechat.bill.BillReader`. WeChat's "no bill (yet)" answers become
+Both clients stream the file into a file the caller gives (v3 checking its SHA-1 on the way),
+never holding it whole; :class:`scanpay.wechat.bill.BillReader` then reads it line by line.
+WeChat's "no bill (yet)" answers become
 :class:`~scanpay.domain.reconciliation.BillNotReadyError`: v2 ``No Bill Exist`` /
 ``Bill Creating`` (``error_code`` 20002 and friends), v3 ``NO_STATEMENT_EXIST`` and
 ``STATEMENT_CREATING``.
@@ -10,7 +11,7 @@ line by :class:`scanpay.wechat.bill.BillReader`. WeChat's "no bill (yet)" answer
 from __future__ import annotations
 
 from datetime import date
-from typing import Final, Protocol
+from typing import BinaryIO, Final, Protocol
 
 from scanpay.client.v2 import V2Client
 from scanpay.client.v3 import V3Client
@@ -25,8 +26,9 @@ NOT_READY_TEXTS: Final = ("no bill exist", "bill creating", "not exist")
 class BillSource(Protocol):
     api_version: str
 
-    async def trade_bill(self, day: date) -> bytes:
-        """The ALL trade bill of ``day`` (Shanghai), or :class:`BillNotReadyError`."""
+    async def trade_bill(self, day: date, out: BinaryIO) -> None:
+        """Write the ALL trade bill of ``day`` (Shanghai) into ``out``, or raise
+        :class:`BillNotReadyError`."""
         ...
 
 
@@ -45,13 +47,14 @@ class ClientBillSource:
         self._v2 = v2
         self._v3 = v3
 
-    async def trade_bill(self, day: date) -> bytes:
+    async def trade_bill(self, day: date, out: BinaryIO) -> None:
         try:
             if self.api_version == "v3":
                 assert self._v3 is not None
-                return await self._v3.trade_bill_bytes(day)
-            assert self._v2 is not None
-            return await self._v2.download_bill_bytes(DownloadBill.for_day(day))
+                await self._v3.trade_bill_to(day, out, gzip=True)
+            else:
+                assert self._v2 is not None
+                await self._v2.download_bill_to(DownloadBill.for_day(day, gzip=True), out)
         except ApiError as exc:
             if _not_ready(exc):
                 raise BillNotReadyError(

@@ -17,10 +17,12 @@ the ALL bill are also typed on :class:`BillRow`. :func:`build_bill` writes the s
 
 from __future__ import annotations
 
+import hashlib
 import io
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from scanpay.errors import MalformedMessageError
 from scanpay.wechat.fields import fen_to_yuan, yuan_to_fen
@@ -266,7 +268,73 @@ class BillReader:
             raise MalformedMessageError("bill summary lacks a total") from None
 
 
-def lines_of(data: bytes | Iterable[bytes]) -> Iterator[str]:
+MAX_BILL_BYTES: Final = 1024 * 1024 * 1024  # a streamed bill file, decompressed
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+HEAD_BYTES: Final = 64 * 1024
+
+
+class BillSink:
+    """A bill file written to ``out`` as its bytes arrive, never held whole.
+
+    The first bytes tell whether it is gzip (then it is decompressed on the way); the SHA-1 of
+    the bytes received and of the decompressed file are kept (WeChat's v3 ``hash_value``
+    covers one of them), and so are the first :data:`HEAD_BYTES` of the file, which is how a
+    v2 XML error answer is recognised. More than ``limit`` decompressed bytes are refused.
+    """
+
+    def __init__(self, out: BinaryIO, limit: int = MAX_BILL_BYTES) -> None:
+        self._out = out
+        self._limit = limit
+        self._raw = hashlib.sha1(usedforsecurity=False)
+        self._text = hashlib.sha1(usedforsecurity=False)
+        self._inflate: zlib._Decompress | None = None
+        self._started = False
+        self.size = 0
+        self.head = b""
+
+    def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._raw.update(chunk)
+        if not self._started:
+            self._started = True
+            if chunk.startswith(_GZIP_MAGIC):
+                self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        if self._inflate is None:
+            self._keep(chunk)
+            return
+        try:
+            self._keep(self._inflate.decompress(chunk, self._limit - self.size + 1))
+        except zlib.error:
+            raise MalformedMessageError("bill gzip is corrupt") from None
+        if self._inflate.unconsumed_tail:
+            raise MalformedMessageError("bill too large")
+
+    def _keep(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._limit:
+            raise MalformedMessageError("bill too large")
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        self._text.update(data)
+        self._out.write(data)
+
+    def close(self) -> None:
+        """The file is complete (a gzip stream must have ended)."""
+        if self._inflate is not None and not self._inflate.eof:
+            raise MalformedMessageError("bill gzip is truncated")
+        self._out.flush()
+
+    @property
+    def received_sha1(self) -> str:
+        return self._raw.hexdigest()
+
+    @property
+    def file_sha1(self) -> str:
+        return self._text.hexdigest()
+
+
+def lines_of(data: bytes | Iterable[bytes] | BinaryIO) -> Iterator[str]:
     """UTF-8 text lines of a bill held as bytes (or read from a binary file), one at a time."""
     chunks: Iterable[bytes] = io.BytesIO(data) if isinstance(data, bytes) else data
     for raw in chunks:
