@@ -19,8 +19,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from scanpay.cli.main import main as cli_main
 from scanpay.cli.reconcile_cmd import main
 from scanpay.config import Settings
+from scanpay.domain.reconciliation import ReportStatus
 from scanpay.simulator import Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from scanpay.store.reconciliations import ReconciliationStore
 from scanpay.web.app import create_app
 
 from .kit import World, make_simulator, make_v2, make_v3, shanghai
@@ -42,7 +44,7 @@ class IsolatedSettings(Settings):
         return (init_settings,)
 
 
-def settings_for(sim: Simulator, engine: sa.Engine) -> Settings:
+def settings_for(sim: Simulator, engine: sa.Engine, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": engine.url.render_as_string(hide_password=False),
         "shop_api_key": SHOP_KEY,
@@ -50,6 +52,7 @@ def settings_for(sim: Simulator, engine: sa.Engine) -> Settings:
         "appid": sim.credentials.appid,
         "mchid": sim.credentials.mchid,
         "api_v2_key": sim.credentials.api_v2_key.reveal(),
+        **overrides,
     }
     return IsolatedSettings(**values)
 
@@ -155,3 +158,21 @@ async def check_api(app: FastAPI, sim: Simulator, engine: sa.Engine) -> None:
             ("status_mismatch", "api000002")
         ]
         assert body["held"] == []
+
+
+async def test_serve_reconciles_yesterday_by_itself(sim: Simulator, engine: sa.Engine) -> None:
+    await asyncio.to_thread(pay, sim, engine, {"srv000001": [], "srv000002": []})
+    sim.clock.advance((shanghai(date(2025, 3, 2), 10, 1) - sim.clock.now()).total_seconds())
+    settings = settings_for(sim, engine, reconcile_poll_seconds=0.05)
+    app = create_app(settings, httpx.ASGITransport(app=sim.app), clock=sim.clock.now)
+    store: ReconciliationStore = app.state.reconciliations
+    report = None
+    async with app.router.lifespan_context(app):
+        for _ in range(400):
+            report = await asyncio.to_thread(store.report, D1)
+            if report is not None:
+                break
+            await asyncio.sleep(0.05)
+    assert report is not None
+    assert report.status is ReportStatus.MATCHED
+    assert (report.bill.payments, report.ledger.payments) == (2, 2)
