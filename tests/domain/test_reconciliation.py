@@ -161,3 +161,22 @@ def test_missing_remote_is_held_then_reported_unless_another_bill_had_it() -> No
     assert {d.kind for d in later} == {DifferenceKind.MISSING_REMOTE}
     at_once = classify_candidates(result.candidates, set(), DAY, hold_days=0)
     assert {d.state for d in at_once} == {DifferenceState.HELD}  # the day is not over
+
+
+def test_rows_outside_the_window_are_looked_up_in_batches() -> None:
+    old = [paid(f"o{i:05d}", day=date(2025, 2, 20)) for i in range(1500)]
+    lookups: list[int] = []
+
+    class Counting(Ledger):
+        def payments(self, numbers: Collection[str]) -> Mapping[str, LocalPayment]:
+            lookups.append(len(numbers))
+            return super().payments(numbers)
+
+    ledger = Counting(old, [])
+    rows = [row(p.out_trade_no) for p in old] + [row(f"u{i:05d}") for i in range(1500)]
+    result = match_bill(DAY, rows, ledger.window(DAY), ledger, check_summary=False)
+    assert sorted(lookups) == [1000, 1000, 1000]
+    assert len(result.differences) == 1500
+    assert {d.kind for d in result.differences} == {DifferenceKind.MISSING_LOCAL}
+    assert {d.number[0] for d in result.differences} == {"u"}
+    assert len(result.crossings) == 1500

@@ -49,6 +49,7 @@ BILL_REFUND_STATUS: Final = {
     "CHANGE": "abnormal",
 }
 HOLD_DAYS: Final = 3
+LOOKUP_BATCH: Final = 1000  # bill rows outside the ledger window, looked up together
 _DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -373,6 +374,34 @@ def match_bill(
         )
         return True
 
+    def look_up_later() -> None:
+        """Rows outside the window, looked up by number in batches (memory stays bounded
+        even when the ledger has none of them)."""
+        if later_payments:
+            found_payments = lookup.payments([r.out_trade_no for r in later_payments])
+            for row in later_payments:
+                if repeated(row, Entry.PAYMENT, row.out_trade_no):
+                    continue
+                local_payment = found_payments.get(row.out_trade_no)
+                if local_payment is None:
+                    matched.add((Entry.PAYMENT, row.out_trade_no))
+                    differences.append(_unknown(row))
+                else:
+                    settle(Entry.PAYMENT, local_payment, _compare_payment(row, local_payment))
+            later_payments.clear()
+        if later_refunds:
+            found_refunds = lookup.refunds([r.out_refund_no for r in later_refunds])
+            for row in later_refunds:
+                if repeated(row, Entry.REFUND, row.out_refund_no):
+                    continue
+                local_refund = found_refunds.get(row.out_refund_no)
+                if local_refund is None:
+                    matched.add((Entry.REFUND, row.out_refund_no))
+                    differences.append(_unknown(row))
+                else:
+                    settle(Entry.REFUND, local_refund, _compare_refund(row, local_refund))
+            later_refunds.clear()
+
     for row in rows:
         bill.add(row)
         if _is_refund_row(row):
@@ -393,31 +422,11 @@ def match_bill(
                 later_payments.append(row)
             else:
                 settle(Entry.PAYMENT, payment, _compare_payment(row, payment))
+        if len(later_payments) + len(later_refunds) >= LOOKUP_BATCH:
+            look_up_later()
     if check_summary:
         bill.check(summary())
-
-    if later_payments:
-        found_payments = lookup.payments([r.out_trade_no for r in later_payments])
-        for row in later_payments:
-            if repeated(row, Entry.PAYMENT, row.out_trade_no):
-                continue
-            local_payment = found_payments.get(row.out_trade_no)
-            if local_payment is None:
-                matched.add((Entry.PAYMENT, row.out_trade_no))
-                differences.append(_unknown(row))
-            else:
-                settle(Entry.PAYMENT, local_payment, _compare_payment(row, local_payment))
-    if later_refunds:
-        found_refunds = lookup.refunds([r.out_refund_no for r in later_refunds])
-        for row in later_refunds:
-            if repeated(row, Entry.REFUND, row.out_refund_no):
-                continue
-            local_refund = found_refunds.get(row.out_refund_no)
-            if local_refund is None:
-                matched.add((Entry.REFUND, row.out_refund_no))
-                differences.append(_unknown(row))
-            else:
-                settle(Entry.REFUND, local_refund, _compare_refund(row, local_refund))
+    look_up_later()
 
     candidates = [
         Difference(
