@@ -284,15 +284,15 @@ class ReconciliationStore:
                     sa.insert(differences),
                     [_difference_values(day, d) for d in report.differences],
                 )
-            if crossed:
-                # a number lands in one bill: the latest day that carried it wins
-                conn.execute(
-                    sa.delete(crossings).where(
-                        sa.tuple_(crossings.c.entry, crossings.c.number).in_(
-                            [(c.entry.value, c.number) for c in crossed]
+            for entry in Entry:  # a number lands in one bill: the latest day to carry it wins
+                numbers = [c.number for c in crossed if c.entry is entry]
+                for chunk in _chunks(numbers):
+                    conn.execute(
+                        sa.delete(crossings).where(
+                            crossings.c.entry == entry.value, crossings.c.number.in_(chunk)
                         )
                     )
-                )
+            if crossed:
                 conn.execute(
                     sa.insert(crossings),
                     [
