@@ -102,11 +102,12 @@ class DailyRunner:
 
     async def loop(self) -> None:
         while True:
+            # first look one poll after start: a restart loop never hammers WeChat
+            await asyncio.sleep(self.poll_seconds)
             try:
                 await self.tick()
             except Exception:  # a database hiccup must not end the daily run for good
                 log.exception("reconciliation runner")
-            await asyncio.sleep(self.poll_seconds)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
