@@ -66,8 +66,12 @@ def render_text(report: Report) -> str:
             f"  wechat={_yuan(difference.remote_amount)}/{difference.remote_status or '-'}"
             + (f"  ({difference.note})" if difference.note else "")
         )
-    if report.held:
-        lines.append(f"  {len(report.held)} missing from the bill, held for a later bill")
+    for held in report.held:
+        lines.append(
+            f"  held             {held.entry.value:8} {held.number}  scanpay="
+            f"{_yuan(held.local_amount)}/{held.local_status or '-'}  not in the bill; reported"
+            f" as missing_remote unless a later bill carries it"
+        )
     return "\n".join(lines)
 
 
