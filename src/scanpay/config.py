@@ -7,6 +7,7 @@ environment at import time: build ``Settings()`` where the process starts (``sca
 from __future__ import annotations
 
 import ipaddress
+from datetime import time
 from pathlib import Path
 from typing import Final, Literal
 
@@ -110,6 +111,12 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(default=1.0, gt=0, le=300)
     instance_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    # daily reconciliation against WeChat Pay's bill (docs/reconciliation.md)
+    reconcile_enabled: bool = True
+    reconcile_after: time = time(10, 0)  # Asia/Shanghai time of day the previous day is run
+    reconcile_retry_seconds: float = Field(default=900.0, gt=0)
+    reconcile_poll_seconds: float = Field(default=60.0, gt=0)
+    reconcile_hold_days: int = Field(default=3, ge=0, le=30)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

@@ -20,6 +20,7 @@ COMMANDS: Final = {
     "check-config": ("check_config_cmd", "validate a configuration and make one signed call"),
     "operator": ("operator_cmd", "manage operator console accounts"),
     "db": ("db_cmd", "upgrade the database schema or show its revision"),
+    "reconcile": ("reconcile_cmd", "reconcile one day against WeChat Pay's bill (对账)"),
 }
 
 

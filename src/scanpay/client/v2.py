@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.serialization import (
@@ -38,9 +38,14 @@ from cryptography.hazmat.primitives.serialization import (
 
 from scanpay.client.retry import NO_RETRY, NOT_SENT, RetryPolicy, call_with_retry
 from scanpay.errors import ConfigurationError, TransportError
-from scanpay.wechat.bill import Bill
+from scanpay.wechat.bill import HEAD_BYTES, Bill, BillSink
 from scanpay.wechat.secret import Secret
-from scanpay.wechat.v2.bills import DOWNLOAD_BILL_PATH, DownloadBill, parse_bill_response
+from scanpay.wechat.v2.bills import (
+    DOWNLOAD_BILL_PATH,
+    DownloadBill,
+    parse_bill_response,
+    read_bill_bytes,
+)
 from scanpay.wechat.v2.envelope import V2Merchant, decode_response, encode_request
 from scanpay.wechat.v2.notify import PaymentNotification, verify_payment_notification
 from scanpay.wechat.v2.orders import (
@@ -272,6 +277,38 @@ class V2Client:
             return parse_bill_response(response.content, http_status=response.status_code)
 
         return await self._exchange(DOWNLOAD_BILL_PATH, body, read)
+
+    async def download_bill_to(self, request: DownloadBill, out: BinaryIO) -> int:
+        """Stream the day's bill file into ``out`` (gunzipped), never holding it whole; its
+        size. ``ApiError`` when WeChat answers with an XML failure (``out`` then holds it)."""
+        body = encode_request(request.to_fields(), self.merchant, nonce=self._nonce())
+
+        async def once() -> int:
+            out.seek(0)
+            out.truncate()
+            sink = BillSink(out)
+            try:
+                async with self._http.stream("POST", DOWNLOAD_BILL_PATH, content=body) as answer:
+                    if answer.status_code >= 500:
+                        raise TransportError(f"{DOWNLOAD_BILL_PATH}: HTTP {answer.status_code}")
+                    async for chunk in answer.aiter_bytes():
+                        sink.write(chunk)
+                    status = answer.status_code
+            except _NOT_SENT as exc:
+                raise TransportError(
+                    f"{DOWNLOAD_BILL_PATH}: {type(exc).__name__}", code=NOT_SENT
+                ) from None
+            except httpx.TransportError as exc:
+                raise TransportError(f"{DOWNLOAD_BILL_PATH}: {type(exc).__name__}") from None
+            sink.close()
+            if sink.size < HEAD_BYTES:
+                read_bill_bytes(sink.head, http_status=status)  # raises for an XML failure
+            return sink.size
+
+        return await call_with_retry(
+            once, self.retry, idempotent=True, sleep=self._sleep, random=self._random,
+            what=f"v2 {DOWNLOAD_BILL_PATH}",
+        )  # fmt: skip
 
     def verify_payment_notification(self, body: bytes) -> PaymentNotification:
         """Check a payment notification's raw body: signature, then that it names us."""

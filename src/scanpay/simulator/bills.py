@@ -8,7 +8,10 @@ fee rounded to the fen (refunds give back their share, as a negative fee), and t
 writer :func:`scanpay.wechat.bill.build_bill`. The fund-flow bill (``BASIC`` account) books each
 payment as income and each refund as expense, with the balance running over the whole ledger.
 The simulator serves bills for past days and for today so far (WeChat only from about 10:00
-the next day); a day without rows has no bill.
+the next day); a day without rows has no bill. The ``bill_*`` faults
+(:data:`scanpay.simulator.faults.BILL_FAULTS`) make a bill disagree with the ledger on
+purpose: a payment left out, shown with another amount or as ``REVOKED``, refunds with another
+amount, payments nobody made (:meth:`Bills.faulty_rows`).
 
 * v2 ``POST /pay/downloadbill``: the text (gzip with ``tar_type=GZIP``), unsigned; failures as
   ``<xml>`` with ``return_code=FAIL``: ``No Bill Exist`` (``20002``), bad parameters (``20001``).
@@ -26,12 +29,13 @@ import hashlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time
 from typing import Final
 from urllib.parse import parse_qs
 
 from scanpay.errors import MalformedMessageError
+from scanpay.simulator.faults import Fault, Faults
 from scanpay.simulator.ledger import Ledger, Order
 from scanpay.simulator.refunds import RefundBook, SimRefund
 from scanpay.simulator.v2api import V2Api
@@ -127,6 +131,28 @@ def refund_row(refund: SimRefund, order: Order) -> BillRow:
     )
 
 
+def _stranger(day: date, number: int) -> BillRow:
+    """A payment of ``day`` no merchant order stands behind (the ``bill_extra`` fault)."""
+    stamp = datetime.combine(day, time(12, 0, number % 60), BEIJING)
+    return BillRow(
+        trade_time=format_v2_refund_time(stamp),
+        mch_id="0",
+        sub_mch_id="0",
+        transaction_id=f"42000{day:%Y%m%d}{number:016d}",
+        out_trade_no=f"simextra{day:%Y%m%d}{number:04d}",
+        trade_type="NATIVE",
+        trade_state="SUCCESS",
+        fee_type="CNY",
+        settlement_total_fen=100 * number,
+        refund_id="0",
+        out_refund_no="0",
+        body="bill_extra",
+        fee_fen=fee(100 * number),
+        rate=RATE_TEXT,
+        order_fen=100 * number,
+    )
+
+
 @dataclass(frozen=True)
 class Entry:
     """One money movement of the ledger, in time order."""
@@ -154,6 +180,7 @@ class Bills:
         *,
         public_url: Callable[[], str],
         today: Callable[[], date],
+        faults: Faults | None = None,
     ) -> None:
         self._v2 = v2
         self._v3 = v3
@@ -161,6 +188,7 @@ class Bills:
         self._book = book
         self._public_url = public_url
         self._today = today
+        self._faults = faults
         self._files: OrderedDict[str, BillFile] = OrderedDict()
 
     # the ledger as a list of movements ----------------------------------------------------
@@ -185,7 +213,34 @@ class Bills:
                 rows.append(payment_row(entry.order))
             elif entry.refund is not None and kind in ("ALL", "REFUND"):
                 rows.append(refund_row(entry.refund, entry.order))
+        if self._faults is not None:
+            rows = self.faulty_rows(day, rows, kind)
         return build_bill(rows, header=ALL_COLUMNS) if rows else None
+
+    def faulty_rows(self, day: date, rows: list[BillRow], kind: str = "ALL") -> list[BillRow]:
+        """``rows`` as the active ``bill_*`` faults have them (see the module docstring)."""
+        assert self._faults is not None
+        out: list[BillRow] = []
+        for row in rows:
+            faults = self._faults.bill_faults(row.out_trade_no)
+            if Fault.BILL_MISSING in faults:
+                continue
+            refund = row.trade_state == "REFUND"
+            if not refund and Fault.BILL_AMOUNT in faults:
+                extra = int(faults[Fault.BILL_AMOUNT].value)
+                row = replace(row, settlement_total_fen=row.settlement_total_fen + extra,
+                              order_fen=row.order_fen + extra)  # fmt: skip
+            if not refund and Fault.BILL_REVOKED in faults:
+                row = replace(row, trade_state="REVOKED")
+            if refund and Fault.BILL_REFUND_AMOUNT in faults:
+                extra = int(faults[Fault.BILL_REFUND_AMOUNT].value)
+                row = replace(row, refund_fen=row.refund_fen + extra,
+                              requested_refund_fen=row.requested_refund_fen + extra)  # fmt: skip
+            out.append(row)
+        spec = self._faults.bill_faults().get(Fault.BILL_EXTRA)
+        if spec is not None and kind in ("ALL", "SUCCESS"):
+            out.extend(_stranger(day, number) for number in range(1, int(spec.value) + 1))
+        return out
 
     def fund_flow_bill(self, day: date, account: AccountType = AccountType.BASIC) -> str | None:
         self._book.settle()
@@ -245,6 +300,8 @@ class Bills:
         day = date(int(asked.bill_date[:4]), int(asked.bill_date[4:6]), int(asked.bill_date[6:]))
         if day > self._today():
             return _xml_answer(encode_bill_failure("invalid bill_date", "20001"))
+        if self._not_ready():
+            return _xml_answer(encode_bill_failure("Bill Creating", "20003"))
         text = None
         if asked.bill_type is not BillType.RECHARGE_REFUND:
             text = self.trade_bill(day, asked.bill_type.value)
@@ -281,6 +338,8 @@ class Bills:
             )
         if day > self._today():
             return self._v3._error(request, 400, "PARAM_ERROR", "bill_date不能晚于今天")
+        if self._not_ready():
+            return self._v3._error(request, 400, "STATEMENT_CREATING", "账单生成中，请稍后再试")
         if text is None:
             return self._v3._error(request, 400, "NO_STATEMENT_EXIST", "账单文件不存在")
         data = text.encode("utf-8")
@@ -290,6 +349,9 @@ class Bills:
         url = f"{self._public_url().rstrip('/')}{DOWNLOAD_PATH}?token={token}"
         descriptor = BillDescriptor(download_url=url, hash_value=digest)
         return self._v3._answer(request, 200, descriptor.to_json())
+
+    def _not_ready(self) -> bool:
+        return self._faults is not None and Fault.BILL_NOT_READY in self._faults.bill_faults()
 
     def _keep(self, file: BillFile) -> str:
         token = secrets.token_urlsafe(24)

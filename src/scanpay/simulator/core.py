@@ -85,6 +85,7 @@ class Simulator:
             self.refunds,
             public_url=lambda: self.public_url,
             today=lambda: self.clock.now().astimezone(BEIJING).date(),
+            faults=self.faults,
         )
         self.app: Starlette = build_app(self)
 

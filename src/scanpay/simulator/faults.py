@@ -27,7 +27,19 @@ or as JSON (``POST /sim/faults``): ``{"name": value}`` or ``{"name": {"value": v
                              the caller gets a bare HTTP 504 (no signature)
 ``new_merchant``             ``/v3/certificates`` lists nothing; the public key signs everything
 ``rotate_certificate``       a new platform certificate after N simulated seconds (0: now)
+``bill_missing``             bills leave out the order's payment (and its refunds)
+``bill_amount``              bills show the order's payment N fen higher (default 1)
+``bill_revoked``             bills show the order's payment as ``REVOKED``
+``bill_refund_amount``       bills show the order's refunds N fen higher (default 1)
+``bill_extra``               each day's bill gains N payments nobody ordered (default 1)
+``bill_not_ready``           bills are "being generated": v2 ``Bill Creating``, v3
+                             ``STATEMENT_CREATING`` (as before WeChat's 10:00)
 ===========================  =================================================================
+
+The ``bill_*`` faults (:data:`BILL_FAULTS`) change only the bills (:mod:`.bills`), never an
+answer or a notification: attached to one order (``X-Sim-Fault`` on its prepay call or on
+``POST /sim/pay``) they touch that order's rows, set globally every row (``bill_extra``: the
+day's bill).
 
 :class:`Faults` keeps the active set, faults attached to single orders (from a header on the
 prepay call or on ``POST /sim/pay``), a seedable random source (tests are deterministic) and
@@ -70,6 +82,12 @@ class Fault(StrEnum):
     LOST_ANSWER = "lost_answer"
     NEW_MERCHANT = "new_merchant"
     ROTATE_CERTIFICATE = "rotate_certificate"
+    BILL_MISSING = "bill_missing"
+    BILL_AMOUNT = "bill_amount"
+    BILL_REVOKED = "bill_revoked"
+    BILL_REFUND_AMOUNT = "bill_refund_amount"
+    BILL_EXTRA = "bill_extra"
+    BILL_NOT_READY = "bill_not_ready"
 
 
 class Scope(StrEnum):
@@ -94,6 +112,12 @@ DEFAULTS: Final[dict[Fault, float]] = {
     Fault.LOST_ANSWER: 1.0,
     Fault.NEW_MERCHANT: 1,
     Fault.ROTATE_CERTIFICATE: 0,
+    Fault.BILL_MISSING: 1,
+    Fault.BILL_AMOUNT: 1,
+    Fault.BILL_REVOKED: 1,
+    Fault.BILL_REFUND_AMOUNT: 1,
+    Fault.BILL_EXTRA: 1,
+    Fault.BILL_NOT_READY: 1,
 }
 PROBABILITIES: Final = frozenset(
     {
@@ -114,6 +138,16 @@ NOTIFICATION_ONLY: Final = frozenset(
 )
 API_ONLY: Final = frozenset(
     {Fault.SYSTEM_ERROR, Fault.HTTP_5XX, Fault.FREQUENCY_LIMITED, Fault.SLOW, Fault.LOST_ANSWER}
+)
+BILL_FAULTS: Final = frozenset(
+    {
+        Fault.BILL_MISSING,
+        Fault.BILL_AMOUNT,
+        Fault.BILL_REVOKED,
+        Fault.BILL_REFUND_AMOUNT,
+        Fault.BILL_EXTRA,
+        Fault.BILL_NOT_READY,
+    }
 )
 MAX_SLOW: Final = 30.0
 MAX_COPIES: Final = 64
@@ -357,10 +391,14 @@ class Faults:
         """
         with self._lock:
             candidates: dict[Fault, FaultSpec] = {
-                f: s for f, s in self._global.items() if f is not Fault.ROTATE_CERTIFICATE
+                f: s
+                for f, s in self._global.items()
+                if f is not Fault.ROTATE_CERTIFICATE and f not in BILL_FAULTS
             }
             own: dict[Fault, FaultSpec] = {
-                s.fault: s for s in self._orders.get(out_trade_no, {}).values()
+                s.fault: s
+                for s in self._orders.get(out_trade_no, {}).values()
+                if s.fault not in BILL_FAULTS
             }
             own.update({s.fault: s for s in extra or []})
             candidates.update(own)
@@ -377,6 +415,14 @@ class Faults:
                     else:
                         self._global[fault] = replace(spec, times=spec.times - 1)
             return fired
+
+    def bill_faults(self, out_trade_no: str = "") -> dict[Fault, FaultSpec]:
+        """The ``bill_*`` faults for an order's rows: the global ones, then its own."""
+        with self._lock:
+            found = {f: s for f, s in self._global.items() if f in BILL_FAULTS}
+            own = self._orders.get(out_trade_no, {})
+            found.update({f: s for f, s in own.items() if f in BILL_FAULTS})
+            return found
 
     def due_rotation(self, now: float) -> bool:
         """True once when an armed ``rotate_certificate`` comes due (it then switches off)."""

@@ -41,6 +41,8 @@ from scanpay.web.context import AppContext
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
+from scanpay.web.reconciliation_wiring import build_reconciliation
+from scanpay.web.reconciliations_api import router as reconciliations_router
 from scanpay.web.wiring import Extras, build_wechat
 from scanpay.web.worker import RefundServiceRefunder, build_lifecycle, policy_from
 from scanpay.webhooks.runtime import build_webhooks
@@ -83,6 +85,7 @@ def create_app(
     lifecycle = build_lifecycle(settings, service, clock, refunds)
 
     context = AppContext(settings=settings, store=store, service=service, hub=hub, client=wechat)
+    reconciliations, daily_reconciliation = build_reconciliation(settings, engine, wechat, clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -94,6 +97,7 @@ def create_app(
                 housekeeper.running(),
                 webhooks.running(),
                 cluster_runtime.running(),
+                daily_reconciliation(),  # the day's bill (docs/reconciliation.md)
             ):
                 yield
         finally:
@@ -120,6 +124,8 @@ def create_app(
     app.mount("/static", app.state.templates.assets, name="static")  # fingerprinted, gzip
     app.include_router(webhooks_api.router)
     app.include_router(cluster.router)
+    app.state.reconciliations = reconciliations
+    app.include_router(reconciliations_router)
     # The notification endpoints are plain Starlette routes (they read the raw body): their
     # POSTs take the short path (scanpay.web.front), other methods FastAPI's router (405).
     app.router.routes[0:0] = [*notify.ROUTES, *notify_v3.ROUTES]

@@ -17,9 +17,12 @@ the ALL bill are also typed on :class:`BillRow`. :func:`build_bill` writes the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import io
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, BinaryIO, Final
 
 from scanpay.errors import MalformedMessageError
 from scanpay.wechat.fields import fen_to_yuan, yuan_to_fen
@@ -199,6 +202,146 @@ def parse_bill(text: str) -> Bill:
     except TypeError:
         raise MalformedMessageError("bill summary lacks a total") from None
     return Bill(header=header, rows=rows, summary=summary, summary_header=summary_header)
+
+
+class BillReader:
+    """A bill read line by line, never whole: :meth:`rows` yields each row as it is read,
+    and :attr:`summary` is set once the rows are exhausted (the summary row comes last).
+
+    ``lines`` may be any iterable of text lines (a file, :func:`lines_of`); the same rules as
+    :func:`parse_bill` apply, and breaking one raises :class:`MalformedMessageError`.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.header: tuple[str, ...] = ()
+        self.summary: BillSummary | None = None
+        self.row_count = 0
+
+    def _next(self) -> str | None:
+        for line in self._lines:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                return line
+        return None
+
+    def rows(self) -> Iterator[BillRow]:
+        first = self._next()
+        if first is None:
+            raise MalformedMessageError("bill is empty")
+        self.header = header = _plain(first.removeprefix("\ufeff"), "header")
+        width = len(header)
+        # Which attribute each column fills, worked out once for the whole file.
+        texts = [(i, _TEXT[name]) for i, name in enumerate(header) if name in _TEXT]
+        money = [(i, _MONEY[name], name) for i, name in enumerate(header) if name in _MONEY]
+        while (line := self._next()) is not None:
+            if not line.startswith("`"):
+                self._read_summary(line)
+                return
+            values = _ticked(line, width, "row")
+            self.row_count += 1
+            fields: dict[str, Any] = {attr: values[i] for i, attr in texts}
+            for i, attr, name in money:
+                fields[attr] = yuan_to_fen(values[i], name) if values[i] else 0
+            yield BillRow(columns=dict(zip(header, values, strict=True)), **fields)
+        raise MalformedMessageError("bill summary header not found")
+
+    def _read_summary(self, line: str) -> None:
+        summary_header = _plain(line, "summary header")
+        if summary_header[0] != SUMMARY_COLUMNS[0]:
+            raise MalformedMessageError("bill summary header not found")
+        values_line = self._next()
+        if values_line is None:
+            raise MalformedMessageError("bill summary row missing")
+        if self._next() is not None:
+            raise MalformedMessageError("bill has lines after its summary")
+        values = _ticked(values_line, len(summary_header), "summary")
+        known = dict(zip(SUMMARY_COLUMNS, _SUMMARY_ATTRS, strict=True))
+        totals = {
+            known[name]: (_count(text) if name == SUMMARY_COLUMNS[0] else yuan_to_fen(text, name))
+            for name, text in zip(summary_header, values, strict=True)
+            if name in known
+        }
+        try:
+            self.summary = BillSummary(**totals)
+        except TypeError:
+            raise MalformedMessageError("bill summary lacks a total") from None
+
+
+MAX_BILL_BYTES: Final = 1024 * 1024 * 1024  # a streamed bill file, decompressed
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+HEAD_BYTES: Final = 64 * 1024
+
+
+class BillSink:
+    """A bill file written to ``out`` as its bytes arrive, never held whole.
+
+    The first bytes tell whether it is gzip (then it is decompressed on the way); the SHA-1 of
+    the bytes received and of the decompressed file are kept (WeChat's v3 ``hash_value``
+    covers one of them), and so are the first :data:`HEAD_BYTES` of the file, which is how a
+    v2 XML error answer is recognised. More than ``limit`` decompressed bytes are refused.
+    """
+
+    def __init__(self, out: BinaryIO, limit: int = MAX_BILL_BYTES) -> None:
+        self._out = out
+        self._limit = limit
+        self._raw = hashlib.sha1(usedforsecurity=False)
+        self._text = hashlib.sha1(usedforsecurity=False)
+        self._inflate: zlib._Decompress | None = None
+        self._started = False
+        self.size = 0
+        self.head = b""
+
+    def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._raw.update(chunk)
+        if not self._started:
+            self._started = True
+            if chunk.startswith(_GZIP_MAGIC):
+                self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        if self._inflate is None:
+            self._keep(chunk)
+            return
+        try:
+            self._keep(self._inflate.decompress(chunk, self._limit - self.size + 1))
+        except zlib.error:
+            raise MalformedMessageError("bill gzip is corrupt") from None
+        if self._inflate.unconsumed_tail:
+            raise MalformedMessageError("bill too large")
+
+    def _keep(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._limit:
+            raise MalformedMessageError("bill too large")
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        self._text.update(data)
+        self._out.write(data)
+
+    def close(self) -> None:
+        """The file is complete (a gzip stream must have ended)."""
+        if self._inflate is not None and not self._inflate.eof:
+            raise MalformedMessageError("bill gzip is truncated")
+        self._out.flush()
+
+    @property
+    def received_sha1(self) -> str:
+        return self._raw.hexdigest()
+
+    @property
+    def file_sha1(self) -> str:
+        return self._text.hexdigest()
+
+
+def lines_of(data: bytes | Iterable[bytes] | BinaryIO) -> Iterator[str]:
+    """UTF-8 text lines of a bill held as bytes (or read from a binary file), one at a time."""
+    chunks: Iterable[bytes] = io.BytesIO(data) if isinstance(data, bytes) else data
+    for raw in chunks:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedMessageError("bill is not UTF-8") from None
 
 
 def build_bill(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Final
 
 from scanpay.errors import MalformedMessageError
@@ -82,21 +81,24 @@ def format_v2_refund_time(moment: datetime) -> str:
     return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
-_YUAN: Final = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,8})?")
+_YUAN: Final = re.compile(r"(-?)([0-9]{1,12})(?:\.([0-9]{1,8}))?")
 
 
 def yuan_to_fen(text: str, name: str = "amount") -> int:
     """Exact conversion of a yuan amount (``12.30``, ``0.01000``, ``-1.5``) to whole fen.
 
-    Goes through :class:`~decimal.Decimal`, never float; a value with a fraction of a fen
+    Integer arithmetic on the digits, never float; a value with a fraction of a fen
     (``0.005``) is refused rather than rounded.
     """
-    if not _YUAN.fullmatch(text):
+    match = _YUAN.fullmatch(text)
+    if match is None:
         raise MalformedMessageError(f"{name} is not a yuan amount")
-    fen = Decimal(text) * 100
-    if fen != fen.to_integral_value():
+    sign, whole, fraction = match.groups()
+    fraction = fraction or ""
+    if fraction[2:].strip("0"):
         raise MalformedMessageError(f"{name} has a fraction of a fen")
-    return int(fen)
+    fen = int(whole) * 100 + int((fraction[:2] + "00")[:2])
+    return -fen if sign else fen
 
 
 def fen_to_yuan(fen: int, places: int = 2) -> str:

@@ -90,8 +90,8 @@ def _gunzip(body: bytes) -> bytes:
     return data
 
 
-def read_bill_response(body: bytes, *, http_status: int | None = None) -> str:
-    """The bill text of a ``pay/downloadbill`` answer, or the typed error it carries."""
+def read_bill_bytes(body: bytes, *, http_status: int | None = None) -> bytes:
+    """The bill file (UTF-8, decompressed) of a ``pay/downloadbill`` answer, or its error."""
     if body.startswith(_GZIP_MAGIC):
         body = _gunzip(body)
     head = body.lstrip()[:5]
@@ -99,6 +99,12 @@ def read_bill_response(body: bytes, *, http_status: int | None = None) -> str:
         fields = parse_xml(body)
         raise_for_result(fields, http_status=http_status)
         raise MalformedMessageError("bill answer is XML but not an error")
+    return body
+
+
+def read_bill_response(body: bytes, *, http_status: int | None = None) -> str:
+    """The bill text of a ``pay/downloadbill`` answer, or the typed error it carries."""
+    body = read_bill_bytes(body, http_status=http_status)
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:

@@ -120,8 +120,8 @@ def _sha1(data: bytes) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-def open_bill_file(content: bytes, descriptor: BillDescriptor) -> str:
-    """Hash-check (and gunzip) a downloaded bill; the text, or :class:`MalformedMessageError`."""
+def bill_file_bytes(content: bytes, descriptor: BillDescriptor) -> bytes:
+    """Hash-check (and gunzip) a downloaded bill; its bytes, or :class:`MalformedMessageError`."""
     if len(content) > MAX_BILL_BYTES:
         raise MalformedMessageError("bill too large")
     expected = descriptor.hash_value.encode("ascii", "replace")
@@ -129,6 +129,12 @@ def open_bill_file(content: bytes, descriptor: BillDescriptor) -> str:
     data = _gunzip(content) if content.startswith(_GZIP_MAGIC) else content
     if not raw_ok and not hmac.compare_digest(_sha1(data).encode(), expected):
         raise MalformedMessageError("bill SHA1 does not match hash_value")
+    return data
+
+
+def open_bill_file(content: bytes, descriptor: BillDescriptor) -> str:
+    """Hash-check (and gunzip) a downloaded bill; the text, or :class:`MalformedMessageError`."""
+    data = bill_file_bytes(content, descriptor)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
