@@ -16,6 +16,8 @@ COMMANDS: Final = {
     "serve": ("serve_cmd", "run the merchant service from configuration"),
     "simulator": ("simulator_cmd", "run the local WeChat Pay simulator"),
     "pay": ("pay_cmd", "act as the shopper's phone against a simulator"),
+    # issue 15
+    "doctor": ("doctor_cmd", "check a shop's notification handler against the simulator"),
 }
 
 

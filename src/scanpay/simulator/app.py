@@ -25,6 +25,8 @@ from starlette.routing import Route
 
 from scanpay.errors import DomainError, NotFoundError, ValidationError
 from scanpay.simulator import pages
+from scanpay.simulator.doctor import DEFAULT_DELAY_SECONDS as DEFAULT_DELAY
+from scanpay.simulator.doctor import run_doctor
 from scanpay.simulator.fault_http import FaultMiddleware, fault_routes
 from scanpay.simulator.payer import PayOutcome
 from scanpay.simulator.v3api import V3Answer, V3Request
@@ -159,6 +161,33 @@ def build_app(sim: Simulator) -> Starlette:
         await sim.deliver_due_notifications()
         return JSONResponse({"now": now.isoformat(), "frozen": sim.clock.frozen})
 
+    async def doctor(request: Request) -> Response:
+        data = await _json_object(request)
+        if data is None:
+            return _bad_request("body must be a JSON object")
+        out_trade_no, api = data.get("out_trade_no"), data.get("api")
+        status_url, delay = data.get("status_url"), data.get("delay_seconds", DEFAULT_DELAY)
+        if not isinstance(out_trade_no, str) or not out_trade_no:
+            return _bad_request("out_trade_no (a string) is required")
+        if api not in (None, "v2", "v3"):
+            return _bad_request('api must be "v2" or "v3"')
+        if status_url is not None and not isinstance(status_url, str):
+            return _bad_request("status_url must be a string")
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            return _bad_request("delay_seconds must be a number")
+        try:
+            report = await run_doctor(
+                sim,
+                out_trade_no,
+                api=api,
+                status_url=status_url or None,
+                delay_seconds=float(delay),
+                transport=sim.notify_transport,
+            )
+        except DomainError as exc:
+            return _error_json(exc)
+        return JSONResponse(report.to_json())
+
     async def orders(request: Request) -> Response:
         return JSONResponse([sim.order_json(o) for o in sim.ledger.orders()])
 
@@ -278,6 +307,7 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/sim/clock", clock, methods=["GET"]),
         Route("/sim/clock/advance", advance, methods=["POST"]),
         Route("/sim/orders", orders, methods=["GET"]),
+        Route("/sim/doctor", doctor, methods=["POST"]),
         Route("/sim/orders/{out_trade_no}", order, methods=["GET"]),
     ]
     routes.extend(fault_routes(sim))

@@ -63,6 +63,8 @@ class Simulator:
         self.clock = clock
         self.public_url = public_url.rstrip("/")
         self.merchant_name = merchant_name
+        #: how the notifier (and ``scanpay doctor``) reach merchants; None: the network
+        self.notify_transport = notify_transport
         self.v2 = V2Api(creds, ledger, clock)
         self.v3 = V3Api(creds, keys, ledger, clock)
         self.notifier = Notifier(

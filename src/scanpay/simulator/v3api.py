@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
 from scanpay.errors import MalformedMessageError, SignatureError
 from scanpay.simulator import faults, ids
 from scanpay.simulator.clock import SimClock
@@ -265,6 +267,13 @@ class V3Api:
         )
         # Signed by the platform key whatever the caller trusts: that is the point of it.
         return self._answer(request, 200, body, signer=PLATFORM)
+
+    def notification_key(self, order: Order) -> tuple[str, RSAPrivateKey]:
+        """(serial, private key) that signs ``order``'s notifications now, faults aside."""
+        if order.signer == PUBLIC_KEY:
+            return self._creds.wechatpay_public_key_id, self._public_key
+        current = self.keyring.current()
+        return current.serial, current.private_key
 
     def sign_notification(self, body: bytes, order: Order) -> dict[str, str]:
         """Fresh signature headers for one delivery attempt of a v3 notification."""
