@@ -60,7 +60,7 @@ if [ "$want_test" = 1 ]; then
 fi
 
 # The Node SDK cross-check (tests/simulator/test_sdk_flows_node.py) needs wechatpay-axios-plugin
-# from the npm registry, pinned by tests/simulator/node/package-lock.json.
+# and wechatpay-node-v3 from the npm registry, pinned by tests/simulator/node/package-lock.json.
 if [ "$want_test" = 1 ] && command -v npm >/dev/null 2>&1; then
     node_dir=tests/simulator/node
     if [ ! -d "$node_dir/node_modules/wechatpay-axios-plugin" ] ||
