@@ -149,17 +149,33 @@ def build_app(sim: Simulator) -> Starlette:
         count = await sim.deliver_due_notifications()
         return JSONResponse({"ok": True, "attempts": count})
 
+    def clock_json() -> dict[str, Any]:
+        return {
+            "now": sim.clock.now().isoformat(),
+            "frozen": sim.clock.frozen,
+            "offset_seconds": sim.clock.offset,
+            "signature_clock": sim.signature_clock,
+        }
+
     async def clock(request: Request) -> Response:
-        return JSONResponse({"now": sim.clock.now().isoformat(), "frozen": sim.clock.frozen})
+        return JSONResponse(clock_json())
+
+    async def signature_clock(request: Request) -> Response:
+        data = await _json_object(request)
+        which = None if data is None else data.get("clock")
+        if which not in ("real", "test"):
+            return _bad_request('body must be {"clock": "real"} or {"clock": "test"}')
+        sim.set_signature_clock(str(which))
+        return JSONResponse(clock_json())
 
     async def advance(request: Request) -> Response:
         data = await _json_object(request)
         seconds = None if data is None else data.get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             return _bad_request('body must be {"seconds": <non-negative number>}')
-        now = sim.clock.advance(float(seconds))
+        sim.clock.advance(float(seconds))
         await sim.deliver_due_notifications()
-        return JSONResponse({"now": now.isoformat(), "frozen": sim.clock.frozen})
+        return JSONResponse(clock_json())
 
     async def doctor(request: Request) -> Response:
         data = await _json_object(request)
@@ -306,6 +322,7 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/sim/notifications/deliver", deliver, methods=["POST"]),
         Route("/sim/clock", clock, methods=["GET"]),
         Route("/sim/clock/advance", advance, methods=["POST"]),
+        Route("/sim/clock/signatures", signature_clock, methods=["POST"]),
         Route("/sim/orders", orders, methods=["GET"]),
         Route("/sim/doctor", doctor, methods=["POST"]),
         Route("/sim/orders/{out_trade_no}", order, methods=["GET"]),

@@ -656,5 +656,11 @@ async def run_doctor(
     if status_url is not None and not status_url.startswith(("http://", "https://")):
         raise ValidationError("status_url must be an http:// or https:// URL")
     async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
-        doctor = Doctor(sim, http, delay_seconds=delay_seconds, status_url=status_url)
+        doctor = Doctor(
+            sim,
+            http,
+            delay_seconds=delay_seconds,
+            status_url=status_url,
+            wall_clock=sim.signature_time,
+        )
         return await doctor.run(out_trade_no, api)
