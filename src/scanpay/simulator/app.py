@@ -29,6 +29,7 @@ from scanpay.simulator.doctor import DEFAULT_DELAY_SECONDS as DEFAULT_DELAY
 from scanpay.simulator.doctor import run_doctor
 from scanpay.simulator.fault_http import FaultMiddleware, fault_routes
 from scanpay.simulator.payer import PayOutcome
+from scanpay.simulator.refund_control import refund_routes
 from scanpay.simulator.v3api import V3Answer, V3Request
 from scanpay.wechat.v2.envelope import encode_failure
 from scanpay.wechat.xmlcodec import MAX_BODY_BYTES
@@ -328,6 +329,7 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/sim/orders/{out_trade_no}", order, methods=["GET"]),
     ]
     routes.extend(fault_routes(sim))
+    routes.extend(refund_routes(sim))  # refund outcomes (issue 15)
     return Starlette(
         routes=routes, lifespan=lifespan, middleware=[Middleware(FaultMiddleware, sim=sim)]
     )

@@ -29,6 +29,7 @@ from scanpay.simulator.faults import Fault, Faults
 from scanpay.simulator.ledger import Ledger, Notification, Order
 from scanpay.simulator.notifier import Notifier
 from scanpay.simulator.payer import Payer, PayOutcome, PayResult
+from scanpay.simulator.refund_control import restore_outcome
 from scanpay.simulator.refunds import RefundBook
 from scanpay.simulator.saved import CLOCK_OFFSET, FAULTS, SIGNATURE_CLOCK, SavedSettings
 from scanpay.simulator.v2api import V2Api
@@ -88,6 +89,9 @@ class Simulator:
         # refunds and bills (scanpay.simulator.refunds / v2refunds / v3refunds / bills)
         self.refunds = RefundBook(creds, ledger, clock, on_notification=self.notifier.wake)
         self.notifier.before_delivery.append(self.refunds.settle)
+        restore_outcome(
+            self
+        )  # the refund outcome a tester chose (scanpay.simulator.refund_control)
         self.v2_refunds = V2Refunds(self.v2, self.refunds)
         self.v3_refunds = V3Refunds(self.v3, self.refunds)
         self.bills = Bills(
