@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     reconciler_poll_seconds: float = Field(default=1.0, gt=0)
     reconciler_lease_seconds: float = Field(default=60.0, gt=0)
     reconciler_batch: int = Field(default=50, ge=1, le=1000)
+    # issue 15: a WeChat Pay public key change; the new key is trusted beside the old one
+    # (and named in Wechatpay-Serial) until it replaces wechatpay_public_key_id/_file
+    wechatpay_new_public_key_id: str | None = Field(default=None, pattern=r"^PUB_KEY_ID_\w{1,64}$")
+    wechatpay_new_public_key_file: Path | None = None
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod
@@ -102,3 +106,13 @@ class Settings(BaseSettings):
     @property
     def refund_notify_url_v3(self) -> str:
         return f"{self.public_base_url}/notify/v3/refund"
+
+    @model_validator(mode="after")
+    def _new_public_key(self) -> Settings:
+        if (self.wechatpay_new_public_key_id is None) != (
+            self.wechatpay_new_public_key_file is None
+        ):
+            raise ValueError(
+                "wechatpay_new_public_key_id and wechatpay_new_public_key_file go together"
+            )
+        return self

@@ -4,6 +4,7 @@ test clock (answers and notifications then carry test-clock timestamps too)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from scanpay.errors import ConfigurationError
 from scanpay.simulator import SimClock, Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.simulator.faults import FaultSpec, parse_fault
+from scanpay.simulator.ledger import Order
 from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
+from scanpay.wechat.states import SignType, TradeState
 from scanpay.wechat.v3.sign import V3Merchant, build_authorization
 from scanpay.wechat.v3.transactions import NativeOrder
 
@@ -169,3 +172,41 @@ async def test_signature_window_follows_the_test_clock_when_asked(
     assert await query_at(sim, "clock-1", datetime.now(UTC).timestamp()) == (200, "")
     await on_test_clock.aclose()
     sim.close()
+
+
+async def test_public_key_ring_survives_a_restart(tmp_path: Path) -> None:
+    first = Simulator.create(tmp_path)
+    old_id = first.credentials.wechatpay_public_key_id
+    rotated = await control(first, "POST", "/sim/public-keys/rotate", {"activate": True})
+    new_id = rotated["key_id"]
+    assert rotated["signing"] == new_id
+    # the merchant's "download": the new public key beside merchant.json
+    pem = (tmp_path / "wechatpay_public_keys" / f"{new_id}.pem").read_text()
+    assert pem == first.v3.public_keys.public_pem(new_id)
+    assert (tmp_path / "simulator" / "public_key_ring.json").stat().st_mode & 0o077 == 0
+    first.close()
+    second = Simulator.create(tmp_path)
+    listing = await control(second, "GET", "/sim/public-keys")
+    assert listing["signing"] == new_id
+    assert [k["key_id"] for k in listing["keys"]] == [old_id, new_id]
+    # answers in public-key mode are signed by the new key after the restart too
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=second.app), base_url="http://sim.test"
+    ) as http:
+        answer = await http.get("/v3/certificates", headers={"Wechatpay-Serial": old_id})
+        refused = await http.post("/sim/public-keys/rotate", json={"activate": "yes"})
+    # (unauthenticated: a signed 401, signed by the key that signs now)
+    assert answer.status_code == 401
+    assert answer.headers["wechatpay-serial"] == new_id
+    assert refused.status_code == 400
+    assert second.v3.notification_key(_v3_order(second))[0] == new_id
+    assert (await control(second, "POST", "/sim/public-keys/retire"))["retired"] == [old_id]
+    second.close()
+
+
+def _v3_order(sim: Simulator) -> Order:
+    fields: dict[str, Any] = {f.name: "" for f in dataclasses.fields(Order)}
+    fields.update(sign_type=SignType.MD5, trade_state=TradeState.NOTPAY, total_fee=1,
+                  code_issued_at=0.0, created_at=0.0, updated_at=0.0, transaction_id=None,
+                  api="v3", signer="public_key")  # fmt: skip
+    return Order(**fields)

@@ -29,6 +29,7 @@ from scanpay.simulator.doctor import DEFAULT_DELAY_SECONDS as DEFAULT_DELAY
 from scanpay.simulator.doctor import run_doctor
 from scanpay.simulator.fault_http import FaultMiddleware, fault_routes
 from scanpay.simulator.payer import PayOutcome
+from scanpay.simulator.pubkeys import public_key_routes
 from scanpay.simulator.refund_control import refund_routes
 from scanpay.simulator.v3api import V3Answer, V3Request
 from scanpay.wechat.v2.envelope import encode_failure
@@ -330,6 +331,7 @@ def build_app(sim: Simulator) -> Starlette:
     ]
     routes.extend(fault_routes(sim))
     routes.extend(refund_routes(sim))  # refund outcomes (issue 15)
+    routes.extend(public_key_routes(sim.v3.public_keys))  # public key rotation (issue 15)
     return Starlette(
         routes=routes, lifespan=lifespan, middleware=[Middleware(FaultMiddleware, sim=sim)]
     )
