@@ -87,9 +87,14 @@ def serve_receiver() -> Iterator[tuple[Inbox, str]]:
 
 
 @contextmanager
-def serve_asgi(app: Any, name: str = "asgi-app") -> Iterator[str]:
-    """Any ASGI app served by uvicorn on 127.0.0.1 and a free port; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none")
+def serve_asgi(
+    app: Any, name: str = "asgi-app", *, scheme: str = "http", **options: Any
+) -> Iterator[str]:
+    """Any ASGI app served by uvicorn on 127.0.0.1 and a free port; yields its base URL.
+    ``options`` go to ``uvicorn.Config`` (TLS settings, with ``scheme="https"``)."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", ws="none", **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
@@ -100,7 +105,7 @@ def serve_asgi(app: Any, name: str = "asgi-app") -> Iterator[str]:
         raise RuntimeError(f"{name} did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(READY_WAIT_SECONDS)

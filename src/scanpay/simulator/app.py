@@ -31,7 +31,9 @@ from scanpay.simulator.fault_http import FaultMiddleware, fault_routes
 from scanpay.simulator.payer import PayOutcome
 from scanpay.simulator.pubkeys import public_key_routes
 from scanpay.simulator.refund_control import refund_routes
+from scanpay.simulator.tls import secapi_refusal
 from scanpay.simulator.v3api import V3Answer, V3Request
+from scanpay.wechat.keys import load_certificate
 from scanpay.wechat.v2.envelope import encode_failure
 from scanpay.wechat.xmlcodec import MAX_BODY_BYTES
 
@@ -96,6 +98,23 @@ def build_app(sim: Simulator) -> Starlette:
             return _xml(handle(body))
 
         return endpoint
+
+    merchant_certificate = load_certificate(sim.credentials.merchant_certificate_pem)
+
+    def secapi(
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Mutual TLS as WeChat's front: with ``sim.require_client_certificate`` (HTTPS,
+        scanpay.simulator.tls) only a caller presenting the merchant certificate gets in."""
+
+        async def guarded(request: Request) -> Response:
+            if sim.require_client_certificate:
+                refusal = secapi_refusal(request.scope, merchant_certificate)
+                if refusal is not None:
+                    return Response(refusal, status_code=400, media_type="text/plain")
+            return await endpoint(request)
+
+        return guarded
 
     async def pay(request: Request) -> Response:
         data = await _json_object(request)
@@ -284,7 +303,7 @@ def build_app(sim: Simulator) -> Starlette:
         ),
         # refunds and bills (scanpay.simulator.v2refunds / v3refunds / bills); secapi is
         # plain HTTP here: the simulator does not ask for the merchant's client certificate
-        Route("/secapi/pay/refund", v2_endpoint(sim.v2_refunds.refund), methods=both),
+        Route("/secapi/pay/refund", secapi(v2_endpoint(sim.v2_refunds.refund)), methods=both),
         Route("/pay/refundquery", v2_endpoint(sim.v2_refunds.refund_query), methods=both),
         Route(
             "/pay/downloadbill",

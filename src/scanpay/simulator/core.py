@@ -70,6 +70,8 @@ class Simulator:
         self.merchant_name = merchant_name
         #: how the notifier (and ``scanpay doctor``) reach merchants; None: the network
         self.notify_transport = notify_transport
+        #: mutual TLS on /secapi/ (set when serving HTTPS: scanpay.simulator.tls)
+        self.require_client_certificate = False
         self.v2 = V2Api(creds, ledger, clock)
         #: "real": v3 signature timestamps (made and checked) follow real time, as SDKs
         #: expect; "test": they follow the simulator's clock (see :meth:`set_signature_clock`)
