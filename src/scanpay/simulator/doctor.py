@@ -174,6 +174,8 @@ WHY: Final = {
     "malformed_resource": "a body that cannot be decrypted and parsed cannot be trusted",
     "xml_entity": "DOCTYPEs and entities are the XXE / billion-laughs attack surface; WeChat "
     "Pay never sends them",
+    "xml_external_entity": "a parser that fetches external entities reads local files (XXE); "
+    "WeChat Pay never sends them",
     "wrong_amount": "the amount paid must equal the order's amount before the goods go out",
     "other_mch_id": "a notification for another merchant account is not a payment to you",
     "other_appid": "a notification for another app is not a payment for this order",
@@ -572,6 +574,14 @@ class Doctor:
             "<attach><![CDATA[doctor-entity]]></attach>", "<attach>&doc;</attach>"
         )
         entity_body = ('<!DOCTYPE xml [<!ENTITY doc "doctor-entity">]>' + entity).encode("utf-8")
+        # an external entity that resolves to nothing: attach is then empty, which the
+        # signature (made without attach) accepts, so only a parser that refuses it is safe
+        bare = {key: value for key, value in fields.items() if key != "attach"}
+        external = self._v2_body(bare, paid).decode("utf-8")
+        external = external.replace("<xml>", "<xml><attach>&ext;</attach>", 1)
+        external_body = (
+            '<!DOCTYPE xml [<!ENTITY ext SYSTEM "file:///dev/null">]>' + external
+        ).encode("utf-8")
         cases: list[tuple[str, Expect, str, Send]] = [
             ("bad_signature", Expect.REFUSE, "the genuine fields, one character of sign changed",
              Send(bad, xml)),
@@ -582,6 +592,9 @@ class Doctor:
             ("xml_entity", Expect.REFUSE,
              "a DOCTYPE declaring an entity used in attach, signed over its expansion",
              Send(entity_body, xml)),
+            ("xml_external_entity", Expect.REFUSE,
+             "a DOCTYPE declaring an external entity (file:///dev/null) used in attach",
+             Send(external_body, xml)),
         ]  # fmt: skip
         names = {"total": "total_fee", "mchid": "mch_id", "appid": "appid"}
         for name, (sent, change) in self._mismatches(order).items():
