@@ -92,9 +92,8 @@ def serve_asgi(
 ) -> Iterator[str]:
     """Any ASGI app served by uvicorn on 127.0.0.1 and a free port; yields its base URL.
     ``options`` go to ``uvicorn.Config`` (TLS settings, with ``scheme="https"``)."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", ws="none", **options
-    )
+    settings = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "ws": "none", **options}
+    config = uvicorn.Config(app, **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()

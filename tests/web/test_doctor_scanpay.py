@@ -4,6 +4,7 @@ form and exit status say so."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,13 @@ import httpx
 import pytest
 
 from scanpay.cli.doctor_cmd import exit_status, render_text
-from scanpay.simulator import generate_credentials
+from scanpay.cli.main import main
+from scanpay.simulator import Simulator, generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
-from tests.web.conftest import BASE_URL, SettingsFactory, Shop
-from tests.web.v3kit import MODES, open_shop
+from scanpay.web.app import create_app
+from tests.simulator.live import serve_asgi
+from tests.web.conftest import BASE_URL, SHOP_KEY, SettingsFactory, Shop
+from tests.web.v3kit import MODES, open_shop, v3_settings
 
 V2_CASES = {
     "bad_signature", "other_key", "truncated_body", "xml_entity", "xml_external_entity",
@@ -115,3 +119,50 @@ async def test_doctor_refuses_what_it_cannot_check(v2_shop: Shop) -> None:
     # nothing was sent: the order is still unpaid at both ends
     assert shop.sim.notification_log() == []
     assert (await shop.http.get(f"/api/orders/{order['id']}")).json()["status"] == "pending"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_doctor_command_against_the_served_service(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    credentials: tuple[MerchantCredentials, SimulatorKeys],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The real thing over loopback HTTP: the simulator and the service (API v3, public-key
+    mode) each served by uvicorn, the order made through the shop API, then the command."""
+    sim = Simulator.create(credentials=credentials)
+    creds = sim.credentials
+    port = free_port()
+    with serve_asgi(sim.app, "sim") as sim_url:
+        sim.public_url = sim_url
+        settings = make_settings(
+            appid=creds.appid, mchid=creds.mchid, api_v2_key=creds.api_v2_key.reveal(),
+            wechat_base_url=sim_url, public_base_url=f"http://127.0.0.1:{port}",
+            reconciler_enabled=False, **v3_settings(creds, tmp_path, public_key=True),
+        )  # fmt: skip
+        app = create_app(settings)
+        with serve_asgi(app, "shop", port=port) as shop_url:
+            made = httpx.post(
+                f"{shop_url}/api/orders",
+                json={"amount": 2300, "description": "Served tea"},
+                headers={"Authorization": f"Bearer {SHOP_KEY}"},
+            )
+            assert made.status_code == 201, made.text
+            order = made.json()
+            status_url = f"{shop_url}/api/orders/{order['id']}"
+            number = order["out_trade_no"]
+            code = main(["doctor", "--simulator", sim_url, "--out-trade-no", number,
+                         "--status-url", status_url, "--delay", "0.2"])  # fmt: skip
+            out = capsys.readouterr().out
+            assert code == 0, out
+            assert f"API v3 notifications for order {order['out_trade_no']}" in out
+            assert "[PASS] stale_timestamp (must be refused)" in out
+            assert "14 passed, 0 failed, 0 not judged" in out
+            assert httpx.get(status_url).json()["status"] == "paid"
+    sim.close()
