@@ -668,7 +668,12 @@ async def run_doctor(
         raise ValidationError(f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS:g}")
     if status_url is not None and not status_url.startswith(("http://", "https://")):
         raise ValidationError("status_url must be an http:// or https:// URL")
-    async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
+    # a fresh connection per request, as WeChat Pay's deliveries are: a handler that drops
+    # its connection after an error must not make the next case look unreachable
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(
+        transport=transport, follow_redirects=False, limits=no_reuse
+    ) as http:
         doctor = Doctor(
             sim,
             http,
