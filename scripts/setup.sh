@@ -60,10 +60,11 @@ if [ "$want_test" = 1 ]; then
 fi
 
 # The Node SDK cross-check (tests/simulator/test_sdk_flows_node.py) needs wechatpay-axios-plugin
-# from the npm registry, pinned by tests/simulator/node/package-lock.json.
+# and wechatpay-node-v3 from the npm registry, pinned by tests/simulator/node/package-lock.json.
 if [ "$want_test" = 1 ] && command -v npm >/dev/null 2>&1; then
     node_dir=tests/simulator/node
     if [ ! -d "$node_dir/node_modules/wechatpay-axios-plugin" ] ||
+        [ ! -d "$node_dir/node_modules/wechatpay-node-v3" ] ||
         [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
         echo "setup: installing the Node SDK used by the cross-check tests"
         (cd "$node_dir" && npm ci --no-audit --no-fund --silent)

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     reconcile_retry_seconds: float = Field(default=900.0, gt=0)
     reconcile_poll_seconds: float = Field(default=60.0, gt=0)
     reconcile_hold_days: int = Field(default=3, ge=0, le=30)
+    # issue 15: a WeChat Pay public key change; the new key is trusted beside the old one
+    # (and named in Wechatpay-Serial) until it replaces wechatpay_public_key_id/_file
+    wechatpay_new_public_key_id: str | None = Field(default=None, pattern=r"^PUB_KEY_ID_\w{1,64}$")
+    wechatpay_new_public_key_file: Path | None = None
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod
@@ -220,3 +224,13 @@ class Settings(BaseSettings):
     @property
     def webhook_event_types(self) -> tuple[str, ...] | None:
         return tuple(self.webhook_events.split(",")) if self.webhook_events else None
+
+    @model_validator(mode="after")
+    def _new_public_key(self) -> Settings:
+        if (self.wechatpay_new_public_key_id is None) != (
+            self.wechatpay_new_public_key_file is None
+        ):
+            raise ValueError(
+                "wechatpay_new_public_key_id and wechatpay_new_public_key_file go together"
+            )
+        return self

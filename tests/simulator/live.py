@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -82,4 +83,28 @@ def serve_receiver() -> Iterator[tuple[Inbox, str]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+        thread.join(READY_WAIT_SECONDS)
+
+
+@contextmanager
+def serve_asgi(
+    app: Any, name: str = "asgi-app", *, scheme: str = "http", **options: Any
+) -> Iterator[str]:
+    """Any ASGI app served by uvicorn on 127.0.0.1 and a free port; yields its base URL.
+    ``options`` go to ``uvicorn.Config`` (TLS settings, with ``scheme="https"``)."""
+    settings = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "ws": "none", **options}
+    config = uvicorn.Config(app, **settings)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    ready = threading.Event()
+    while not server.started and thread.is_alive():
+        ready.wait(0.02)
+    if not server.started:
+        raise RuntimeError(f"{name} did not start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"{scheme}://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
         thread.join(READY_WAIT_SECONDS)

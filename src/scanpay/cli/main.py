@@ -21,6 +21,8 @@ COMMANDS: Final = {
     "operator": ("operator_cmd", "manage operator console accounts"),
     "db": ("db_cmd", "upgrade the database schema or show its revision"),
     "reconcile": ("reconcile_cmd", "reconcile one day against WeChat Pay's bill (对账)"),
+    # issue 15
+    "doctor": ("doctor_cmd", "check a shop's notification handler against the simulator"),
 }
 
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from scanpay.errors import ValidationError
-from scanpay.simulator import MerchantCredentials, Simulator
+from scanpay.errors import ConfigurationError, ValidationError
+from scanpay.simulator import MerchantCredentials, Simulator, tls
 from scanpay.simulator.faults import SCENARIOS, FaultSpec, parse_fault, scenario
 
 
@@ -51,6 +51,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fault-seed", type=int, default=None, help="seed of the faults' random source"
+    )
+    # issue 15
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with the simulator's own CA (DIR/simulator_ca.pem) and require the "
+        "merchant certificate on /secapi/ (mutual TLS, as WeChat does)",
+    )
+    parser.add_argument(
+        "--signature-clock",
+        choices=["real", "test"],
+        default=None,
+        help="check and stamp v3 signature times against real time or the test clock "
+        "(default: as last set, else real)",
     )
 
 
@@ -150,24 +164,55 @@ scanpay WeChat Pay simulator
     return "\n".join([head, *sections])
 
 
+def trust_banner(ca_file: Path) -> str:
+    """What to trust when the simulator serves HTTPS (``--tls``)."""
+    ca = ca_file.resolve()
+    return f"""\
+# --- HTTPS (--tls): trust the simulator's CA ---
+CA certificate:  {ca}
+wechatpy / requests:   export REQUESTS_CA_BUNDLE={ca}
+OpenSSL-based tools:   export SSL_CERT_FILE={ca}
+Node:                  export NODE_EXTRA_CA_CERTS={ca}
+scanpay V2Client:      V2Client(..., server_ca_pem=Path("{ca}").read_text())
+/secapi/ (refunds) needs the merchant certificate: wechatpy's mch_cert/mch_key as above
+(without it: HTTP 400 "No required SSL certificate was sent")
+"""
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    base_url = args.public_url or f"http://{args.host}:{args.port}"
+    scheme = "https" if args.tls else "http"
+    base_url = args.public_url or f"{scheme}://{args.host}:{args.port}"
     sim = Simulator.create(args.state_dir, public_url=base_url)
+    options: dict[str, object] = {}
     try:
         active = apply_fault_flags(sim, args)
-    except ValidationError as exc:
+        if args.signature_clock:
+            sim.set_signature_clock(args.signature_clock)
+        if args.tls:
+            files = tls.prepare(sim.credentials, [args.host])
+            sim.require_client_certificate = True
+            options = files.uvicorn_options()
+    except (ValidationError, ConfigurationError) as exc:
         sim.close()
         print(f"scanpay simulator: {exc.message}", file=sys.stderr)
         return 2
     prepare_cert_dir(sim)
     print(banner(sim, base_url.rstrip("/")), flush=True)
+    if args.tls:
+        print(trust_banner(files.ca_certificate), flush=True)
     if active:
         names = ", ".join(f"{s.fault.value}={s.value:g}" for s in active)
         print(f"faults switched on: {names}", flush=True)
     try:
-        uvicorn.run(sim.app, host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(
+            sim.app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            **options,  # type: ignore[arg-type]
+        )
     finally:
         sim.close()
     return 0

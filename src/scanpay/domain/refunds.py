@@ -69,6 +69,8 @@ REFUND_TRANSITIONS: Final[Mapping[RefundStatus, frozenset[RefundStatus]]] = {
 
 # Refunds whose amount is no longer held against the payment.
 RELEASED: Final = frozenset({RefundStatus.CLOSED, RefundStatus.FAILED})
+# WeChat ended the refund without paying it out: alerted (issue 15)
+NEEDS_ATTENTION: Final = frozenset({RefundStatus.CLOSED, RefundStatus.ABNORMAL})
 
 STATUS_FOR_STATE: Final[Mapping[RefundState, RefundStatus]] = {
     RefundState.PROCESSING: RefundStatus.PROCESSING,
@@ -370,6 +372,8 @@ class RefundService:
                 refund.id, refund.status, target, wechat_refund_id=report.refund_id or None
             )
             if moved is not None:
+                if target in NEEDS_ATTENTION:
+                    await self._alert_unfinished(moved, report)
                 self._on_change(refund.order_id)
                 log.info("refund %s out_refund_no=%s order=%s", target.value,
                          refund.out_refund_no, refund.order_id)  # fmt: skip
@@ -378,6 +382,19 @@ class RefundService:
             assert current is not None
             refund = current
         raise ConflictError("refund kept changing; gave up")
+
+    async def _alert_unfinished(self, refund: Refund, report: RefundReport) -> None:
+        """A refund WeChat closed (the amount is refundable again) or that went abnormal
+        (money held; a person must act, e.g. apply-abnormal-refund): an alert on the order."""
+        reason = f"refund_{refund.status.value}"
+        await self.store.record_alert(
+            refund.order_id,
+            reason,
+            {"out_refund_no": refund.out_refund_no, "amount": refund.amount,
+             "source": report.source},
+        )  # fmt: skip
+        log.warning("refund %s out_refund_no=%s order=%s", refund.status.value,
+                    refund.out_refund_no, refund.order_id)  # fmt: skip
 
     async def _mismatch(self, refund: Refund, report: RefundReport) -> str | None:
         if report.out_trade_no and report.out_trade_no != refund.out_trade_no:

@@ -25,10 +25,16 @@ from starlette.routing import Route
 
 from scanpay.errors import DomainError, NotFoundError, ValidationError
 from scanpay.simulator import pages
+from scanpay.simulator.doctor import DEFAULT_DELAY_SECONDS as DEFAULT_DELAY
+from scanpay.simulator.doctor import run_doctor
 from scanpay.simulator.fault_http import FaultMiddleware, fault_routes
 from scanpay.simulator.payer import PayOutcome
+from scanpay.simulator.pubkeys import public_key_routes
+from scanpay.simulator.refund_control import refund_routes
+from scanpay.simulator.tls import secapi_refusal
 from scanpay.simulator.v3api import V3Answer, V3Request
 from scanpay.web import i18n
+from scanpay.wechat.keys import load_certificate
 from scanpay.wechat.v2.envelope import encode_failure
 from scanpay.wechat.xmlcodec import MAX_BODY_BYTES
 
@@ -94,6 +100,23 @@ def build_app(sim: Simulator) -> Starlette:
 
         return endpoint
 
+    merchant_certificate = load_certificate(sim.credentials.merchant_certificate_pem)
+
+    def secapi(
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Mutual TLS as WeChat's front: with ``sim.require_client_certificate`` (HTTPS,
+        scanpay.simulator.tls) only a caller presenting the merchant certificate gets in."""
+
+        async def guarded(request: Request) -> Response:
+            if sim.require_client_certificate:
+                refusal = secapi_refusal(request.scope, merchant_certificate)
+                if refusal is not None:
+                    return Response(refusal, status_code=400, media_type="text/plain")
+            return await endpoint(request)
+
+        return guarded
+
     async def pay(request: Request) -> Response:
         data = await _json_object(request)
         if data is None:
@@ -157,17 +180,60 @@ def build_app(sim: Simulator) -> Starlette:
         count = await sim.deliver_due_notifications()
         return JSONResponse({"ok": True, "attempts": count})
 
+    def clock_json() -> dict[str, Any]:
+        return {
+            "now": sim.clock.now().isoformat(),
+            "frozen": sim.clock.frozen,
+            "offset_seconds": sim.clock.offset,
+            "signature_clock": sim.signature_clock,
+        }
+
     async def clock(request: Request) -> Response:
-        return JSONResponse({"now": sim.clock.now().isoformat(), "frozen": sim.clock.frozen})
+        return JSONResponse(clock_json())
+
+    async def signature_clock(request: Request) -> Response:
+        data = await _json_object(request)
+        which = None if data is None else data.get("clock")
+        if which not in ("real", "test"):
+            return _bad_request('body must be {"clock": "real"} or {"clock": "test"}')
+        sim.set_signature_clock(str(which))
+        return JSONResponse(clock_json())
 
     async def advance(request: Request) -> Response:
         data = await _json_object(request)
         seconds = None if data is None else data.get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             return _bad_request('body must be {"seconds": <non-negative number>}')
-        now = sim.clock.advance(float(seconds))
+        sim.clock.advance(float(seconds))
         await sim.deliver_due_notifications()
-        return JSONResponse({"now": now.isoformat(), "frozen": sim.clock.frozen})
+        return JSONResponse(clock_json())
+
+    async def doctor(request: Request) -> Response:
+        data = await _json_object(request)
+        if data is None:
+            return _bad_request("body must be a JSON object")
+        out_trade_no, api = data.get("out_trade_no"), data.get("api")
+        status_url, delay = data.get("status_url"), data.get("delay_seconds", DEFAULT_DELAY)
+        if not isinstance(out_trade_no, str) or not out_trade_no:
+            return _bad_request("out_trade_no (a string) is required")
+        if api not in (None, "v2", "v3"):
+            return _bad_request('api must be "v2" or "v3"')
+        if status_url is not None and not isinstance(status_url, str):
+            return _bad_request("status_url must be a string")
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            return _bad_request("delay_seconds must be a number")
+        try:
+            report = await run_doctor(
+                sim,
+                out_trade_no,
+                api=api,
+                status_url=status_url or None,
+                delay_seconds=float(delay),
+                transport=sim.notify_transport,
+            )
+        except DomainError as exc:
+            return _error_json(exc)
+        return JSONResponse(report.to_json())
 
     async def orders(request: Request) -> Response:
         return JSONResponse([sim.order_json(o) for o in sim.ledger.orders()])
@@ -247,7 +313,7 @@ def build_app(sim: Simulator) -> Starlette:
         ),
         # refunds and bills (scanpay.simulator.v2refunds / v3refunds / bills); secapi is
         # plain HTTP here: the simulator does not ask for the merchant's client certificate
-        Route("/secapi/pay/refund", v2_endpoint(sim.v2_refunds.refund), methods=both),
+        Route("/secapi/pay/refund", secapi(v2_endpoint(sim.v2_refunds.refund)), methods=both),
         Route("/pay/refundquery", v2_endpoint(sim.v2_refunds.refund_query), methods=both),
         Route(
             "/pay/downloadbill",
@@ -287,10 +353,14 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/sim/notifications/deliver", deliver, methods=["POST"]),
         Route("/sim/clock", clock, methods=["GET"]),
         Route("/sim/clock/advance", advance, methods=["POST"]),
+        Route("/sim/clock/signatures", signature_clock, methods=["POST"]),
         Route("/sim/orders", orders, methods=["GET"]),
+        Route("/sim/doctor", doctor, methods=["POST"]),
         Route("/sim/orders/{out_trade_no}", order, methods=["GET"]),
     ]
     routes.extend(fault_routes(sim))
+    routes.extend(refund_routes(sim))  # refund outcomes (issue 15)
+    routes.extend(public_key_routes(sim.v3.public_keys))  # public key rotation (issue 15)
     return Starlette(
         routes=routes, lifespan=lifespan, middleware=[Middleware(FaultMiddleware, sim=sim)]
     )

@@ -29,6 +29,12 @@ class SimClock:
     def frozen(self) -> bool:
         return self._frozen
 
+    @property
+    def offset(self) -> float:
+        """Seconds advanced so far (kept across restarts by scanpay.simulator.saved)."""
+        with self._lock:
+            return self._offset
+
     def timestamp(self) -> float:
         """Seconds since the epoch, in simulated time."""
         with self._lock:

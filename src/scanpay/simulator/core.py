@@ -8,6 +8,7 @@ server running ``sim.app`` does the same through the app's lifespan).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +18,7 @@ from urllib.parse import quote
 import httpx
 from starlette.applications import Starlette
 
-from scanpay.errors import ConfigurationError, NotFoundError
+from scanpay.errors import ConfigurationError, NotFoundError, ValidationError
 from scanpay.simulator import credentials as credential_store
 from scanpay.simulator.app import build_app
 from scanpay.simulator.bills import Bills
@@ -28,7 +29,9 @@ from scanpay.simulator.faults import Fault, Faults
 from scanpay.simulator.ledger import Ledger, Notification, Order
 from scanpay.simulator.notifier import Notifier
 from scanpay.simulator.payer import Payer, PayOutcome, PayResult
+from scanpay.simulator.refund_control import restore_outcome
 from scanpay.simulator.refunds import RefundBook
+from scanpay.simulator.saved import CLOCK_OFFSET, FAULTS, SIGNATURE_CLOCK, SavedSettings
 from scanpay.simulator.v2api import V2Api
 from scanpay.simulator.v2refunds import V2Refunds
 from scanpay.simulator.v3api import V3Api
@@ -36,6 +39,8 @@ from scanpay.simulator.v3refunds import V3Refunds
 from scanpay.wechat.fields import BEIJING
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8090"
+REAL = "real"
+TEST = "test"
 
 
 def generate_credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
@@ -63,19 +68,32 @@ class Simulator:
         self.clock = clock
         self.public_url = public_url.rstrip("/")
         self.merchant_name = merchant_name
+        #: how the notifier (and ``scanpay doctor``) reach merchants; None: the network
+        self.notify_transport = notify_transport
+        #: mutual TLS on /secapi/ (set when serving HTTPS: scanpay.simulator.tls)
+        self.require_client_certificate = False
         self.v2 = V2Api(creds, ledger, clock)
-        self.v3 = V3Api(creds, keys, ledger, clock)
+        #: "real": v3 signature timestamps (made and checked) follow real time, as SDKs
+        #: expect; "test": they follow the simulator's clock (see :meth:`set_signature_clock`)
+        self.signature_clock = REAL
+        self.v3 = V3Api(creds, keys, ledger, clock, wall_clock=self.signature_time)
         self.notifier = Notifier(
             ledger, clock, transport=notify_transport, sign_headers=self._sign_v3_notification
         )
         self.payer = Payer(creds, ledger, clock, on_notification=self.notifier.wake)
         #: injected faults, platform-certificate rotation ticks, "user paying" completions
         self.faults = Faults()
+        # fault settings, the clock offset and the choices below survive restarts
+        self.saved = SavedSettings(ledger)
+        self._restore_settings()
         self.notifier.deliver_round = FaultyDelivery(self.notifier, self.faults, ledger, clock)
         self.notifier.before_delivery.append(self._tick)
         # refunds and bills (scanpay.simulator.refunds / v2refunds / v3refunds / bills)
         self.refunds = RefundBook(creds, ledger, clock, on_notification=self.notifier.wake)
         self.notifier.before_delivery.append(self.refunds.settle)
+        restore_outcome(
+            self
+        )  # the refund outcome a tester chose (scanpay.simulator.refund_control)
         self.v2_refunds = V2Refunds(self.v2, self.refunds)
         self.v3_refunds = V3Refunds(self.v3, self.refunds)
         self.bills = Bills(
@@ -117,6 +135,36 @@ class Simulator:
 
     def __repr__(self) -> str:
         return f"Simulator(mchid={self.credentials.mchid!r}, public_url={self.public_url!r})"
+
+    def _restore_settings(self) -> None:
+        saved = self.saved
+        try:
+            state = saved.load(FAULTS)
+            if state is not None:
+                self.faults.restore(state)
+            offset = saved.load(CLOCK_OFFSET)
+            if offset is not None and float(offset) > self.clock.offset:
+                self.clock.advance(float(offset) - self.clock.offset)
+            signature_clock = saved.load(SIGNATURE_CLOCK)
+            if signature_clock is not None:
+                self.set_signature_clock(str(signature_clock))
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"saved simulator settings are unreadable: {exc}") from None
+        self.faults.on_change = lambda: saved.save(FAULTS, self.faults.state())
+        self.clock.subscribe(lambda: saved.save(CLOCK_OFFSET, self.clock.offset))
+
+    def signature_time(self) -> float:
+        """What v3 signature timestamps are made and checked against (see signature_clock)."""
+        return self.clock.timestamp() if self.signature_clock == TEST else time.time()
+
+    def set_signature_clock(self, which: str) -> None:
+        """``"real"`` (default) or ``"test"``: check request signatures' 5-minute window, and
+        stamp answers and notifications, against the simulator's clock instead of real time,
+        so tests that advance the clock on both sides stay consistent. Kept across restarts."""
+        if which not in (REAL, TEST):
+            raise ValidationError('the signature clock is "real" or "test"')
+        self.signature_clock = which
+        self.saved.save(SIGNATURE_CLOCK, which)
 
     def _sign_v3_notification(self, notification: Notification) -> dict[str, str]:
         order = self.ledger.order(notification.out_trade_no)

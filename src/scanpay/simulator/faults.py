@@ -55,7 +55,7 @@ import random
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -319,6 +319,8 @@ class Faults:
     """Active faults, faults of single orders, a seedable random source, a log of firings."""
 
     def __init__(self, seed: int | None = None) -> None:
+        #: called after every change of the settings (scanpay.simulator.saved keeps them)
+        self.on_change: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._global: dict[Fault, FaultSpec] = {}
         self._armed_at: dict[Fault, float] = {}
@@ -328,10 +330,15 @@ class Faults:
         self.delayed: set[int] = set()
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     def seed(self, seed: int | None) -> None:
         with self._lock:
             self._seed = seed
             self._random = random.Random(seed)
+        self._changed()
 
     def draw(self) -> float:
         with self._lock:
@@ -348,18 +355,56 @@ class Faults:
             for spec in specs:
                 self._global[spec.fault] = spec
                 self._armed_at[spec.fault] = now
+        if specs or replace_all:
+            self._changed()
 
     def clear(self) -> None:
         with self._lock:
             self._global.clear()
             self._orders.clear()
             self.delayed.clear()
+        self._changed()
 
     def for_order(self, out_trade_no: str, specs: list[FaultSpec]) -> None:
         """Faults for this order's notifications only (on top of the active ones)."""
         with self._lock:
             bucket = self._orders.setdefault(out_trade_no, {})
             bucket.update({spec.fault: spec for spec in specs})
+        self._changed()
+
+    def state(self) -> dict[str, Any]:
+        """The settings (not the log) as JSON, for :meth:`restore` after a restart."""
+        with self._lock:
+            return {
+                "faults": {f.value: s.to_json() for f, s in self._global.items()},
+                "armed_at": {f.value: self._armed_at[f] for f in self._global},
+                "orders": {
+                    no: {f.value: s.to_json() for f, s in bucket.items()}
+                    for no, bucket in self._orders.items()
+                },
+                "seed": self._seed,
+            }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what :meth:`state` saved (raises ValidationError when it is not that)."""
+        table, orders = state.get("faults", {}), state.get("orders", {})
+        armed, seed = state.get("armed_at", {}), state.get("seed")
+        if not isinstance(table, dict) or not isinstance(orders, dict):
+            raise ValidationError("saved faults: expected objects")
+        if not isinstance(armed, dict) or not (seed is None or isinstance(seed, int)):
+            raise ValidationError("saved faults: bad armed_at or seed")
+        specs = {s.fault: s for s in (spec_from_json(n, v) for n, v in table.items())}
+        buckets = {
+            str(no): {s.fault: s for s in (spec_from_json(n, v) for n, v in bucket.items())}
+            for no, bucket in orders.items()
+            if isinstance(bucket, dict)
+        }
+        with self._lock:
+            self._global = specs
+            self._armed_at = {f: float(armed.get(f.value, 0.0)) for f in specs}
+            self._orders = buckets
+            self._seed = seed
+            self._random = random.Random(seed)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -403,6 +448,7 @@ class Faults:
             own.update({s.fault: s for s in extra or []})
             candidates.update(own)
             fired: dict[Fault, FaultSpec] = {}
+            counted = False
             for fault, spec in candidates.items():
                 if not spec.applies_to(scope) or not path.startswith(spec.path):
                     continue
@@ -410,11 +456,14 @@ class Faults:
                     continue
                 fired[fault] = spec
                 if fault not in own and spec.times is not None:
+                    counted = True
                     if spec.times <= 1:
                         del self._global[fault]
                     else:
                         self._global[fault] = replace(spec, times=spec.times - 1)
-            return fired
+        if counted:
+            self._changed()
+        return fired
 
     def bill_faults(self, out_trade_no: str = "") -> dict[Fault, FaultSpec]:
         """The ``bill_*`` faults for an order's rows: the global ones, then its own."""
@@ -431,4 +480,5 @@ class Faults:
             if spec is None or self._armed_at[Fault.ROTATE_CERTIFICATE] + spec.value > now:
                 return False
             del self._global[Fault.ROTATE_CERTIFICATE]
-            return True
+        self._changed()
+        return True

@@ -150,7 +150,9 @@ class Payer:
         assert paid is not None
         return self._result(paid, outcome, paid=True)
 
-    def _settle(self, out_trade_no: str, expected: TradeState, now: datetime) -> bool:
+    def _settle(
+        self, out_trade_no: str, expected: TradeState, now: datetime, *, notify: bool = True
+    ) -> bool:
         """``expected`` -> SUCCESS with payer details, then the notification; False if lost."""
         transaction_id = ids.transaction_id(now)
         won = self._ledger.transition(
@@ -170,8 +172,19 @@ class Payer:
         self._ledger.record_payment(
             paid.out_trade_no, PayOutcome.SUCCESS.value, now.timestamp(), paid.trade_state, "Paid"
         )
-        self._queue_notification(paid)
+        if notify:
+            self._queue_notification(paid)
         return True
+
+    def pay_without_notification(self, out_trade_no: str) -> Order:
+        """Pay an unpaid order but queue no notification: ``scanpay doctor`` sends its own
+        (scanpay.simulator.doctor). Refused like :meth:`pay` when the order is not payable."""
+        order = self.find(out_trade_no=out_trade_no)
+        if not self._settle(order.out_trade_no, TradeState.NOTPAY, self._clock.now(), notify=False):
+            raise InvalidTransitionError("the order changed while paying", code="CONFLICT")
+        paid = self._ledger.order(order.out_trade_no)
+        assert paid is not None
+        return paid
 
     def _start_user_paying(self, order: Order, now: float) -> PayResult:
         outcome = PayOutcome.USER_PAYING
@@ -238,23 +251,7 @@ class Payer:
         if order.api == "v3":
             self._queue_v3_notification(order)
             return
-        fields: dict[str, str | int] = {
-            "appid": order.appid,
-            "mch_id": order.mch_id,
-            "device_info": order.device_info,
-            "nonce_str": ids.nonce(),
-            "openid": order.openid,
-            "is_subscribe": "N",
-            "trade_type": "NATIVE",
-            "bank_type": order.bank_type,
-            "total_fee": order.total_fee,
-            "fee_type": order.fee_type,
-            "cash_fee": order.total_fee,
-            "transaction_id": order.transaction_id or "",
-            "out_trade_no": order.out_trade_no,
-            "attach": order.attach,
-            "time_end": order.time_end,
-        }
+        fields = v2_notification_fields(order)
         body = build_payment_notification(fields, self._creds.api_v2_key, order.sign_type)
         self._ledger.add_notification(
             kind="payment_v2",
@@ -283,3 +280,24 @@ class Payer:
             at=self._clock.timestamp(),
         )
         self._on_notification()
+
+
+def v2_notification_fields(order: Order) -> dict[str, str | int]:
+    """The fields of a paid order's v2 payment notification (before signing)."""
+    return {
+        "appid": order.appid,
+        "mch_id": order.mch_id,
+        "device_info": order.device_info,
+        "nonce_str": ids.nonce(),
+        "openid": order.openid,
+        "is_subscribe": "N",
+        "trade_type": "NATIVE",
+        "bank_type": order.bank_type,
+        "total_fee": order.total_fee,
+        "fee_type": order.fee_type,
+        "cash_fee": order.total_fee,
+        "transaction_id": order.transaction_id or "",
+        "out_trade_no": order.out_trade_no,
+        "attach": order.attach,
+        "time_end": order.time_end,
+    }

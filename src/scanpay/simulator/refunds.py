@@ -48,6 +48,8 @@ DEFAULT_SETTLE_AFTER: Final = 1.0
 CHANNEL: Final = "ORIGINAL"
 RECEIVED_ACCOUNT: Final = "支付用户零钱"
 REFUNDABLE: Final = (TradeState.SUCCESS, TradeState.REFUND)
+#: what a PROCESSING refund can become (WeChat: SUCCESS, REFUNDCLOSE / CLOSED, CHANGE / ABNORMAL)
+OUTCOMES: Final = (RefundState.SUCCESS, RefundState.CLOSED, RefundState.ABNORMAL)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS refunds (
@@ -163,6 +165,8 @@ class RefundBook:
         self._on_notification = on_notification
         #: simulated seconds a refund stays PROCESSING (0: settle on the next notifier tick)
         self.settle_after = settle_after
+        #: what due refunds become: SUCCESS, or CLOSED / ABNORMAL when a tester chooses so
+        self.outcome = RefundState.SUCCESS
         ledger.ensure_schema(_SCHEMA)
 
     # reading ------------------------------------------------------------------------------
@@ -260,39 +264,48 @@ class RefundBook:
     # settling -----------------------------------------------------------------------------
 
     def settle(self) -> int:
-        """PROCESSING refunds that are due become SUCCESS; returns how many did."""
+        """PROCESSING refunds that are due get :attr:`outcome`; returns how many did."""
         now = self._clock.timestamp()
         rows = self._ledger.fetch_all(
             "SELECT out_refund_no FROM refunds WHERE status = ? AND due_at <= ?",
             RefundState.PROCESSING.value,
             now,
         )
-        settled = 0
-        for row in rows:
-            with self._ledger.transaction() as db:
-                won = db.execute(
-                    "UPDATE refunds SET status = ?, success_at = ?"
-                    " WHERE out_refund_no = ? AND status = ?",
-                    (
-                        RefundState.SUCCESS.value,
-                        now,
-                        row["out_refund_no"],
-                        RefundState.PROCESSING.value,
-                    ),
-                ).rowcount
-            if not won:
-                continue
-            settled += 1
-            refund = self.get(row["out_refund_no"])
-            assert refund is not None
+        return sum(self.finish(row["out_refund_no"], self.outcome, now) for row in rows)
+
+    def finish(self, out_refund_no: str, outcome: RefundState, now: float | None = None) -> bool:
+        """Move one refund to ``outcome`` now (compare-and-set) and queue its notification.
+
+        From PROCESSING: SUCCESS (the order becomes ``REFUND``), CLOSED (the amount can be
+        refunded again) or ABNORMAL (stuck; the money stays held). From ABNORMAL: SUCCESS or
+        CLOSED, as when a person resolves it. False when the refund is not in such a state.
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"a refund cannot settle as {outcome.value}")
+        at = self._clock.timestamp() if now is None else now
+        allowed = [RefundState.PROCESSING.value]
+        if outcome is not RefundState.ABNORMAL:
+            allowed.append(RefundState.ABNORMAL.value)
+        success_at = at if outcome is RefundState.SUCCESS else None
+        with self._ledger.transaction() as db:
+            won = db.execute(
+                "UPDATE refunds SET status = ?, success_at = ?"
+                " WHERE out_refund_no = ? AND status IN (?, ?)",
+                (outcome.value, success_at, out_refund_no, allowed[0], allowed[-1]),
+            ).rowcount
+        if not won:
+            return False
+        refund = self.get(out_refund_no)
+        assert refund is not None
+        if outcome is RefundState.SUCCESS:
             self._ledger.transition(
-                refund.out_trade_no, expected=TradeState.SUCCESS, new=TradeState.REFUND, at=now
+                refund.out_trade_no, expected=TradeState.SUCCESS, new=TradeState.REFUND, at=at
             )
-            order = self._ledger.order(refund.out_trade_no)
-            assert order is not None
-            if refund.notify_url:
-                self._queue_notification(refund, order)
-        return settled
+        order = self._ledger.order(refund.out_trade_no)
+        assert order is not None
+        if refund.notify_url:
+            self._queue_notification(refund, order)
+        return True
 
     def _queue_notification(self, refund: SimRefund, order: Order) -> None:
         if refund.api == "v3":

@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
 from scanpay.errors import MalformedMessageError, SignatureError
 from scanpay.simulator import faults, ids
 from scanpay.simulator.clock import SimClock
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.simulator.faults import Fault
 from scanpay.simulator.ledger import Ledger, Order
+from scanpay.simulator.pubkeys import PublicKeyRing
 from scanpay.simulator.rotation import KeyRing
 from scanpay.simulator.v2api import CODE_URL_LIFETIME, STATE_DESC
 from scanpay.wechat.fields import BEIJING, format_v2_time, parse_v2_time
@@ -33,7 +36,6 @@ from scanpay.wechat.keys import (
     TrustStore,
     is_public_key_id,
     load_certificate,
-    load_private_key,
 )
 from scanpay.wechat.states import SignType, TradeState
 from scanpay.wechat.v3.apierror import error_body
@@ -82,7 +84,8 @@ class V3Api:
         )
         #: platform certificates (rotation: scanpay.simulator.rotation)
         self.keyring = KeyRing(creds, keys)
-        self._public_key = load_private_key(keys.wechatpay_private_key_pem.reveal())
+        #: WeChat Pay public keys (rotation: scanpay.simulator.pubkeys)
+        self.public_keys = PublicKeyRing(creds, keys)
 
     # signing ------------------------------------------------------------------------------
 
@@ -94,7 +97,8 @@ class V3Api:
     def signed_headers(self, body: bytes, signer: str) -> dict[str, str]:
         active = faults.active()  # injected faults (scanpay.simulator.faults)
         if signer == PUBLIC_KEY or Fault.NEW_MERCHANT in active:
-            serial, key = self._creds.wechatpay_public_key_id, self._public_key
+            pair = self.public_keys.active()
+            serial, key = pair.key_id, pair.private_key
         else:
             current = self.keyring.current()
             serial, key = current.serial, current.private_key
@@ -265,6 +269,14 @@ class V3Api:
         )
         # Signed by the platform key whatever the caller trusts: that is the point of it.
         return self._answer(request, 200, body, signer=PLATFORM)
+
+    def notification_key(self, order: Order) -> tuple[str, RSAPrivateKey]:
+        """(serial, private key) that signs ``order``'s notifications now, faults aside."""
+        if order.signer == PUBLIC_KEY:
+            pair = self.public_keys.active()
+            return pair.key_id, pair.private_key
+        current = self.keyring.current()
+        return current.serial, current.private_key
 
     def sign_notification(self, body: bytes, order: Order) -> dict[str, str]:
         """Fresh signature headers for one delivery attempt of a v3 notification."""

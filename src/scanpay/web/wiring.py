@@ -68,6 +68,10 @@ def trust_store(settings: Settings) -> TrustStore:
     if settings.wechatpay_public_key_id and settings.wechatpay_public_key_file:
         key = load_public_key(_read(settings.wechatpay_public_key_file, "WeChat Pay public key"))
         trust.add_public_key(settings.wechatpay_public_key_id, key)
+    if settings.wechatpay_new_public_key_id and settings.wechatpay_new_public_key_file:
+        # during a public key change both are trusted; the new one is named (issue 15)
+        new = load_public_key(_read(settings.wechatpay_new_public_key_file, "new public key"))
+        trust.add_public_key(settings.wechatpay_new_public_key_id, new)
     for path in settings.platform_cert_paths:
         trust.add_certificate(load_certificate(_read(path, "platform certificate")))
     return trust
