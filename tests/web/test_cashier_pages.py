@@ -100,7 +100,10 @@ async def test_language_choice_is_remembered_and_html_lang_follows(shop: Shop) -
 
 
 async def test_default_locale_setting(make_settings: SettingsFactory) -> None:
-    app = create_app(make_settings(default_locale="en", merchant_name="Tea House"))
+    logo = "https://cdn.example/logo.png"
+    app = create_app(
+        make_settings(default_locale="en", merchant_name="Tea House", merchant_logo_url=logo)
+    )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
     ) as http:
@@ -109,6 +112,8 @@ async def test_default_locale_setting(make_settings: SettingsFactory) -> None:
     await app.state.scanpay.aclose()
     assert '<html lang="en">' in page.text
     assert "Tea House" in page.text
+    assert f'<img class="logo" src="{logo}" alt=""' in page.text
+    assert "img-src 'self' data: https://cdn.example;" in page.headers["content-security-policy"]
     assert "CN¥0.01" in page.text
     assert '<html lang="zh-CN">' in chinese.text
 
