@@ -234,6 +234,7 @@ class BillReader:
         # Which attribute each column fills, worked out once for the whole file.
         texts = [(i, _TEXT[name]) for i, name in enumerate(header) if name in _TEXT]
         money = [(i, _MONEY[name], name) for i, name in enumerate(header) if name in _MONEY]
+        amounts: dict[str, int] = {"": 0}  # bills repeat amounts ("0.00") row after row
         while (line := self._next()) is not None:
             if not line.startswith("`"):
                 self._read_summary(line)
@@ -242,7 +243,13 @@ class BillReader:
             self.row_count += 1
             fields: dict[str, Any] = {attr: values[i] for i, attr in texts}
             for i, attr, name in money:
-                fields[attr] = yuan_to_fen(values[i], name) if values[i] else 0
+                text = values[i]
+                fen = amounts.get(text)
+                if fen is None:
+                    fen = yuan_to_fen(text, name)
+                    if len(amounts) < _AMOUNT_CACHE:
+                        amounts[text] = fen
+                fields[attr] = fen
             yield BillRow(columns=dict(zip(header, values, strict=True)), **fields)
         raise MalformedMessageError("bill summary header not found")
 
@@ -271,6 +278,7 @@ class BillReader:
 MAX_BILL_BYTES: Final = 1024 * 1024 * 1024  # a streamed bill file, decompressed
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 HEAD_BYTES: Final = 64 * 1024
+_AMOUNT_CACHE: Final = 4096
 
 
 class BillSink:
