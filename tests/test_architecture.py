@@ -23,6 +23,14 @@ ALLOWED: dict[str, set[str]] = {
         "scanpay.domain",
         "scanpay.store",
     },
+    "reconcile": {
+        "scanpay.errors",
+        "scanpay.wechat",
+        "scanpay.domain",
+        "scanpay.store",
+        "scanpay.client",
+        "scanpay.reconcile",
+    },
 }
 
 
