@@ -34,6 +34,14 @@ ALLOWED: dict[str, set[str]] = {
         "scanpay.store",
         "scanpay.webhooks",
     },
+    "reconcile": {
+        "scanpay.errors",
+        "scanpay.wechat",
+        "scanpay.domain",
+        "scanpay.store",
+        "scanpay.client",
+        "scanpay.reconcile",
+    },
 }
 
 

@@ -15,6 +15,7 @@ from scanpay.domain.reconciliation import DifferenceState, Report, ReportStatus
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.simulator.faults import parse_fault
 from scanpay.store.tables import events
+from scanpay.wechat.v2.bills import DownloadBill
 
 from .kit import World, make_simulator, make_v2, make_v3, shanghai
 
@@ -129,6 +130,12 @@ async def test_two_days_find_exactly_the_injected_differences(world: World) -> N
     numbers = {d.number for r in rows.values() for d in r.differences}
     assert late not in numbers
     assert early not in numbers
+    day_of = {}
+    for day in (D1, D2):
+        bill = await world.v2.download_bill(DownloadBill.for_day(day))
+        day_of.update({r.out_trade_no: (day, r.trade_time) for r in bill.rows})
+    assert day_of[late] == (D1, "2025-03-01 23:59:59")
+    assert day_of[early] == (D2, "2025-03-02 00:00:01")
 
     # Three days on, the held ones are reported (and alerted once each).
     world.at(shanghai(D2 + timedelta(days=4), 10, 30))

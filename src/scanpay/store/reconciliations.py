@@ -107,37 +107,31 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
-def _payment(row: Any, day_of: Callable[[datetime], date] = shanghai_day) -> LocalPayment:
+def _payment(row: Any) -> LocalPayment:
     return LocalPayment(
         row.out_trade_no, row.transaction_id, row.amount, row.status, row.order_id,
-        day_of(row.updated_at),
+        shanghai_day(row.updated_at),
     )  # fmt: skip
 
 
-def _refund(row: Any, day_of: Callable[[datetime], date] = shanghai_day) -> LocalRefund:
+def _refund(row: Any) -> LocalRefund:
     return LocalRefund(
         row.out_refund_no, row.out_trade_no, row.amount, row.status, row.order_id,
-        day_of(row.updated_at),
+        shanghai_day(row.updated_at),
     )  # fmt: skip
 
 
-def _days_between(start: datetime, end: datetime) -> Callable[[datetime], date]:
-    """:func:`shanghai_day` for instants in ``[start, end)``, by comparing with the midnights
-    in between (a window of 100,000 rows pays for one time-zone conversion per day, not row)."""
-    first = shanghai_day(start)
-    edges: list[tuple[datetime, date]] = []
-    day = first
-    while day_start(day) < end:
-        edges.append((day_start(day + timedelta(days=1)), day))
-        day += timedelta(days=1)
-
-    def day_of(moment: datetime) -> date:
-        for edge, found in edges:
-            if moment < edge:
-                return found if moment >= start else shanghai_day(moment)
-        return shanghai_day(moment)
-
-    return day_of
+def _day_index(
+    column: sa.ColumnElement[datetime], start: datetime, end: datetime
+) -> tuple[sa.ColumnElement[int], list[date]]:
+    """A SQL expression numbering the Shanghai day of ``column`` within ``[start, end)``, and
+    the days it numbers: the database compares with the midnights, so reading 100,000 rows
+    converts no timestamps in Python."""
+    days = [shanghai_day(start)]
+    while day_start(days[-1] + timedelta(days=1)) < end:
+        days.append(days[-1] + timedelta(days=1))
+    whens = [(column < day_start(day + timedelta(days=1)), n) for n, day in enumerate(days)]
+    return sa.case(*whens, else_=len(days) - 1), days
 
 
 _PA: Final = payment_attempts.c
@@ -213,18 +207,27 @@ class ReconciliationStore:
     def window(self, start: datetime, end: datetime) -> LedgerWindow:
         """Successful payments and refunds recorded in ``[start, end)``, keyed by number."""
         found = LedgerWindow()
-        paid = sa.select(*_PAYMENT_COLUMNS).where(
-            _PA.status.in_(("paid", "surplus")), _PA.updated_at >= start, _PA.updated_at < end
-        )
-        done = sa.select(*_REFUND_COLUMNS).where(
-            _R.status == "success", _R.updated_at >= start, _R.updated_at < end
-        )
-        day_of = _days_between(start, end)
         with self.engine.connect() as conn:
-            for row in conn.execution_options(yield_per=2000).execute(paid):
-                found.payments[row.out_trade_no] = _payment(row, day_of)
-            for row in conn.execution_options(yield_per=2000).execute(done):
-                found.refunds[row.out_refund_no] = _refund(row, day_of)
+            index, days = _day_index(_PA.updated_at, start, end)
+            paid = sa.select(*_PAYMENT_COLUMNS[:-1], index).where(
+                _PA.status.in_(("paid", "surplus")), _PA.updated_at >= start, _PA.updated_at < end
+            )
+            for number, transaction_id, amount, status, order_id, n in conn.execution_options(
+                yield_per=2000
+            ).execute(paid):
+                found.payments[number] = LocalPayment(
+                    number, transaction_id, amount, status, order_id, days[n]
+                )
+            index, days = _day_index(_R.updated_at, start, end)
+            done = sa.select(*_REFUND_COLUMNS[:-1], index).where(
+                _R.status == "success", _R.updated_at >= start, _R.updated_at < end
+            )
+            for number, out_trade_no, amount, status, order_id, n in conn.execution_options(
+                yield_per=2000
+            ).execute(done):
+                found.refunds[number] = LocalRefund(
+                    number, out_trade_no, amount, status, order_id, days[n]
+                )
         return found
 
     def payments(self, numbers: Collection[str]) -> Mapping[str, LocalPayment]:

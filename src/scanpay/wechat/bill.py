@@ -21,7 +21,7 @@ import hashlib
 import io
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, BinaryIO, Final
 
 from scanpay.errors import MalformedMessageError
@@ -204,6 +204,23 @@ def parse_bill(text: str) -> Bill:
     return Bill(header=header, rows=rows, summary=summary, summary_header=summary_header)
 
 
+def _quick_row(columns: dict[str, str], values: dict[str, Any]) -> BillRow:
+    """``BillRow(columns=columns, **values)`` without the frozen dataclass's 28
+    ``object.__setattr__`` calls (the streaming reader builds 100,000s of rows; ``values``
+    holds only BillRow's own field names, typed as :meth:`BillRow.from_columns` types them)."""
+    row = object.__new__(BillRow)
+    state = row.__dict__
+    state.update(_ROW_DEFAULTS)
+    state.update(values)
+    state["columns"] = columns
+    return row
+
+
+_ROW_DEFAULTS: Final = {
+    f.name: f.default for f in fields(BillRow) if f.default is not MISSING
+}  # fmt: skip
+
+
 class BillReader:
     """A bill read line by line, never whole: :meth:`rows` yields each row as it is read,
     and :attr:`summary` is set once the rows are exhausted (the summary row comes last).
@@ -234,16 +251,23 @@ class BillReader:
         # Which attribute each column fills, worked out once for the whole file.
         texts = [(i, _TEXT[name]) for i, name in enumerate(header) if name in _TEXT]
         money = [(i, _MONEY[name], name) for i, name in enumerate(header) if name in _MONEY]
+        amounts: dict[str, int] = {"": 0}  # bills repeat amounts ("0.00") row after row
         while (line := self._next()) is not None:
             if not line.startswith("`"):
                 self._read_summary(line)
                 return
             values = _ticked(line, width, "row")
             self.row_count += 1
-            fields: dict[str, Any] = {attr: values[i] for i, attr in texts}
+            typed: dict[str, Any] = {attr: values[i] for i, attr in texts}
             for i, attr, name in money:
-                fields[attr] = yuan_to_fen(values[i], name) if values[i] else 0
-            yield BillRow(columns=dict(zip(header, values, strict=True)), **fields)
+                text = values[i]
+                fen = amounts.get(text)
+                if fen is None:
+                    fen = yuan_to_fen(text, name)
+                    if len(amounts) < _AMOUNT_CACHE:
+                        amounts[text] = fen
+                typed[attr] = fen
+            yield _quick_row(dict(zip(header, values, strict=True)), typed)
         raise MalformedMessageError("bill summary header not found")
 
     def _read_summary(self, line: str) -> None:
@@ -271,6 +295,7 @@ class BillReader:
 MAX_BILL_BYTES: Final = 1024 * 1024 * 1024  # a streamed bill file, decompressed
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 HEAD_BYTES: Final = 64 * 1024
+_AMOUNT_CACHE: Final = 4096
 
 
 class BillSink:
