@@ -122,6 +122,7 @@ class Housekeeper:
                     await task
             if server is not None:
                 server.shutdown()
+                server.server_close()
 
 
 def install(
