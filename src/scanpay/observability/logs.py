@@ -136,6 +136,7 @@ def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = No
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)  # the root's level (uvicorn may set its own after)
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # scanpay's own line per request
     for name in ("httpx", "httpcore"):
