@@ -146,7 +146,9 @@ def install(
         for client in (wechat.v2, wechat.v3):
             if client is not None:
                 instrument(client)
-    collector = metrics.ServiceCollector(store.engine, clock, hub.open_streams)
+    v3 = wechat.v3
+    downloads = (lambda: v3.downloads) if v3 is not None and v3.download_certificates else None
+    collector = metrics.ServiceCollector(store.engine, clock, hub.open_streams, downloads)
     registry = metrics.build_registry(collector)
     app.state.metrics_registry = registry
     _metrics_route(app, settings, registry)
