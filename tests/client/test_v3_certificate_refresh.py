@@ -177,3 +177,36 @@ async def test_rotation_after_a_good_download_is_picked_up_at_once(
         await client.query_by_out_trade_no("rotate-1")
         assert {first, second} <= set(client.trust.certificate_serials)
         assert front.downloads() == 2
+
+
+async def test_limits_are_per_serial_and_per_sender_never_global(
+    sim: tuple[Simulator, Inbox],
+) -> None:
+    """Issue 9: a forged serial holds back only that serial and that sender; a new serial from
+    another sender, and any answer from the API itself, still download at once."""
+    simulator, inbox = sim
+    front = Counting(simulator.app)
+    async with certificate_mode(simulator, front, Clock()) as client:
+        await client.create_native_order(order(simulator, "limits-1"))
+        await simulator.pay(out_trade_no="limits-1")
+        await simulator.deliver_due_notifications()
+        [(headers, body)] = inbox.received
+        forged = dict(headers)
+        forged["wechatpay-serial"] = "A" * 40
+        with pytest.raises(UnknownKeyError):
+            await client.verify_notification(forged, body, sender="192.0.2.1")
+        assert front.downloads() == 1
+        forged["wechatpay-serial"] = "B" * 40
+        with pytest.raises(UnknownKeyError, match="this sender triggered"):
+            await client.verify_notification(forged, body, sender="192.0.2.1")
+        forged["wechatpay-serial"] = "A" * 40
+        with pytest.raises(UnknownKeyError, match="without it"):
+            await client.verify_notification(forged, body, sender="192.0.2.2")
+        assert front.downloads() == 1  # neither the sender nor the serial could trigger more
+        forged["wechatpay-serial"] = "C" * 40
+        with pytest.raises(UnknownKeyError):
+            await client.verify_notification(forged, body, sender="192.0.2.3")
+        assert front.downloads() == 2  # a new serial from a new sender: downloaded
+        simulator.v3.keyring.rotate()
+        await client.query_by_out_trade_no("limits-1")  # the API's answer: always allowed
+        assert front.downloads() == 3

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -246,11 +247,16 @@ async def test_refused_bodies_are_kept_as_digest_and_first_bytes(
 
 
 async def test_an_authentic_failure_report_is_acknowledged_and_changes_nothing(
-    kit: tuple[str, Shop, Builder],
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    credentials: tuple[MerchantCredentials, SimulatorKeys],
 ) -> None:
-    api, shop, _ = kit
-    if api == "v3":
-        pytest.skip("API v3 sends no notification for a failed payment")
+    """API v2 only: API v3 sends no notification for a failed payment."""
+    async for shop in open_shop(make_settings, tmp_path, credentials, "v2"):
+        await _failure_report(shop)
+
+
+async def _failure_report(shop: Shop) -> None:
     order = await shop.create_order(1999)
     key = shop.sim.credentials.api_v2_key
     fields: dict[str, str | int] = {
@@ -278,3 +284,20 @@ async def test_an_authentic_failure_report_is_acknowledged_and_changes_nothing(
     assert (receipt["outcome"], receipt["out_trade_no"]) == ("noted", order["out_trade_no"])
     assert "NOTENOUGH" in receipt["detail"]
     assert receipt["body_sha256"] is None  # authentic: kept whole
+
+
+async def test_notify_v2_answers_xml_even_on_a_server_error(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    credentials: tuple[MerchantCredentials, SimulatorKeys],
+) -> None:
+    async for shop in open_shop(make_settings, tmp_path, credentials, "v2"):
+        shop.app.state.doorkeeper = None  # breaks the handler: a 500
+        transport = httpx.ASGITransport(app=shop.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
+            answer = await http.post("/notify/v2", content=b"<xml/>")
+            v3 = await http.post("/notify/v3", content=b"{}")
+        assert answer.status_code == 500
+        assert answer.headers["content-type"].startswith("text/xml")
+        assert not is_success_ack(answer.content)
+        assert v3.status_code == 500

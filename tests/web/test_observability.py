@@ -16,6 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from scanpay.observability import logs
 from scanpay.observability.logs import NOTIFICATION_KEYS, JsonFormatter, RequestIdFilter
 from scanpay.simulator import generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
@@ -208,3 +209,39 @@ async def test_metrics_on_a_loopback_port_without_a_token(
         found = samples(answer.text)
         assert found[key("scanpay_notifications_total", api="v2-payment", outcome="malformed")]
         assert key("scanpay_reconciler_backlog") in found
+
+
+def test_serve_logs_on_one_stream_without_httpx_lines() -> None:
+    """``scanpay serve``'s logging: uvicorn's, the access line and scanpay's own on one
+    stream, httpx's per-call line off, JSON when asked."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging._srcfile)
+    saved_loggers = {
+        name: (logging.getLogger(name).level, logging.getLogger(name).disabled,
+               list(logging.getLogger(name).handlers), logging.getLogger(name).propagate)
+        for name in ("httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access")
+    }  # fmt: skip
+    stream = io.StringIO()
+    try:
+        logs.configure("json", "INFO", stream=stream)
+        logging.getLogger("uvicorn.error").info("Application startup complete.")
+        logging.getLogger("uvicorn.access").info("uvicorn's own access line")
+        logging.getLogger("scanpay.access").info("request", extra={"status": 200})
+        logging.getLogger("httpx").info("HTTP Request: POST http://wechat.test/pay/orderquery")
+        logging.getLogger("scanpay.wechat").debug("wechat call")  # DEBUG: below INFO
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging._srcfile = saved[2]
+        for name, (level, disabled, handlers, propagate) in saved_loggers.items():
+            logger = logging.getLogger(name)
+            logger.setLevel(level)
+            logger.disabled = disabled
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["logger"], line["message"]) for line in lines] == [
+        ("uvicorn.error", "Application startup complete."),
+        ("scanpay.access", "request"),
+    ]
+    assert lines[1]["status"] == 200

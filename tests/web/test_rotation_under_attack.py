@@ -88,6 +88,7 @@ async def test_forged_serials_do_not_delay_a_rotated_certificate(
             wechat_base_url=sim_url,
             public_base_url=f"http://127.0.0.1:{port}",
             reconciler_enabled=False,
+            metrics_token="metrics-token-0123456789",
             **v3_settings(creds, tmp_path, public_key=False),
         )
         app = create_app(settings)
@@ -150,6 +151,15 @@ async def test_forged_serials_do_not_delay_a_rotated_certificate(
                 assert len(refused) >= 4
                 assert set(refused) <= {401, 429}
                 assert new_serial in app.state.extras.wechat.v3.trust.certificate_serials
-                # the attacker's address caused at most one download in the run
+                # the attacker's address caused at most one download in the run: at start,
+                # perhaps for the prepay answer, the attacker's first, the genuine one
                 client = app.state.extras.wechat.v3
                 assert ATTACKER in client.refresh_limits.senders
+                scraped = await shop.get(
+                    "/metrics", headers={"Authorization": "Bearer metrics-token-0123456789"}
+                )
+                line = next(
+                    row for row in scraped.text.splitlines()
+                    if row.startswith("scanpay_platform_certificate_downloads_total ")
+                )  # fmt: skip
+                assert 3 <= float(line.split()[1]) <= 4, line

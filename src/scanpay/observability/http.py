@@ -81,15 +81,16 @@ class RequestObserver:
             method = scope.get("method", "")
             metrics.HTTP_DURATION.labels(route, method, str(status)).observe(elapsed)
             client = scope.get("client")
-            access_log.info(
-                "request",
-                extra={
-                    "method": method,
-                    "route": route,
-                    "path": scope.get("path", "")[:200],
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "client": client[0] if client else None,
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "path": scope.get("path", "")[:200],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": client[0] if client else None,
+                    },
+                )
             REQUEST_ID.reset(token)

@@ -136,7 +136,14 @@ def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = No
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)  # the root's level (uvicorn may set its own after)
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # scanpay's own line per request
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # what no line shows is not collected (the logging HOWTO's "Optimization" section):
+    # caller's file and line, thread, process and multiprocessing names
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

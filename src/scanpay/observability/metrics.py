@@ -19,7 +19,7 @@ from typing import Final
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scanpay.store.refunds import refunds
@@ -84,10 +84,12 @@ class ServiceCollector(Collector):
         engine: sa.Engine,
         clock: Callable[[], datetime],
         open_streams: Callable[[], int],
+        certificate_downloads: Callable[[], int] | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._open_streams = open_streams
+        self._certificate_downloads = certificate_downloads
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
@@ -124,6 +126,13 @@ class ServiceCollector(Collector):
             "Age of the oldest unfinished refund (0 when there is none).",
             value=0.0 if oldest_refund is None else max(0.0, (now - oldest_refund).total_seconds()),
         )
+        if self._certificate_downloads is not None:
+            yield CounterMetricFamily(
+                "scanpay_platform_certificate_downloads",
+                "Platform certificate downloads made (scheduled, for API answers, and for "
+                "notifications within the per-serial and per-sender limits).",
+                value=float(self._certificate_downloads()),
+            )
         yield GaugeMetricFamily(
             "scanpay_status_streams_open",
             "Order status streams (server-sent events) open now.",

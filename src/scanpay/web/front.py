@@ -17,12 +17,18 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scanpay.web.limits import BodyLimit
+from scanpay.wechat.v2.notify import ack_failure
 
 Endpoint = Callable[[Request], Any]
+
+
+def _xml_server_error(_request: Request, _exc: Exception) -> Response:
+    return Response(ack_failure("internal error"), status_code=500, media_type="text/xml")
 
 
 class ScanpayApp(FastAPI):
@@ -49,7 +55,9 @@ class ScanpayApp(FastAPI):
             await inner(scope, receive, send)
 
         capped = BodyLimit(with_handlers, limit_for=lambda _path: body_limit)
-        self._short[path] = ServerErrorMiddleware(capped, debug=self.debug)
+        # WeChat Pay v2 reads XML, even from a 500 (issue 9)
+        handler = _xml_server_error if path.startswith("/notify/v2") else None
+        self._short[path] = ServerErrorMiddleware(capped, handler=handler, debug=self.debug)
 
     @property
     def short_paths(self) -> Mapping[str, ASGIApp]:

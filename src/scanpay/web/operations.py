@@ -22,7 +22,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    generate_latest,
+    start_http_server,
+)
 
 from scanpay.client.v3 import V3Client
 from scanpay.config import Settings
@@ -107,8 +112,6 @@ class Housekeeper:
             tasks.append(asyncio.create_task(self._every(period, self.refresh_once)))
         server: Any = None
         if self.settings.metrics_port is not None and self.settings.metrics_token is None:
-            from prometheus_client import start_http_server
-
             server, _thread = start_http_server(
                 self.settings.metrics_port, addr="127.0.0.1", registry=self.registry
             )
@@ -122,6 +125,7 @@ class Housekeeper:
                     await task
             if server is not None:
                 server.shutdown()
+                server.server_close()
 
 
 def install(
@@ -142,7 +146,9 @@ def install(
         for client in (wechat.v2, wechat.v3):
             if client is not None:
                 instrument(client)
-    collector = metrics.ServiceCollector(store.engine, clock, hub.open_streams)
+    v3 = wechat.v3
+    downloads = (lambda: v3.downloads) if v3 is not None and v3.download_certificates else None
+    collector = metrics.ServiceCollector(store.engine, clock, hub.open_streams, downloads)
     registry = metrics.build_registry(collector)
     app.state.metrics_registry = registry
     _metrics_route(app, settings, registry)
