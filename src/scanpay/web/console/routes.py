@@ -273,6 +273,12 @@ async def orders_page(request: Request) -> Response:
         if request.query_params.get("go") == "1":
             return see_other(f"/console/orders/{quote(found)}")
     export = "/console/orders.csv?" + urlencode({k: v for k, v in form.items() if v})
+
+    def status_url(status: str) -> str:
+        return "/console/orders?" + urlencode(
+            {k: v for k, v in form.items() if v} | {"status": status}
+        )
+
     return page(
         state,
         request,
@@ -285,6 +291,7 @@ async def orders_page(request: Request) -> Response:
         next_url=next_url,
         first_page=before is not None,
         export_url=export,
+        status_url=status_url,
     )
 
 
