@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,14 @@ from scanpay.web.console.passwords import hash_password
 from tests.web.conftest import BASE_URL, SHOP_KEY, LateASGITransport, SettingsFactory
 
 PASSWORD = "a-long-enough-password"
+
+
+@cache
+def password_hash() -> str:
+    """One Argon2id hash of PASSWORD for every operator here (each hash costs ~0.1-1 s)."""
+    return hash_password(PASSWORD)
+
+
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -57,7 +66,7 @@ async def console(make_settings: SettingsFactory) -> AsyncIterator[Console]:
     late.app = app
     operators = OperatorStore(app.state.scanpay.store.engine)
     for name, role in (("ada", Role.ADMIN), ("sam", Role.SUPPORT), ("vic", Role.VIEWER)):
-        operators.add(name, role, hash_password(PASSWORD), utcnow())
+        operators.add(name, role, password_hash(), utcnow())
     try:
         yield Console(app, sim, clock, operators)
     finally:
@@ -210,9 +219,7 @@ async def test_cookies_are_secure_when_the_service_is_public_over_https(
     app = create_app(
         make_settings(public_base_url="https://shop.example", reconciler_enabled=False)
     )
-    OperatorStore(app.state.scanpay.store.engine).add(
-        "ada", Role.ADMIN, hash_password(PASSWORD), utcnow()
-    )
+    OperatorStore(app.state.scanpay.store.engine).add("ada", Role.ADMIN, password_hash(), utcnow())
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:

@@ -50,8 +50,9 @@ async def sign_in(http: httpx.AsyncClient, name: str) -> None:
 
 async def test_decrypted_v3_content_is_for_admins_and_audited(shop: Shop) -> None:
     operators = OperatorStore(shop.context.store.engine)
+    hashed = hash_password(PASSWORD)
     for name, role in (("ada", Role.ADMIN), ("sam", Role.SUPPORT)):
-        operators.add(name, role, hash_password(PASSWORD), utcnow())
+        operators.add(name, role, hashed, utcnow())
     order = await shop.create_order(1500, "v3 tea")
     await shop.sim.pay(code_url=order["code_url"])
     await shop.sim.deliver_due_notifications()
