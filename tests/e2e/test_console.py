@@ -80,6 +80,12 @@ def test_sign_in_every_page_in_both_languages_accessible_and_free_of_secrets(
     page.fill("#password", "not the password at all")
     page.click("#sign-in")
     expect(page.locator("#error")).to_have_text("用户名或密码错误。")
+    assert_accessible(page, "sign-in with an error (zh-CN)")
+    page.goto(rig.shop_url + "/console/sign-in?lang=en")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    assert_accessible(page, "sign-in (en)")
+    page.goto(rig.shop_url + "/console/sign-in?lang=zh-CN&next=/console/orders")
+    page.fill("#name", "ada")
     assert not [c for c in context.cookies() if c["name"] == "scanpay_console"]
     page.fill("#password", PASSWORDS["ada"])
     page.click("#sign-in")
