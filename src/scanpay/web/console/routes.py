@@ -177,7 +177,7 @@ async def today(request: Request) -> Response:
                 state.figures_cache[key] = (time.monotonic(), figures)
         periods.append((days, figures))
     backlog = await state.db(state.queries.backlog, now)
-    alerts = await state.db(lambda: state.queries.alerts(acknowledged=False, limit=100))
+    open_alerts = await state.db(state.queries.open_alert_count)
     return page(
         state,
         request,
@@ -185,7 +185,7 @@ async def today(request: Request) -> Response:
         session,
         periods=periods,
         backlog=backlog,
-        open_alerts=len(alerts),
+        open_alerts=open_alerts,
     )
 
 
