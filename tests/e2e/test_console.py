@@ -43,6 +43,9 @@ def sign_in(page: Page, rig: ConsoleRig, name: str, next_path: str = "/console")
     page.click("#sign-in")
     page.wait_for_url(f"**{next_path}")
     expect(page.locator("#who")).to_contain_text(name)
+    rig.session_tokens.extend(
+        c["value"] for c in page.context.cookies() if c["name"] == "scanpay_console"
+    )
 
 
 def csrf_of(page: Page) -> str:
@@ -359,3 +362,7 @@ def test_session_ends_after_idle_time(console_rig: ConsoleRig, context: BrowserC
     page.wait_for_url("**/console/sign-in**why=expired**")
     expect(page.locator("#why")).to_have_text("会话已结束，请重新登录。")
     assert re.search(r"next=%2Fconsole%2Forders", page.url)
+    # nothing the whole module did put a secret or a session token into the service's log
+    log = rig.log_path.read_text()
+    assert "console sign-in operator=" in log  # the log was captured
+    no_secrets(rig, log, tuple(rig.session_tokens))
