@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.pofile import read_po
 from fastapi import FastAPI
 from starlette.requests import Request
 
@@ -238,3 +240,22 @@ async def test_cookies_are_secure_when_the_service_is_public_over_https(
                 assert part.lower() in session.lower()
     finally:
         await app.state.scanpay.aclose()
+
+
+def test_the_catalogues_hold_exactly_what_the_console_uses() -> None:
+    """What ``pybabel extract -F babel.cfg -k N_`` finds in the console (templates, modules,
+    the dynamic words in words.py) is exactly the set of messages in both PO files."""
+    root = Path(LOCALES).parent
+    method_map = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
+    keywords = {**DEFAULT_KEYWORDS, "N_": None}
+    found = {
+        message if isinstance(message, str) else message[0]
+        for _file, _line, message, _comments, _context in extract_from_dir(
+            str(root), method_map, keywords=keywords
+        )
+    }
+    for folder in ("zh_CN", "en"):
+        with (root / "locales" / folder / "LC_MESSAGES" / "console.po").open("rb") as po:
+            catalogue = read_po(po)
+        ids = {m.id if isinstance(m.id, str) else m.id[0] for m in catalogue if m.id}
+        assert ids == found, folder
