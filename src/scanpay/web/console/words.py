@@ -1,4 +1,4 @@
-"""Words the console translates but never writes as ``_("...")`` literals: statuses,
+"""Words the console translates but never passes to gettext as literals: statuses,
 roles, actions, event and alert names, outcomes, error titles and messages. Listed here with
 the no-op marker ``N_`` so that ``pybabel extract -k N_`` finds them (see docs/console.md);
 nothing imports this module."""
