@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,7 @@ class ConsoleRig:
     credentials: MerchantCredentials
     secrets: tuple[str, ...]  # every secret that must never reach a page or a log
     log_path: Path
+    session_tokens: list[str] = field(default_factory=list)  # every session the tests made
 
     def post_sim(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = httpx.post(self.simulator_url + path, json=body, timeout=20)

@@ -43,6 +43,9 @@ def sign_in(page: Page, rig: ConsoleRig, name: str, next_path: str = "/console")
     page.click("#sign-in")
     page.wait_for_url(f"**{next_path}")
     expect(page.locator("#who")).to_contain_text(name)
+    rig.session_tokens.extend(
+        c["value"] for c in page.context.cookies() if c["name"] == "scanpay_console"
+    )
 
 
 def csrf_of(page: Page) -> str:
@@ -80,6 +83,12 @@ def test_sign_in_every_page_in_both_languages_accessible_and_free_of_secrets(
     page.fill("#password", "not the password at all")
     page.click("#sign-in")
     expect(page.locator("#error")).to_have_text("用户名或密码错误。")
+    assert_accessible(page, "sign-in with an error (zh-CN)")
+    page.goto(rig.shop_url + "/console/sign-in?lang=en")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    assert_accessible(page, "sign-in (en)")
+    page.goto(rig.shop_url + "/console/sign-in?lang=zh-CN&next=/console/orders")
+    page.fill("#name", "ada")
     assert not [c for c in context.cookies() if c["name"] == "scanpay_console"]
     page.fill("#password", PASSWORDS["ada"])
     page.click("#sign-in")
@@ -353,3 +362,7 @@ def test_session_ends_after_idle_time(console_rig: ConsoleRig, context: BrowserC
     page.wait_for_url("**/console/sign-in**why=expired**")
     expect(page.locator("#why")).to_have_text("会话已结束，请重新登录。")
     assert re.search(r"next=%2Fconsole%2Forders", page.url)
+    # nothing the whole module did put a secret or a session token into the service's log
+    log = rig.log_path.read_text()
+    assert "console sign-in operator=" in log  # the log was captured
+    no_secrets(rig, log, tuple(rig.session_tokens))

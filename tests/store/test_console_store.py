@@ -174,6 +174,7 @@ def test_alerts_are_acknowledged_once_with_a_note(engine: sa.Engine) -> None:
         alert_id = conn.execute(sa.select(sa.func.max(events.c.id))).scalar_one()
     queries = ConsoleQueries(engine)
     assert [a.event_id for a in queries.alerts(acknowledged=False, limit=10)] == [alert_id]
+    assert queries.open_alert_count() == 1
     with pytest.raises(ValidationError):
         store.acknowledge(alert_id, ada.id, "   ", NOW)
     store.acknowledge(alert_id, ada.id, "another system shares the account", NOW)
@@ -182,6 +183,7 @@ def test_alerts_are_acknowledged_once_with_a_note(engine: sa.Engine) -> None:
     with pytest.raises(NotFoundError):
         store.acknowledge(alert_id + 1000, ada.id, "no such", NOW)
     assert queries.alerts(acknowledged=False, limit=10) == []
+    assert queries.open_alert_count() == 0
     (acked,) = queries.alerts(acknowledged=True, limit=10)
     assert acked.ack is not None
     assert (acked.ack.operator_name, acked.ack.note) == ("ada", "another system shares the account")

@@ -7,10 +7,13 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 import httpx
 import pytest
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.pofile import read_po
 from fastapi import FastAPI
 from starlette.requests import Request
 
@@ -26,6 +29,14 @@ from scanpay.web.console.passwords import hash_password
 from tests.web.conftest import BASE_URL, SHOP_KEY, LateASGITransport, SettingsFactory
 
 PASSWORD = "a-long-enough-password"
+
+
+@cache
+def password_hash() -> str:
+    """One Argon2id hash of PASSWORD for every operator here (each hash costs ~0.1-1 s)."""
+    return hash_password(PASSWORD)
+
+
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -57,7 +68,7 @@ async def console(make_settings: SettingsFactory) -> AsyncIterator[Console]:
     late.app = app
     operators = OperatorStore(app.state.scanpay.store.engine)
     for name, role in (("ada", Role.ADMIN), ("sam", Role.SUPPORT), ("vic", Role.VIEWER)):
-        operators.add(name, role, hash_password(PASSWORD), utcnow())
+        operators.add(name, role, password_hash(), utcnow())
     try:
         yield Console(app, sim, clock, operators)
     finally:
@@ -210,9 +221,7 @@ async def test_cookies_are_secure_when_the_service_is_public_over_https(
     app = create_app(
         make_settings(public_base_url="https://shop.example", reconciler_enabled=False)
     )
-    OperatorStore(app.state.scanpay.store.engine).add(
-        "ada", Role.ADMIN, hash_password(PASSWORD), utcnow()
-    )
+    OperatorStore(app.state.scanpay.store.engine).add("ada", Role.ADMIN, password_hash(), utcnow())
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
@@ -231,3 +240,22 @@ async def test_cookies_are_secure_when_the_service_is_public_over_https(
                 assert part.lower() in session.lower()
     finally:
         await app.state.scanpay.aclose()
+
+
+def test_the_catalogues_hold_exactly_what_the_console_uses() -> None:
+    """What ``pybabel extract -F babel.cfg -k N_`` finds in the console (templates, modules,
+    the dynamic words in words.py) is exactly the set of messages in both PO files."""
+    root = Path(LOCALES).parent
+    method_map = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
+    keywords = {**DEFAULT_KEYWORDS, "N_": None}
+    found = {
+        message if isinstance(message, str) else message[0]
+        for _file, _line, message, _comments, _context in extract_from_dir(
+            str(root), method_map, keywords=keywords
+        )
+    }
+    for folder in ("zh_CN", "en"):
+        with (root / "locales" / folder / "LC_MESSAGES" / "console.po").open("rb") as po:
+            catalogue = read_po(po)
+        ids = {m.id if isinstance(m.id, str) else m.id[0] for m in catalogue if m.id}
+        assert ids == found, folder

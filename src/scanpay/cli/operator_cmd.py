@@ -34,8 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--role", choices=[r.value for r in Role], required=True)
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     subs.add_parser("list", help="list operators (name, role, state)")
-    for name, text in (("disable", "disable an operator"), ("enable", "enable an operator")):
-        sub = subs.add_parser(name, help=text + " (their sessions end)")
+    for name, text in (
+        ("disable", "disable an operator (their sessions end)"),
+        ("enable", "enable a disabled operator"),
+    ):
+        sub = subs.add_parser(name, help=text)
         sub.add_argument("name")
     reset = subs.add_parser("reset-password", help="set a new password (their sessions end)")
     reset.add_argument("name")

@@ -379,6 +379,15 @@ class ConsoleQueries:
             for r in rows
         ]
 
+    def open_alert_count(self) -> int:
+        """How many alerts nobody has acknowledged yet."""
+        query = sa.select(sa.func.count()).where(
+            events.c.type == EventType.ALERT.value,
+            events.c.id.not_in(sa.select(alert_acks.c.event_id)),
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def stuck_refunds(self, older_than: datetime, limit: int) -> list[Refund]:
         """Refunds still ``submitting`` / ``processing`` (or ``abnormal``) since before
         ``older_than``, oldest first."""

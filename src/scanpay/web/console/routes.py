@@ -177,7 +177,7 @@ async def today(request: Request) -> Response:
                 state.figures_cache[key] = (time.monotonic(), figures)
         periods.append((days, figures))
     backlog = await state.db(state.queries.backlog, now)
-    alerts = await state.db(lambda: state.queries.alerts(acknowledged=False, limit=100))
+    open_alerts = await state.db(state.queries.open_alert_count)
     return page(
         state,
         request,
@@ -185,7 +185,7 @@ async def today(request: Request) -> Response:
         session,
         periods=periods,
         backlog=backlog,
-        open_alerts=len(alerts),
+        open_alerts=open_alerts,
     )
 
 
@@ -273,6 +273,12 @@ async def orders_page(request: Request) -> Response:
         if request.query_params.get("go") == "1":
             return see_other(f"/console/orders/{quote(found)}")
     export = "/console/orders.csv?" + urlencode({k: v for k, v in form.items() if v})
+
+    def status_url(status: str) -> str:
+        return "/console/orders?" + urlencode(
+            {k: v for k, v in form.items() if v} | {"status": status}
+        )
+
     return page(
         state,
         request,
@@ -285,6 +291,7 @@ async def orders_page(request: Request) -> Response:
         next_url=next_url,
         first_page=before is not None,
         export_url=export,
+        status_url=status_url,
     )
 
 
