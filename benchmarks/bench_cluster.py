@@ -322,13 +322,13 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
                     if name == "pg no notify":
                         with pg.begin() as conn:
                             conn.exec_driver_sql(
-                                "ALTER TABLE orders DISABLE TRIGGER scanpay_order_changed"
+                                "ALTER TABLE orders DISABLE TRIGGER scanpay_orders_changed"
                             )
                     count, seconds, cpu = await send(targets, args.concurrency)
                     if name == "pg no notify":
                         with pg.begin() as conn:
                             conn.exec_driver_sql(
-                                "ALTER TABLE orders ENABLE TRIGGER scanpay_order_changed"
+                                "ALTER TABLE orders ENABLE TRIGGER scanpay_orders_changed"
                             )
                     tallies[name].add(count, seconds, cpu)
                 ratios.append(tallies["pg"].rates[-1] / tallies["sqlite"].rates[-1])

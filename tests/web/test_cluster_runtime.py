@@ -96,9 +96,11 @@ def test_schema_guard_and_db_command(
 
 
 def test_listen_payloads() -> None:
-    assert parse_payload("ord_abc 7") == ("ord_abc", 7)
+    assert parse_payload("ord_abc 7") == [("ord_abc", 7)]
+    assert parse_payload("ord_a 7,ord_b 12") == [("ord_a", 7), ("ord_b", 12)]
     for bad in ("", "ord_abc", "ord_abc x", " 7", "ord_abc -1", "ord_abc " + "9" * 19):
-        assert parse_payload(bad) is None
+        assert parse_payload(bad) == []
+    assert parse_payload("ord_a 1,junk,ord_b 2") == [("ord_a", 1), ("ord_b", 2)]
 
 
 # ---- LISTEN on PostgreSQL ------------------------------------------------------------------
