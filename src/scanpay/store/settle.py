@@ -305,14 +305,16 @@ class SqliteSettler:
 
 # ---- psycopg directly (PostgreSQL) --------------------------------------------------------
 
-# A batch's attempts and their orders, locked (FOR UPDATE, in out_trade_no order so that two
-# instances with overlapping batches lock in the same order) with the orders' last_seq: under
-# the lock the compare-and-set cannot lose, so the writes need no answer and are pipelined.
+# A batch's attempts with their orders' status and last_seq, the orders locked (FOR UPDATE OF
+# o, in out_trade_no order so that two instances with overlapping batches lock in the same
+# order; orders before attempts, as the general path's compare-and-set does): under the lock
+# the compare-and-set cannot lose (a payment changes its attempt only after locking the
+# order), so the writes need no answer and are pipelined.
 _PG_SELECT_BATCH: Final = (
     "SELECT "
     + ", ".join(f"a.{name}" for name in _ATTEMPT_COLUMNS)
     + ", o.status, o.last_seq FROM payment_attempts AS a JOIN orders AS o ON o.id = a.order_id"
-    " WHERE a.out_trade_no = ANY(%s) ORDER BY a.out_trade_no FOR UPDATE"
+    " WHERE a.out_trade_no = ANY(%s) ORDER BY a.out_trade_no FOR UPDATE OF o"
 )
 # The batch's writes, one statement each for all its notifications (arrays unnested): one
 # UPDATE of orders, so migration 0010's statement trigger sends one NOTIFY per batch.
