@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Several scanpay instances on one machine, for trying it out, tests and benchmarks:
+# Several scanpay instances on one machine, to try it out (the tests and benchmarks build the
+# same set-up from Python: tests/web/cluster_kit.py, benchmarks/bench_cluster.py):
 # PostgreSQL (scripts/postgres.sh), the WeChat Pay simulator, N `scanpay serve` processes and
 # HAProxy (deploy/haproxy.cfg with these ports), all on loopback. Ctrl-C stops everything.
 #
@@ -103,12 +104,15 @@ mv "$env_file.new" "$env_file"
 chmod 600 "$env_file"
 
 servers=""
+instances=""
 for i in $(seq 1 "$n"); do
     p=$((port + i))
     SCANPAY_INSTANCE_NAME=i$i "$py" -m scanpay.cli.main serve --port "$p" --env-file "$env_file" \
         --log-level warning >>"$dir/instance-$i.log" 2>&1 &
     pids+=($!)
     servers+="    server i$i 127.0.0.1:$p check"$'\n'
+    instances+="    i$i: http://127.0.0.1:$p, pid $!; to restart it: kill -TERM $!, then"$'\n'
+    instances+="        SCANPAY_INSTANCE_NAME=i$i .venv/bin/scanpay serve --port $p --env-file $dir/scanpay.env"$'\n'
 done
 for i in $(seq 1 "$n"); do wait_http "http://127.0.0.1:$((port + i))/readyz"; done
 
@@ -124,10 +128,10 @@ wait_http "http://127.0.0.1:$port/readyz"
 
 echo "scanpay cluster: $n instances behind HAProxy on PostgreSQL"
 echo "  shop API and checkout: http://127.0.0.1:$port  (settings: $env_file)"
-echo "  instances:             $(for i in $(seq 1 "$n"); do printf 'http://127.0.0.1:%s ' $((port + i)); done)"
 echo "  simulator:             http://127.0.0.1:$sim_port/sim"
 echo "  HAProxy statistics:    http://127.0.0.1:$((port + 9))/stats"
 echo "  database:              $db_url"
-echo "  restart instance i: kill -TERM <pid>; SCANPAY_INSTANCE_NAME=ii .venv/bin/scanpay serve --port \$((${port}+i)) --env-file $env_file"
-echo "  processes: ${pids[*]}  (Ctrl-C stops everything)"
+echo "  instances (a restarted one is not stopped by Ctrl-C here):"
+printf '%s' "$instances"
+echo "Ctrl-C stops everything."
 wait

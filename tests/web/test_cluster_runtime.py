@@ -71,10 +71,16 @@ def test_schema_guard_and_db_command(
         assert main(["db", "current", "--database-url", url]) == 0
         assert capsys.readouterr().out.splitlines()[0] == f"database: {HEAD}"
         assert check_schema(engine, upgrade_first=False).current == HEAD
-        # A newer scanpay upgraded the database: this one refuses to serve on it.
+        running = create_app(make_settings(database_url=url))  # started before the upgrade
+        # A newer scanpay upgraded the database: this one refuses to serve on it...
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
         assert schema_state(engine).newer
+        # ...but one already running stays ready (expand-then-contract: old code works on
+        # the expanded schema while the rolling restart replaces it)
+        ready, details = running.state.cluster.readiness()
+        assert (ready, details["schema"]) == (True, "9999")
+        asyncio.run(running.state.scanpay.aclose())
         with pytest.raises(ConfigurationError, match="9999 is newer than this scanpay"):
             create_app(make_settings(database_url=url))
         assert main(["db", "current", "--database-url", url]) == 3
@@ -90,9 +96,11 @@ def test_schema_guard_and_db_command(
 
 
 def test_listen_payloads() -> None:
-    assert parse_payload("ord_abc 7") == ("ord_abc", 7)
+    assert parse_payload("ord_abc 7") == [("ord_abc", 7)]
+    assert parse_payload("ord_a 7,ord_b 12") == [("ord_a", 7), ("ord_b", 12)]
     for bad in ("", "ord_abc", "ord_abc x", " 7", "ord_abc -1", "ord_abc " + "9" * 19):
-        assert parse_payload(bad) is None
+        assert parse_payload(bad) == []
+    assert parse_payload("ord_a 1,junk,ord_b 2") == [("ord_a", 1), ("ord_b", 2)]
 
 
 # ---- LISTEN on PostgreSQL ------------------------------------------------------------------

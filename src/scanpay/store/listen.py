@@ -1,8 +1,9 @@
 """``ChangeListener``: PostgreSQL ``LISTEN scanpay_orders`` on a dedicated connection.
 
-Migration 0010's trigger sends ``'<order id> <last_seq>'`` on the channel whenever an order's
-``last_seq`` moves, from whichever instance wrote it. The listener holds one autocommit
-connection (psycopg 3, asyncio) and hands every notification to ``on_change(order_id, seq)``.
+Migration 0010's trigger sends ``'<order id> <last_seq>,...'`` on the channel whenever orders'
+``last_seq`` move (one notification per statement), from whichever instance wrote them. The
+listener holds one autocommit connection (psycopg 3, asyncio) and hands every change it
+hears to ``on_change(order_id, seq)``.
 LISTEN belongs to a session and PostgreSQL keeps nothing for a listener that was away, so
 after every (re)connection, once LISTEN is in place, ``on_connect()`` runs: the caller catches
 up from the tables (the status hub asks for the ``last_seq`` of every watched order).
@@ -39,12 +40,15 @@ def conninfo(database_url: str) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def parse_payload(payload: str) -> tuple[str, int] | None:
-    """``'<order id> <seq>'`` -> (order id, seq); None for anything else."""
-    order_id, _, seq = payload.partition(" ")
-    if not order_id or not seq.isdigit() or len(seq) > 18:
-        return None
-    return order_id, int(seq)
+def parse_payload(payload: str) -> list[tuple[str, int]]:
+    """``'<order id> <seq>,<order id> <seq>,...'`` -> [(order id, seq), ...]; malformed
+    entries are left out."""
+    changes = []
+    for entry in payload.split(","):
+        order_id, _, seq = entry.partition(" ")
+        if order_id and seq.isdigit() and len(seq) <= 18:
+            changes.append((order_id, int(seq)))
+    return changes
 
 
 class ChangeListener:
@@ -82,10 +86,9 @@ class ChangeListener:
             await self._on_connect()  # after LISTEN: nothing slips between catch-up and live
             while True:
                 async for note in conn.notifies(timeout=self._probe_seconds):
-                    parsed = parse_payload(note.payload)
-                    if parsed is not None:
+                    for order_id, seq in parse_payload(note.payload):
                         self.received += 1
-                        self._on_change(*parsed)
+                        self._on_change(order_id, seq)
                 await conn.execute("SELECT 1")  # quiet for a while: is the server still there?
 
     async def _run(self) -> None:

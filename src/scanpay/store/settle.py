@@ -9,7 +9,8 @@ implement:
 * :class:`AlchemyOps` — SQLAlchemy Core on any engine (the general path's reference);
 * :class:`PgOps` — the same through the ``psycopg`` connection itself in pipeline mode, used
   by :class:`PgSettler` on one kept connection and its own thread, with group commit: one
-  round trip reads and locks every row the batch needs, the writes go with the commit. On
+  round trip reads and locks every row the batch needs, the writes (one statement per table
+  for the whole batch) go with the commit. On
   PostgreSQL each round trip is a network wait and the commit, with migration 0010's NOTIFY
   trigger, takes a cluster-wide lock: both are paid about twice per batch, not four times per
   notification;
@@ -31,7 +32,6 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import psycopg
 import sqlalchemy as sa
-from psycopg.types.json import Json
 from sqlalchemy.pool import PoolProxiedConnection
 
 from scanpay.domain import machine
@@ -307,37 +307,50 @@ class SqliteSettler:
 
 # ---- psycopg directly (PostgreSQL) --------------------------------------------------------
 
-# A batch's attempts and their orders, locked (FOR UPDATE, in out_trade_no order so that two
-# instances with overlapping batches lock in the same order) with the orders' last_seq: under
-# the lock the compare-and-set cannot lose, so the writes need no answer and are pipelined.
+# A batch's attempts with their orders' status and last_seq, the orders locked (FOR UPDATE OF
+# o, in out_trade_no order so that two instances with overlapping batches lock in the same
+# order; orders before attempts, as the general path's compare-and-set does): under the lock
+# the compare-and-set cannot lose (a payment changes its attempt only after locking the
+# order), so the writes need no answer and are pipelined.
 _PG_SELECT_BATCH: Final = (
     "SELECT "
     + ", ".join(f"a.{name}" for name in _ATTEMPT_COLUMNS)
     + ", o.status, o.last_seq FROM payment_attempts AS a JOIN orders AS o ON o.id = a.order_id"
-    " WHERE a.out_trade_no = ANY(%s) ORDER BY a.out_trade_no FOR UPDATE"
+    " WHERE a.out_trade_no = ANY(%s) ORDER BY a.out_trade_no FOR UPDATE OF o"
 )
-# migration 0010's trigger notifies LISTENers of the new last_seq
-_PG_BUMP: Final = (
-    "UPDATE orders SET last_seq = %(seq)s, updated_at = %(now)s, status = %(status)s"
-    " WHERE id = %(order_id)s"
+# The batch's writes, one statement each for all its notifications (arrays unnested): one
+# UPDATE of orders, so migration 0010's statement trigger sends one NOTIFY per batch.
+_PG_BUMPS: Final = (
+    "UPDATE orders SET last_seq = v.seq, updated_at = v.now, status = v.status"
+    " FROM unnest(%s::text[], %s::int[], %s::text[], %s::timestamptz[]) AS v(id, seq, status, now)"
+    " WHERE orders.id = v.id"
 )
-_PG_EVENT: Final = (
-    "INSERT INTO events (order_id, seq, type, status, data, created_at)"
-    " VALUES (%(order_id)s, %(seq)s, %(type)s, %(status)s, %(data)s, %(now)s)"
+_PG_EVENTS: Final = (
+    "INSERT INTO events (order_id, seq, type, status, data, created_at) SELECT * FROM"
+    " unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::json[], %s::timestamptz[])"
 )
-_PG_PAID: Final = _PAID.replace("?", "%s")
+_PG_PAID: Final = (
+    "UPDATE payment_attempts SET status = %s, transaction_id = v.txn, updated_at = v.now,"
+    " next_query_at = NULL FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+    " AS v(id, txn, now) WHERE payment_attempts.id = v.id"
+)
 
 
 class PgOps:
     """:class:`SettleOps` on a psycopg 3 connection in pipeline mode (PostgreSQL), inside its
     transaction: :meth:`lock` reads and locks the batch's rows in one round trip, the rest
-    answers from them and queues its writes (sent with the commit)."""
+    answers from them and collects its writes; :meth:`flush` sends them, a few statements for
+    the whole batch (they travel with the commit)."""
 
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         self.conn = conn
         self._attempts: dict[str, PaymentAttempt] = {}
         self._orders: dict[str, tuple[OrderStatus, int]] = {}  # status, last_seq
-        self._receipts: dict[tuple[str, ...], str] = {}
+        self._bumps: list[tuple[str, int, str, datetime]] = []
+        self._events: list[tuple[str, int, str, str, str, datetime]] = []
+        self._paid: list[tuple[str, str | None, datetime]] = []
+        self._receipts: dict[str, list[dict[str, Any]]] = {}
+        self._bumped: set[str] = set()
 
     def lock(self, out_trade_nos: Sequence[str]) -> None:
         rows = self.conn.execute(_PG_SELECT_BATCH, (list(out_trade_nos),)).fetchall()
@@ -378,24 +391,19 @@ class PgOps:
         if event.status is None:
             raise ValueError("a transition needs the new status")
         status, last_seq = self._orders[order_id]  # locked by attempt_with_status
-        if status is not expected:
-            return None
+        if status is not expected or order_id in self._bumped:
+            return None  # (a second change of one order in a batch: the general path)
         seq = last_seq + 1
-        params = {
-            "seq": seq,
-            "now": event.created_at,
-            "status": event.status.value,
-            "order_id": order_id,
-            "type": event.type.value,
-            "data": Json(event.data),
-        }
-        self.conn.execute(_PG_BUMP, params)
-        self.conn.execute(_PG_EVENT, params)
+        now = event.created_at
+        self._bumps.append((order_id, seq, event.status.value, now))
+        data = json.dumps(event.data)
+        self._events.append((order_id, seq, event.type.value, event.status.value, data, now))
         self._orders[order_id] = (event.status, seq)
-        return Event(order_id, seq, event.type, event.status, event.data, event.created_at)
+        self._bumped.add(order_id)
+        return Event(order_id, seq, event.type, event.status, event.data, now)
 
     def attempt_paid(self, attempt_id: str, transaction_id: str | None, now: datetime) -> None:
-        self.conn.execute(_PG_PAID, (AttemptStatus.PAID.value, transaction_id, now, attempt_id))
+        self._paid.append((attempt_id, transaction_id, now))
         for number, attempt in self._attempts.items():
             if attempt.id == attempt_id:
                 self._attempts[number] = replace(
@@ -406,14 +414,29 @@ class PgOps:
         self, receipt: ReceivedNotification, outcome: str, detail: str, now: datetime
     ) -> None:
         values = receipt_values(receipt, outcome, detail, now)
-        names = tuple(values)
-        sql = self._receipts.get(names)
-        if sql is None:  # built from the columns receipt_values gives, once per shape
-            sql = self._receipts[names] = (
-                f"INSERT INTO notifications_received ({', '.join(names)})"
-                f" VALUES ({', '.join(f'%({n})s' for n in names)})"
-            )
-        self.conn.execute(sql, values)
+        names = tuple(values)  # the columns receipt_values gives, whatever they are
+        sql = (
+            f"INSERT INTO notifications_received ({', '.join(names)})"
+            f" VALUES ({', '.join(f'%({n})s' for n in names)})"
+        )
+        self._receipts.setdefault(sql, []).append(values)
+
+    def flush(self) -> None:
+        """Send the collected writes (pipelined: no waiting for answers here)."""
+        if self._bumps:
+            self.conn.execute(_PG_BUMPS, _columns(self._bumps, 4))
+            self.conn.execute(_PG_EVENTS, _columns(self._events, 6))
+        if self._paid:
+            self.conn.execute(_PG_PAID, [AttemptStatus.PAID.value, *_columns(self._paid, 3)])
+        for sql, rows in self._receipts.items():
+            self.conn.cursor().executemany(sql, rows)
+        self._bumps, self._events, self._paid, self._receipts = [], [], [], {}
+        self._bumped.clear()
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows -> one list per column (the arrays ``unnest`` turns back into rows)."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -457,6 +480,7 @@ class PgSettler:
                 ops = PgOps(conn)
                 ops.lock([request.report.out_trade_no for request in requests])
                 outcomes = [settle(ops, self._clock(), request) for request in requests]
+                ops.flush()
         except psycopg.OperationalError:
             self.close(invalidate=True)  # the server went away: a new connection next time
             raise

@@ -3,13 +3,15 @@
 Revision ID: 0010
 Revises: 0009
 
-PostgreSQL only (SQLite has one machine and no NOTIFY): an ``AFTER UPDATE OF last_seq`` row
-trigger on ``orders`` sends ``pg_notify('scanpay_orders', '<order id> <last_seq>')``, so every
-writer (any instance, any version still running during a rolling upgrade, an operator's SQL)
-wakes the status streams of every instance (:mod:`scanpay.store.listen`). PostgreSQL delivers
-the notifications at commit, so one transaction that settles a batch of notifications takes
-NOTIFY's commit lock once. The first bump of a new order (its ``created`` event, in the
-transaction that inserts it) is skipped: nobody can be watching an order that does not exist
+PostgreSQL only (SQLite has one machine and no NOTIFY): a statement-level ``AFTER UPDATE``
+trigger on ``orders`` sends, for the rows whose ``last_seq`` moved,
+``pg_notify('scanpay_orders', '<order id> <last_seq>,<order id> <last_seq>,...')`` (split to
+stay under NOTIFY's 8000 bytes), so every writer (any instance, any version still running
+during a rolling upgrade, an operator's SQL) wakes the status streams of every instance
+(:mod:`scanpay.store.listen`). The notification path settles a batch with one ``UPDATE``, so a
+batch is one notification, and PostgreSQL delivers it at commit, taking NOTIFY's commit lock
+once per transaction. The first bump of a new order (its ``created`` event, in the
+transaction that inserts it) is left out: nobody can be watching an order that does not exist
 yet. Expand-only: older code runs unchanged against it.
 """
 
@@ -23,18 +25,33 @@ branch_labels = None
 depends_on = None
 
 FUNCTION = """
-CREATE OR REPLACE FUNCTION scanpay_order_changed() RETURNS trigger
+CREATE OR REPLACE FUNCTION scanpay_orders_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    payload text := '';
+    item text;
 BEGIN
-    PERFORM pg_notify('scanpay_orders', NEW.id || ' ' || NEW.last_seq);
+    FOR item IN
+        SELECT n.id || ' ' || n.last_seq FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+        WHERE n.last_seq > o.last_seq AND o.last_seq > 0
+    LOOP
+        IF length(payload) + length(item) > 7900 THEN  -- NOTIFY payloads stay under 8000 bytes
+            PERFORM pg_notify('scanpay_orders', payload);
+            payload := '';
+        END IF;
+        payload := CASE WHEN payload = '' THEN item ELSE payload || ',' || item END;
+    END LOOP;
+    IF payload <> '' THEN
+        PERFORM pg_notify('scanpay_orders', payload);
+    END IF;
     RETURN NULL;
 END
 $$
 """
 TRIGGER = """
-CREATE TRIGGER scanpay_order_changed AFTER UPDATE OF last_seq ON orders
-FOR EACH ROW WHEN (NEW.last_seq > OLD.last_seq AND OLD.last_seq > 0)
-EXECUTE FUNCTION scanpay_order_changed()
+CREATE TRIGGER scanpay_orders_changed AFTER UPDATE ON orders
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION scanpay_orders_changed()
 """
 
 
@@ -48,5 +65,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP TRIGGER IF EXISTS scanpay_order_changed ON orders")
-    op.execute("DROP FUNCTION IF EXISTS scanpay_order_changed()")
+    op.execute("DROP TRIGGER IF EXISTS scanpay_orders_changed ON orders")
+    op.execute("DROP FUNCTION IF EXISTS scanpay_orders_changed()")
