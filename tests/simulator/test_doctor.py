@@ -117,6 +117,18 @@ def test_text_report_without_status_url(
     assert "ORDER_NOT_PAYABLE" in capsys.readouterr().err
 
 
+def test_unreachable_notify_url_is_an_error_not_a_report(
+    bench: tuple[Simulator, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim, sim_url, _ = bench
+    create_order(sim, sim_url, "http://127.0.0.1:9", "naive-3")  # nothing listens there
+    assert main(["doctor", "--simulator", sim_url, "--out-trade-no", "naive-3"]) == 2
+    assert "NOTIFY_URL_UNREACHABLE" in capsys.readouterr().err
+    order = sim.ledger.order("naive-3")
+    assert order is not None
+    assert order.trade_state.value == "NOTPAY"  # the order was not paid at the simulator
+
+
 def test_unreachable_simulator_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--simulator", "http://127.0.0.1:9", "--out-trade-no", "x"]) == 2
     assert "cannot use" in capsys.readouterr().err
