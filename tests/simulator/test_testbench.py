@@ -55,6 +55,7 @@ async def test_faults_clock_and_signature_clock_survive_a_restart(tmp_path: Path
         await http.post("/pay/orderquery", content=b"<xml></xml>")
     await control(first, "POST", "/sim/clock/advance", {"seconds": 1800})
     await control(first, "POST", "/sim/clock/signatures", {"clock": "test"})
+    await control(first, "POST", "/sim/refunds/outcome", {"outcome": "CHANGE"})
     before = await control(first, "GET", "/sim/faults")
     clock_before = await control(first, "GET", "/sim/clock")
     assert before["faults"]["system_error"]["times"] == 2
@@ -70,6 +71,7 @@ async def test_faults_clock_and_signature_clock_survive_a_restart(tmp_path: Path
     assert clock_after["offset_seconds"] == 1800
     assert clock_after["signature_clock"] == "test"
     assert second.signature_clock == "test"
+    assert (await control(second, "GET", "/sim/refunds"))["outcome"] == "abnormal"
     # the timed rotation keeps the moment it was armed: 1800 s ago, due after 3600 s
     now = second.clock.timestamp()
     assert not second.faults.due_rotation(now)
