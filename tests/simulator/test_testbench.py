@@ -212,3 +212,18 @@ def _v3_order(sim: Simulator) -> Order:
                   code_issued_at=0.0, created_at=0.0, updated_at=0.0, transaction_id=None,
                   api="v3", signer="public_key")  # fmt: skip
     return Order(**fields)
+
+
+def test_a_closed_simulator_leaves_a_shared_clock_alone(tmp_path: Path) -> None:
+    clock = SimClock(start=START)
+    first = Simulator.create(tmp_path, clock=clock)
+    clock.advance(60)
+    first.close()
+    clock.advance(60)  # would write to the closed ledger if the first still listened
+    second = Simulator.create(tmp_path, clock=clock)
+    assert second.clock.offset == 120  # restored offset 60 is below the clock's own 120
+    clock.advance(30)
+    second.close()
+    third = Simulator.create(tmp_path, clock=SimClock(start=START))
+    assert third.clock.offset == 150
+    third.close()
