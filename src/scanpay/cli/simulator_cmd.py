@@ -180,6 +180,7 @@ CA certificate:  {ca}
 wechatpy / requests:   export REQUESTS_CA_BUNDLE={ca}
 OpenSSL-based tools:   export SSL_CERT_FILE={ca}
 Node:                  export NODE_EXTRA_CA_CERTS={ca}
+scanpay serve:         export SSL_CERT_FILE={ca} (and SCANPAY_MERCHANT_CERT_FILE/_KEY_FILE)
 scanpay V2Client:      V2Client(..., server_ca_pem=Path("{ca}").read_text())
 /secapi/ (refunds) needs the merchant certificate: wechatpy's mch_cert/mch_key as above
 (without it: HTTP 400 "No required SSL certificate was sent")
