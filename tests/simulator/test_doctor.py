@@ -16,6 +16,7 @@ import pytest
 from scanpay.cli.main import main
 from scanpay.client.v2 import V2Client
 from scanpay.simulator import Simulator
+from scanpay.simulator.doctor import looks_paid
 from scanpay.wechat.v2.orders import UnifiedOrder
 
 from .live import serve_asgi, serve_simulator
@@ -117,6 +118,38 @@ def test_text_report_without_status_url(
     assert "ORDER_NOT_PAYABLE" in capsys.readouterr().err
 
 
+def test_unreachable_notify_url_is_an_error_not_a_report(
+    bench: tuple[Simulator, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim, sim_url, _ = bench
+    create_order(sim, sim_url, "http://127.0.0.1:9", "naive-3")  # nothing listens there
+    assert main(["doctor", "--simulator", sim_url, "--out-trade-no", "naive-3"]) == 2
+    assert "NOTIFY_URL_UNREACHABLE" in capsys.readouterr().err
+    order = sim.ledger.order("naive-3")
+    assert order is not None
+    assert order.trade_state.value == "NOTPAY"  # the order was not paid at the simulator
+
+
 def test_unreachable_simulator_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--simulator", "http://127.0.0.1:9", "--out-trade-no", "x"]) == 2
     assert "cannot use" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("document", "paid"),
+    [
+        ('{"status": "paid"}', True),
+        ('{"state": "SUCCESS", "amount": 5}', True),
+        ('{"trade_state": "NOTPAY"}', False),
+        ('{"paid": true}', True),
+        ('{"paid": false, "status": "pending"}', False),
+        ("true", True),
+        ("PAID", True),
+        ("order 42: unpaid", False),
+        ("not paid yet", False),
+        ("payment success", True),
+        ("<html>waiting</html>", False),
+    ],
+)
+def test_what_counts_as_paid_in_a_status_document(document: str, paid: bool) -> None:
+    assert looks_paid(document) is paid

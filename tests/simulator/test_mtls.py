@@ -168,9 +168,12 @@ def test_scanpay_v2_client_refunds_over_mutual_tls(https: tuple[Simulator, str, 
 
 def test_simulator_command_tls_flags_and_trust_banner(https: tuple[Simulator, str, Path]) -> None:
     _, _, ca = https
-    args = build_parser().parse_args(["simulator", "--tls", "--signature-clock", "test"])
+    args = build_parser().parse_args(
+        ["simulator", "--tls", "--signature-clock", "test", "--refund-outcome", "abnormal"]
+    )
     assert args.tls is True
     assert args.signature_clock == "test"
+    assert args.refund_outcome == "abnormal"
     text = trust_banner(ca)
     assert f"export REQUESTS_CA_BUNDLE={ca.resolve()}" in text
     assert "No required SSL certificate was sent" in text

@@ -55,6 +55,7 @@ async def test_faults_clock_and_signature_clock_survive_a_restart(tmp_path: Path
         await http.post("/pay/orderquery", content=b"<xml></xml>")
     await control(first, "POST", "/sim/clock/advance", {"seconds": 1800})
     await control(first, "POST", "/sim/clock/signatures", {"clock": "test"})
+    await control(first, "POST", "/sim/refunds/outcome", {"outcome": "CHANGE"})
     before = await control(first, "GET", "/sim/faults")
     clock_before = await control(first, "GET", "/sim/clock")
     assert before["faults"]["system_error"]["times"] == 2
@@ -70,6 +71,7 @@ async def test_faults_clock_and_signature_clock_survive_a_restart(tmp_path: Path
     assert clock_after["offset_seconds"] == 1800
     assert clock_after["signature_clock"] == "test"
     assert second.signature_clock == "test"
+    assert (await control(second, "GET", "/sim/refunds"))["outcome"] == "abnormal"
     # the timed rotation keeps the moment it was armed: 1800 s ago, due after 3600 s
     now = second.clock.timestamp()
     assert not second.faults.due_rotation(now)
@@ -210,3 +212,18 @@ def _v3_order(sim: Simulator) -> Order:
                   code_issued_at=0.0, created_at=0.0, updated_at=0.0, transaction_id=None,
                   api="v3", signer="public_key")  # fmt: skip
     return Order(**fields)
+
+
+def test_a_closed_simulator_leaves_a_shared_clock_alone(tmp_path: Path) -> None:
+    clock = SimClock(start=START)
+    first = Simulator.create(tmp_path, clock=clock)
+    clock.advance(60)
+    first.close()
+    clock.advance(60)  # would write to the closed ledger if the first still listened
+    second = Simulator.create(tmp_path, clock=clock)
+    assert second.clock.offset == 120  # restored offset 60 is below the clock's own 120
+    clock.advance(30)
+    second.close()
+    third = Simulator.create(tmp_path, clock=SimClock(start=START))
+    assert third.clock.offset == 150
+    third.close()

@@ -116,6 +116,12 @@ async def test_doctor_refuses_what_it_cannot_check(v2_shop: Shop) -> None:
     assert wrong_api.json()["error"] == "API_MISMATCH"
     bad_url = await doctor(shop, {"out_trade_no": order["out_trade_no"], "status_url": "ftp://x"})
     assert bad_url.status_code == 400
+    missing_status = await doctor(
+        shop,
+        {"out_trade_no": order["out_trade_no"], "status_url": f"{BASE_URL}/api/orders/nope"},
+    )
+    assert missing_status.status_code == 400
+    assert missing_status.json()["error"] == "STATUS_URL_UNUSABLE"
     # nothing was sent: the order is still unpaid at both ends
     assert shop.sim.notification_log() == []
     assert (await shop.http.get(f"/api/orders/{order['id']}")).json()["status"] == "pending"

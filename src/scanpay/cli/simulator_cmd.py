@@ -16,6 +16,7 @@ from typing import Final
 from scanpay.errors import ConfigurationError, ValidationError
 from scanpay.simulator import MerchantCredentials, Simulator, tls
 from scanpay.simulator.faults import SCENARIOS, FaultSpec, parse_fault, scenario
+from scanpay.simulator.refund_control import choose_outcome
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +66,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="check and stamp v3 signature times against real time or the test clock "
         "(default: as last set, else real)",
+    )
+    parser.add_argument(
+        "--refund-outcome",
+        choices=["success", "closed", "abnormal"],
+        default=None,
+        help="what refunds become when they come due (default: as last set, else success)",
     )
 
 
@@ -173,6 +180,7 @@ CA certificate:  {ca}
 wechatpy / requests:   export REQUESTS_CA_BUNDLE={ca}
 OpenSSL-based tools:   export SSL_CERT_FILE={ca}
 Node:                  export NODE_EXTRA_CA_CERTS={ca}
+scanpay serve:         export SSL_CERT_FILE={ca} (and SCANPAY_MERCHANT_CERT_FILE/_KEY_FILE)
 scanpay V2Client:      V2Client(..., server_ca_pem=Path("{ca}").read_text())
 /secapi/ (refunds) needs the merchant certificate: wechatpy's mch_cert/mch_key as above
 (without it: HTTP 400 "No required SSL certificate was sent")
@@ -190,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         active = apply_fault_flags(sim, args)
         if args.signature_clock:
             sim.set_signature_clock(args.signature_clock)
+        if args.refund_outcome:
+            choose_outcome(sim, args.refund_outcome)
         if args.tls:
             files = tls.prepare(sim.credentials, [args.host])
             sim.require_client_certificate = True

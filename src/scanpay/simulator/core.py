@@ -151,7 +151,9 @@ class Simulator:
         except (ValidationError, TypeError, ValueError) as exc:
             raise ConfigurationError(f"saved simulator settings are unreadable: {exc}") from None
         self.faults.on_change = lambda: saved.save(FAULTS, self.faults.state())
-        self.clock.subscribe(lambda: saved.save(CLOCK_OFFSET, self.clock.offset))
+        self._forget_clock = self.clock.subscribe(
+            lambda: saved.save(CLOCK_OFFSET, self.clock.offset)
+        )
 
     def signature_time(self) -> float:
         """What v3 signature timestamps are made and checked against (see signature_clock)."""
@@ -201,6 +203,7 @@ class Simulator:
 
     def close(self) -> None:
         """Release the ledger (after :meth:`stop`); the object is unusable afterwards."""
+        self._forget_clock()  # a clock shared with a later simulator no longer saves here
         self.ledger.close()
 
     async def __aenter__(self) -> Simulator:

@@ -263,6 +263,12 @@ class Doctor:
         report = Report(order.api, order.out_trade_no, order.notify_url, status_url)
         if status_url is not None:
             first, second = await self._status(), await self._status()
+            if not first.startswith("2"):
+                raise ValidationError(
+                    f"the status URL {status_url} does not answer 2xx ({first[:120]!r}); "
+                    "nothing was sent",
+                    code="STATUS_URL_UNUSABLE",
+                )
             self._status_stable = first == second
             if looks_paid(second):
                 raise InvalidTransitionError(
@@ -273,7 +279,14 @@ class Doctor:
         v3 = order.api == "v3"
         negatives = self._v3_negatives(order) if v3 else self._v2_negatives(order)
         for name, expect, sent, send in negatives:
-            report.cases.append(await self._judge(name, expect, sent, [send]))
+            case = await self._judge(name, expect, sent, [send])
+            if not report.cases and all(a.http_status is None for a in case.answers):
+                raise ValidationError(
+                    f"the order's notify_url {order.notify_url} cannot be reached "
+                    f"({case.answers[0].error}); nothing else was sent",
+                    code="NOTIFY_URL_UNREACHABLE",
+                )
+            report.cases.append(case)
         paid = self._sim.payer.pay_without_notification(order.out_trade_no)
         for result in await self._positives(paid):
             report.cases.append(result)

@@ -65,6 +65,14 @@ def restore_outcome(sim: Simulator) -> None:
             raise ConfigurationError("saved refund outcome is unreadable") from None
 
 
+def choose_outcome(sim: Simulator, name: str) -> RefundState:
+    """What refunds that come due become from now on (kept across restarts)."""
+    outcome = parse_outcome(name)
+    sim.refunds.outcome = outcome
+    sim.saved.save(REFUND_OUTCOME, outcome.value)
+    return outcome
+
+
 def refund_routes(sim: Simulator) -> list[Route]:
     async def outcome_of(request: Request) -> RefundState:
         raw = await request.body()
@@ -93,8 +101,7 @@ def refund_routes(sim: Simulator) -> list[Route]:
             outcome = await outcome_of(request)
         except ValidationError as exc:
             return bad(exc.message)
-        sim.refunds.outcome = outcome
-        sim.saved.save(REFUND_OUTCOME, outcome.value)
+        choose_outcome(sim, outcome.value)
         return JSONResponse(listing())
 
     async def settle(request: Request) -> Response:
