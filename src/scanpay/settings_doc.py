@@ -84,6 +84,55 @@ MEANINGS: Final[dict[str, str]] = {
     "metrics_port": "without a token: serve metrics on 127.0.0.1 at this port",
     "observe_requests": "request ids, one access line per request, HTTP and WeChat call "
     "metrics (off: only the notification lines and counters)",
+    # cashier pages (issue 10)
+    "default_locale": "the shopper pages' language when neither `?lang=`, the `scanpay_lang` "
+    "cookie nor `Accept-Language` names one they speak: `zh-CN` or `en`",
+    "merchant_name": "the merchant shown on the shop, checkout, receipt and error pages",
+    "merchant_logo_url": "optional logo beside the merchant's name (`https://...` or a path on "
+    "this service)",
+    "checkout_return_seconds": "after payment, seconds until the checkout page returns to the "
+    "order's `return_url` by itself",
+    # webhooks (issue 11, docs/webhooks.md)
+    "webhook_url": "the webhook endpoint from settings (others are managed through the shop API)",
+    "webhook_secret": "its signing secret: `whsec_` + base64 of 24-64 random bytes",
+    "webhook_events": "comma-separated event types the settings endpoint receives (unset: all)",
+    "webhook_retry_schedule": "comma-separated seconds between delivery attempts",
+    "webhook_allow_private": "allow endpoints on loopback, private and link-local addresses "
+    "(the demo and tests only)",
+    "webhooks_enabled": "run the webhook delivery worker in this process",
+    "webhook_poll_seconds": "how often the delivery worker looks for due deliveries when not "
+    "woken by a change",
+    # operator console (issue 12, docs/console.md)
+    "console_enabled": "serve the operator console at `/console`",
+    "console_idle_minutes": "a console session ends after this long without a request",
+    "console_max_hours": "and this long after sign-in at most",
+    "console_sign_in_lock_after": "failed sign-ins for one name before it is locked",
+    "console_sign_in_lock_minutes": "how long the lock lasts; older failures are forgotten",
+    "console_sign_in_delay_seconds": "each failed sign-in waits this times the failures so far "
+    "(at most 10 s)",
+    "console_timezone": "the time zone of the console's days, date filters and times",
+    # several instances (issue 13, docs/deployment.md)
+    "database_pool_size": "connections kept in the pool (PostgreSQL)",
+    "database_max_overflow": "extra connections opened beyond the pool under load",
+    "database_pool_timeout_seconds": "how long a request waits for a pooled connection",
+    "database_prepared_statements": "`false` behind PgBouncer in transaction-pooling mode",
+    "database_listen_url": "a direct PostgreSQL connection for LISTEN when `database_url` goes "
+    "through PgBouncer",
+    "stream_poll_seconds": "the safety-net poll of watched orders for changes made elsewhere",
+    "instance_name": "this instance's name, the first part of the lease holder ids it writes",
+    "shutdown_grace_seconds": "on SIGTERM, how long requests in flight may take to finish",
+    # daily reconciliation (issue 14, docs/reconciliation.md)
+    "reconcile_enabled": "run the daily reconciliation inside `scanpay serve`",
+    "reconcile_after": "Asia/Shanghai time of day from which yesterday is reconciled",
+    "reconcile_retry_seconds": "wait before trying again when the bill is not ready (or a try "
+    "failed)",
+    "reconcile_poll_seconds": "how often the service looks at the clock for the daily run",
+    "reconcile_hold_days": "days a `missing_remote` waits for a later bill before it is "
+    "reported",
+    # WeChat Pay public key change (issue 15)
+    "wechatpay_new_public_key_id": "during a public key change: the new `PUB_KEY_ID_...`, "
+    "trusted beside the current one (with its file)",
+    "wechatpay_new_public_key_file": "its PEM file (with the id)",
 }
 
 
