@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     webhooks_enabled: bool = True  # the delivery worker runs in this process
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # a delivery leased by a process that died is tried again after this (keep it above the
+    # 15 s HTTP timeout so two instances never send the same attempt at once)
+    webhook_lease_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

@@ -16,6 +16,9 @@ COMMANDS: Final = {
     "serve": ("serve_cmd", "run the merchant service from configuration"),
     "simulator": ("simulator_cmd", "run the local WeChat Pay simulator"),
     "pay": ("pay_cmd", "act as the shopper's phone against a simulator"),
+    # webhooks (issue 11)
+    "listen": ("listen_cmd", "forward a service's events to a local URL, signed (development)"),
+    "trigger": ("trigger_cmd", "make an event happen (order.paid) on a service with the simulator"),
 }
 
 

@@ -69,6 +69,7 @@ def build_webhooks(
         sender,
         schedule=parse_schedule(settings.webhook_retry_schedule),
         poll_seconds=settings.webhook_poll_seconds,
+        lease_seconds=settings.webhook_lease_seconds,
         clock=clock,
     )
     return WebhookRuntime(outbox, sender, worker, settings)
