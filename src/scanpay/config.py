@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # (and named in Wechatpay-Serial) until it replaces wechatpay_public_key_id/_file
     wechatpay_new_public_key_id: str | None = Field(default=None, pattern=r"^PUB_KEY_ID_\w{1,64}$")
     wechatpay_new_public_key_file: Path | None = None
+    # a delivery leased by a process that died is tried again after this (keep it above the
+    # 15 s HTTP timeout so two instances never send the same attempt at once)
+    webhook_lease_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

@@ -102,6 +102,8 @@ MEANINGS: Final[dict[str, str]] = {
     "webhooks_enabled": "run the webhook delivery worker in this process",
     "webhook_poll_seconds": "how often the delivery worker looks for due deliveries when not "
     "woken by a change",
+    "webhook_lease_seconds": "a delivery leased by a process that died is tried again after "
+    "this (above the 15 s HTTP timeout)",
     # operator console (issue 12, docs/console.md)
     "console_enabled": "serve the operator console at `/console`",
     "console_idle_minutes": "a console session ends after this long without a request",
@@ -127,8 +129,7 @@ MEANINGS: Final[dict[str, str]] = {
     "reconcile_retry_seconds": "wait before trying again when the bill is not ready (or a try "
     "failed)",
     "reconcile_poll_seconds": "how often the service looks at the clock for the daily run",
-    "reconcile_hold_days": "days a `missing_remote` waits for a later bill before it is "
-    "reported",
+    "reconcile_hold_days": "days a `missing_remote` waits for a later bill before it is reported",
     # WeChat Pay public key change (issue 15)
     "wechatpay_new_public_key_id": "during a public key change: the new `PUB_KEY_ID_...`, "
     "trusted beside the current one (with its file)",

@@ -44,6 +44,19 @@ class HookedShop(Shop):
             await asyncio.sleep(0.02)
         return list(self.receiver.received)
 
+    async def recorded(self, event_id: str, attempts: int, within: float = 20.0) -> Any:
+        """The event's detail once its first delivery has ``attempts`` attempts recorded
+        (the receiver sees a request before the worker records its answer)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            detail = (await self.http.get(f"/api/events/{event_id}", headers=AUTH)).json()
+            if detail["deliveries"] and len(detail["deliveries"][0]["history"]) >= attempts:
+                return detail
+            if loop.time() > deadline:
+                raise AssertionError(f"{event_id}: {attempts} attempts not recorded")
+            await asyncio.sleep(0.02)
+
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:

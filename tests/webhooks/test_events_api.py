@@ -3,8 +3,6 @@ type filters, alerts, one event with its attempts, resend, and refusals."""
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.webhooks.conftest import AUTH, HookedShop
 from tests.webhooks.receiver import check_signed
 
@@ -80,7 +78,6 @@ async def test_resend(hooked: HookedShop) -> None:
     assert messages[1].id == first.id
     assert messages[1].body == first.body
     check_signed(messages, hooked.secret)
-    await asyncio.sleep(0.2)
-    detail = (await hooked.http.get(f"/api/events/{first.id}", headers=AUTH)).json()
+    detail = await hooked.recorded(first.id, 2)
     assert detail["deliveries"][0]["status"] == "delivered"
     assert len(detail["deliveries"][0]["history"]) == 2

@@ -23,6 +23,9 @@ COMMANDS: Final = {
     "reconcile": ("reconcile_cmd", "reconcile one day against WeChat Pay's bill (对账)"),
     # issue 15
     "doctor": ("doctor_cmd", "check a shop's notification handler against the simulator"),
+    # webhooks (issue 11)
+    "listen": ("listen_cmd", "forward a service's events to a local URL, signed (development)"),
+    "trigger": ("trigger_cmd", "make an event happen (order.paid) on a service with the simulator"),
 }
 
 

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 
@@ -38,6 +38,17 @@ _PUBLISH_LOCK: Final = 0x5CA9_0008  # pg_advisory_xact_lock key of the publisher
 E = events.c
 D = webhook_deliveries.c
 W = webhook_endpoints.c
+
+
+_ANY_UNPUBLISHED: Final = sa.select(E.id).where(E.position.is_(None)).limit(1)
+_ANY_DUE: Final = (
+    sa.select(D.id)
+    .where(
+        D.status == PENDING,
+        D.next_attempt_at <= sa.bindparam("now", type_=D.next_attempt_at.type),
+    )
+    .limit(1)
+)
 
 
 def new_event_id() -> str:
@@ -81,6 +92,16 @@ class Attempt:
     latency_ms: int
     response: str
     error: str | None
+
+
+class Outcome(NamedTuple):
+    """What one attempt of a leased delivery came to, for :meth:`OutboxStore.record_many`."""
+
+    due: Due
+    attempt: Attempt
+    next_at: datetime | None  # None and not delivered: give up
+    delivered: bool
+    disable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,9 @@ class OutboxStore:
     def publish_sync(self, limit: int = 500) -> int:
         """Publish up to ``limit`` unpublished rows; returns how many were published."""
         now = self._clock()
+        with self.engine.begin() as conn:  # a read first: no write lock when idle
+            if conn.execute(_ANY_UNPUBLISHED).first() is None:
+                return 0
         with self._writer.begin() as conn:
             if self._postgres:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PUBLISH_LOCK)))
@@ -206,6 +230,9 @@ class OutboxStore:
             .with_for_update(skip_locked=True)
         )
         until = now + timedelta(seconds=lease_seconds)
+        with self.engine.begin() as conn:  # a read first: no write lock when idle
+            if conn.execute(_ANY_DUE, {"now": now}).first() is None:
+                return []
         with self._writer.begin() as conn:
             ids = conn.execute(
                 sa.update(webhook_deliveries)
@@ -259,37 +286,59 @@ class OutboxStore:
         """Keep the attempt and move the delivery (only while ``worker`` holds the lease):
         delivered, again at ``next_at``, or failed (``next_at`` None). ``disable`` turns
         the endpoint off with that reason (a 410). False when the lease was lost."""
-        status = DELIVERED if delivered else PENDING if next_at is not None else FAILED
+        return self.record_many_sync(worker, [Outcome(due, attempt, next_at, delivered, disable)])[
+            0
+        ]
+
+    def record_many_sync(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
+        """:meth:`record_sync` for several deliveries in one transaction."""
         with self._writer.begin() as conn:
-            moved = conn.execute(
-                sa.update(webhook_deliveries)
-                .where(D.id == due.delivery_id, D.leased_by == worker, D.status == PENDING)
-                .values(
-                    status=status,
-                    attempts=D.attempts + 1,
-                    next_attempt_at=next_at,
-                    lease_until=None,
-                    leased_by=None,
-                    last_status=attempt.status_code,
-                    updated_at=attempt.attempted_at,
-                )
-            ).rowcount
-            conn.execute(
-                sa.insert(webhook_attempts).values(
-                    delivery_id=due.delivery_id,
-                    attempted_at=attempt.attempted_at,
-                    status_code=attempt.status_code,
-                    latency_ms=attempt.latency_ms,
-                    response=attempt.response[:256],
-                    error=attempt.error and attempt.error[:128],
-                )
+            return [self._record(conn, worker, *outcome) for outcome in outcomes]
+
+    async def record_many(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
+        kept: list[bool] = await self._run(self.record_many_sync, worker, outcomes)
+        return kept
+
+    def _record(
+        self,
+        conn: sa.Connection,
+        worker: str,
+        due: Due,
+        attempt: Attempt,
+        next_at: datetime | None,
+        delivered: bool,
+        disable: str | None,
+    ) -> bool:
+        status = DELIVERED if delivered else PENDING if next_at is not None else FAILED
+        moved = conn.execute(
+            sa.update(webhook_deliveries)
+            .where(D.id == due.delivery_id, D.leased_by == worker, D.status == PENDING)
+            .values(
+                status=status,
+                attempts=D.attempts + 1,
+                next_attempt_at=next_at,
+                lease_until=None,
+                leased_by=None,
+                last_status=attempt.status_code,
+                updated_at=attempt.attempted_at,
             )
-            if disable is not None:
-                conn.execute(
-                    sa.update(webhook_endpoints)
-                    .where(W.id == due.endpoint_id, W.disabled_at.is_(None))
-                    .values(disabled_at=attempt.attempted_at, disabled_reason=disable[:64])
-                )
+        ).rowcount
+        conn.execute(
+            sa.insert(webhook_attempts).values(
+                delivery_id=due.delivery_id,
+                attempted_at=attempt.attempted_at,
+                status_code=attempt.status_code,
+                latency_ms=attempt.latency_ms,
+                response=attempt.response[:256],
+                error=attempt.error and attempt.error[:128],
+            )
+        )
+        if disable is not None:
+            conn.execute(
+                sa.update(webhook_endpoints)
+                .where(W.id == due.endpoint_id, W.disabled_at.is_(None))
+                .values(disabled_at=attempt.attempted_at, disabled_reason=disable[:64])
+            )
         return moved == 1
 
     async def record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,9 +14,12 @@ import sqlalchemy as sa
 
 from scanpay.config import Settings
 from scanpay.store.outbox import OutboxStore
+from scanpay.webhooks.safety import UnsafeUrlError, check_url
 from scanpay.webhooks.schedule import parse_schedule
 from scanpay.webhooks.sender import Sender
 from scanpay.webhooks.worker import WebhookWorker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class WebhookRuntime:
             secret,
             s.webhook_event_types,
         )
+        if s.webhook_url is not None:
+            try:
+                await check_url(s.webhook_url, allow_private=s.webhook_allow_private)
+            except UnsafeUrlError as exc:  # checked again at each delivery; say so now
+                log.error("SCANPAY_WEBHOOK_URL will not receive webhooks: %s", exc.message)
         try:
             if s.webhooks_enabled:
                 async with self.worker.running():
@@ -69,6 +78,7 @@ def build_webhooks(
         sender,
         schedule=parse_schedule(settings.webhook_retry_schedule),
         poll_seconds=settings.webhook_poll_seconds,
+        lease_seconds=settings.webhook_lease_seconds,
         clock=clock,
     )
     return WebhookRuntime(outbox, sender, worker, settings)

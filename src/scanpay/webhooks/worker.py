@@ -19,13 +19,14 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from scanpay.domain.model import utcnow
-from scanpay.store.outbox import Attempt, Due, OutboxStore
+from scanpay.store.outbox import Attempt, Due, OutboxStore, Outcome
 from scanpay.webhooks.schedule import DEFAULT_SCHEDULE, SLOW_DOWN, next_delay, retry_after
-from scanpay.webhooks.sender import TIMEOUT_SECONDS, Answer, Sender
+from scanpay.webhooks.sender import TIMEOUT_SECONDS, Sender
 from scanpay.webhooks.signing import sign_headers
 
 log = logging.getLogger(__name__)
 GONE: Final = 410
+COALESCE_SECONDS: Final = 0.002
 
 
 class WebhookWorker:
@@ -51,6 +52,7 @@ class WebhookWorker:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._done: list[Outcome] = []  # finished attempts not yet recorded
         self._stopping = False
 
     def wake(self, _order_id: str | None = None) -> None:
@@ -58,12 +60,14 @@ class WebhookWorker:
             self._wakeup.set()
 
     async def run_once(self) -> int:
-        """Publish, then lease and start due deliveries; returns how many were started."""
+        """Record finished attempts, publish, then lease and start due deliveries; returns
+        how many were started."""
+        await self.flush()
         while await self.outbox.publish():
             pass
         room = self.concurrency - len(self._inflight)
-        if room <= 0:
-            return 0
+        if room < max(1, self.concurrency // 4) and self._inflight:
+            return 0  # claim in batches: each pass costs database round trips
         claimed = await self.outbox.claim(self.name, self.lease_seconds, room)
         for due in claimed:
             task = asyncio.create_task(self._deliver(due), name=f"webhook-{due.delivery_id}")
@@ -72,9 +76,20 @@ class WebhookWorker:
         return len(claimed)
 
     async def drain(self) -> None:
-        """Wait for the deliveries in flight (tests and shutdown)."""
+        """Wait for the deliveries in flight and record them (tests and shutdown)."""
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Record the attempts finished since the last flush, in one transaction (one per
+        attempt would make the database, not the receivers, the limit)."""
+        done, self._done = self._done, []
+        if not done:
+            return
+        kept = await self.outbox.record_many(self.name, done)
+        for outcome, held in zip(done, kept, strict=True):
+            _log(outcome, held)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -96,10 +111,7 @@ class WebhookWorker:
             asked = retry_after(answer.retry_after, done) if answer.status in SLOW_DOWN else None
             delay = next_delay(self.schedule, due.attempts + 1, asked)
             next_at = None if delay is None else done + timedelta(seconds=delay)
-        kept = await self.outbox.record(
-            due, self.name, attempt, next_at, delivered=answer.ok, disable=disable
-        )
-        _log(due, answer, next_at, kept, disable)
+        self._done.append(Outcome(due, attempt, next_at, answer.ok, disable))
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -112,6 +124,7 @@ class WebhookWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wakeup.wait()
+            await asyncio.sleep(COALESCE_SECONDS)  # let wake-ups that come together share a pass
 
     async def start(self) -> None:
         if self._task is None:
@@ -136,14 +149,14 @@ class WebhookWorker:
             await self.stop()
 
 
-def _log(
-    due: Due, answer: Answer, next_at: datetime | None, kept: bool, disable: str | None
-) -> None:
-    if answer.ok:
+def _log(outcome: Outcome, kept: bool) -> None:
+    due, attempt, next_at, delivered, disable = outcome
+    if delivered:
         log.info("webhook delivered event=%s endpoint=%s status=%s ms=%s",
-                 due.public_id, due.endpoint_id, answer.status, answer.latency_ms)  # fmt: skip
+                 due.public_id, due.endpoint_id, attempt.status_code,
+                 attempt.latency_ms)  # fmt: skip
         return
-    what = answer.status if answer.status is not None else answer.error
+    what = attempt.status_code if attempt.status_code is not None else attempt.error
     log.warning("webhook failed event=%s endpoint=%s answer=%s next=%s%s%s",
                 due.public_id, due.endpoint_id, what,
                 next_at.isoformat() if next_at else "none (gave up)",

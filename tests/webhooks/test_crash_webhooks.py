@@ -1,0 +1,144 @@
+"""200 orders paid while ``scanpay serve`` is SIGKILLed at random moments and
+restarted: the receiver gets every ``order.paid`` at least once and, deduplicated by
+``webhook-id``, exactly once, each verified by ``standardwebhooks`` and scanpay's helper;
+each order's events arrive in the order they happened. Real processes and real HTTP: the
+service (subprocess, SQLite file), the simulator and the receiver on loopback threads."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from scanpay.webhooks.signing import generate_secret
+from tests.simulator.live import serve_simulator
+from tests.web.test_crash import SHOP_KEY, Service, _call, _free_port
+from tests.webhooks.receiver import check_signed, serve_receiver
+
+ORDERS = 200
+KILLS = 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkill_during_payments_every_order_paid_arrives(tmp_path: Path) -> None:
+    rnd = random.Random(11)
+    secret = generate_secret()
+    auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+    with serve_receiver() as receiver, serve_simulator() as (sim, sim_url):
+        port = _free_port()
+        creds = sim.credentials
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")},
+            "SCANPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.sqlite3'}",
+            "SCANPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "SCANPAY_SHOP_API_KEY": SHOP_KEY,
+            "SCANPAY_WECHAT_BASE_URL": sim_url,
+            "SCANPAY_APPID": creds.appid,
+            "SCANPAY_MCHID": creds.mchid,
+            "SCANPAY_API_V2_KEY": creds.api_v2_key.reveal(),
+            "SCANPAY_QUERY_FIRST_DELAY_SECONDS": "1",
+            "SCANPAY_QUERY_MAX_DELAY_SECONDS": "2",
+            "SCANPAY_RECONCILER_POLL_SECONDS": "0.2",
+            "SCANPAY_RECONCILER_LEASE_SECONDS": "3",
+            "SCANPAY_WECHAT_TIMEOUT_SECONDS": "2",
+            "SCANPAY_WEBHOOK_URL": receiver.url,
+            "SCANPAY_WEBHOOK_SECRET": secret,
+            "SCANPAY_WEBHOOK_ALLOW_PRIVATE": "true",
+            "SCANPAY_WEBHOOK_POLL_SECONDS": "0.2",
+            "SCANPAY_WEBHOOK_LEASE_SECONDS": "2",
+        }
+        svc = Service(env, port)
+        svc.start()
+        try:
+            stop = threading.Event()
+
+            def killer() -> None:
+                # a few kills at random moments while orders are paid (each restart costs
+                # seconds of imports on a loaded machine, so their number is bounded)
+                while not stop.is_set() and svc.kills < KILLS:
+                    time.sleep(rnd.uniform(1.0, 3.0))
+                    if stop.is_set():
+                        break
+                    svc.kill()
+                    time.sleep(rnd.uniform(0.0, 0.3))
+                    svc.start()
+
+            def one(i: int) -> str:
+                key = {"Idempotency-Key": f"wh-crash-{i}", **auth}
+                body = {"amount": 100 + i, "description": "Tea"}
+                for _ in range(100):
+                    answer = _call(httpx.post, f"{svc.url}/api/orders", json=body, headers=key)
+                    if answer.status_code in (200, 201) and answer.json().get("code_url"):
+                        break
+                    time.sleep(0.1)
+                else:
+                    raise AssertionError(f"order {i}: {answer.status_code} {answer.text}")
+                order = answer.json()
+                pay = httpx.post(f"{sim_url}/sim/pay", json={"code_url": order["code_url"]})
+                assert pay.status_code == 200, pay.text
+                return str(order["id"])
+
+            thread = threading.Thread(target=killer, daemon=True)
+            thread.start()
+            with ThreadPoolExecutor(8) as pool:
+                made = list(pool.map(one, range(ORDERS)))
+            paid = set(made)
+            stop.set()
+            thread.join()
+            assert svc.kills >= 3
+
+            def arrived() -> dict[str, dict[str, Any]]:
+                with receiver.lock:
+                    return {m.id: m.json for m in receiver.received}
+
+            deadline = time.monotonic() + 180  # a bound, not a timing claim
+            while time.monotonic() < deadline:
+                events = arrived().values()
+                got_paid = {e["data"]["id"] for e in events if e["type"] == "order.paid"}
+                if got_paid >= paid:
+                    break
+                time.sleep(0.3)
+            messages = list(receiver.received)
+            # every order.paid arrived; deduplicated by id, exactly once per order
+            unique = arrived()
+            per_order = defaultdict(list)
+            for event_id, event in unique.items():
+                if event["type"] == "order.paid":
+                    per_order[event["data"]["id"]].append(event_id)
+            assert set(per_order) == paid
+            assert all(len(ids) == 1 for ids in per_order.values())
+            check_signed(messages, secret)
+            # each order's events arrived in the order the events API lists them
+            listed: list[dict[str, Any]] = []
+            cursor = "0"
+            while True:
+                page = _call(httpx.get, f"{svc.url}/api/events?after={cursor}&limit=100",
+                             headers=auth).json()  # fmt: skip
+                listed += page["items"]
+                cursor = page["next_cursor"]
+                if not page["has_more"]:
+                    break
+            expected: dict[str, list[str]] = defaultdict(list)
+            for event in listed:
+                order_id = event["data"].get("order_id", event["data"]["id"])
+                expected[order_id].append(event["id"])
+            first_seen: dict[str, list[str]] = defaultdict(list)
+            for message in messages:
+                body = message.json
+                order_id = body["data"].get("order_id", body["data"]["id"])
+                if message.id not in first_seen[order_id]:
+                    first_seen[order_id].append(message.id)
+            assert dict(first_seen) == dict(expected)
+            duplicates = len(messages) - len(unique)
+            print(f"kills={svc.kills} deliveries={len(messages)} duplicates={duplicates}")
+        finally:
+            svc.stop()
