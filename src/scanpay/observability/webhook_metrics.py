@@ -36,7 +36,7 @@ class WebhookCollector(Collector):
         )
         yield GaugeMetricFamily(
             "scanpay_webhook_deliveries_due",
-            "Pending webhook deliveries whose next attempt is due now.",
+            "Pending webhook deliveries due now and not being sent (waiting for the worker).",
             value=float(backlog.due),
         )
         yield GaugeMetricFamily(

@@ -23,7 +23,7 @@ E = events.c
 D = webhook_deliveries.c
 W = webhook_endpoints.c
 A = webhook_attempts.c
-MAX_ATTEMPTS_SHOWN: Final = 200  # per order: the timeline stays readable
+MAX_ATTEMPTS_SHOWN: Final = 200  # per order, the newest: the timeline stays readable
 
 
 def endpoint_label(endpoint_id: str, url: str) -> str:
@@ -61,7 +61,7 @@ class DisabledEndpoint:
 class WebhookBacklog:
     unpublished: int  # events not yet given a position (and so no deliveries yet)
     pending: int  # deliveries not delivered, failed or cancelled yet
-    due: int  # pending deliveries whose next attempt is due now
+    due: int  # pending deliveries due now and not being sent (no live lease)
     oldest_due_seconds: float  # how long the oldest due delivery has waited (0: none)
 
 
@@ -104,13 +104,13 @@ class CrosslinkQueries:
             rows = conn.execute(query).all()
             history: dict[int, list[Attempt]] = {row.id: [] for row in rows}
             if history:
-                found = conn.execute(
+                newest = conn.execute(
                     sa.select(webhook_attempts)
                     .where(A.delivery_id.in_(list(history)))
-                    .order_by(A.id)
+                    .order_by(A.id.desc())
                     .limit(MAX_ATTEMPTS_SHOWN)
-                )
-                for a in found:
+                ).all()
+                for a in reversed(newest):
                     history[a.delivery_id].append(
                         Attempt(a.attempted_at, a.status_code, a.latency_ms, a.response, a.error)
                     )
@@ -167,7 +167,9 @@ class CrosslinkQueries:
             ).scalar_one()
             due, oldest = conn.execute(
                 sa.select(sa.func.count(), sa.func.min(D.next_attempt_at)).where(
-                    D.status == PENDING, D.next_attempt_at <= now
+                    D.status == PENDING,
+                    D.next_attempt_at <= now,
+                    sa.or_(D.lease_until.is_(None), D.lease_until < now),  # not in flight
                 )
             ).one()
         waited = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
