@@ -319,6 +319,24 @@ async def test_reconciliation_pages(rig: Rig) -> None:
         assert "一致" in zh_list
         assert "已对账的日期" in zh_list
 
+        # the store raised the open differences as alerts: the inbox shows them readably
+        alerts = (await http.get("/console/alerts?lang=en")).text
+        reconciled = re.findall(
+            r'<li class="alert" id="alert-\d+" data-reason="reconciliation_difference">(.*?)</li>',
+            alerts,
+            re.S,
+        )
+        assert len(reconciled) == 3  # the open ones; the held one is not reported yet
+        mismatch = next(item for item in reconciled if "sp-amt-1" in item)
+        assert "amount here" in mismatch
+        assert "¥19.99" in mismatch
+        assert "¥21.00" in mismatch
+        assert "Amount mismatch" in mismatch
+        assert f"/console/orders/{order['id']}" in mismatch
+        zh_alerts = (await http.get("/console/alerts?lang=zh-CN")).text
+        assert "对账差异" in zh_alerts
+        assert "本地缺失（微信有，本地无）" in zh_alerts
+
         for path in ("/console/reconciliation/2025-03-05", "/console/reconciliation/not-a-day",
                      "/console/reconciliation/2025-02-30"):  # fmt: skip
             answer = await http.get(path)
