@@ -29,7 +29,8 @@ from scanpay.domain.reconciliation import (
 )
 from scanpay.store.reconciliations import ReconciliationStore
 from tests.e2e.axe import assert_accessible
-from tests.e2e.console_rig import PASSWORDS, ConsoleRig, console_rig
+from tests.e2e.console_rig import PASSWORDS, SHOP_KEY, ConsoleRig, console_rig
+from tests.webhooks.receiver import serve_receiver
 
 pytestmark = pytest.mark.browser
 __all__ = ["console_rig"]  # the module-scoped fixture, imported for pytest
@@ -349,6 +350,56 @@ def test_sign_in_is_slowed_then_locked(console_rig: ConsoleRig, context: Browser
     page.fill("#password", "guess-guess-guess")
     page.click("#sign-in")
     expect(page.locator("#error")).to_have_text("Too many failed sign-ins. Try again later.")
+
+
+def test_webhook_deliveries_resend_and_disabled_endpoint(
+    console_rig: ConsoleRig, context: BrowserContext
+) -> None:
+    """An order's webhook lines, "Re-send webhooks" clicked by support, and the endpoint a
+    410 turned off in the alerts inbox; both pages axe-clean in both languages."""
+    rig = console_rig
+    auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+    with serve_receiver() as ok, serve_receiver() as gone:
+        gone.script[:] = [(410, {})] * 10
+        made = {}
+        for name, receiver in (("ok", ok), ("gone", gone)):
+            answer = httpx.post(f"{rig.shop_url}/api/webhook-endpoints", headers=auth,
+                                json={"url": receiver.url}, timeout=10)  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            made[name] = answer.json()
+        try:
+            paid = rig.paid_order(880, "Webhooked tea")
+            [first] = [r for r in ok.wait_for(1) if r.json["data"]["id"] == paid["id"]]
+            gone.wait_for(1)
+            page = context.new_page()
+            sign_in(page, rig, "sam", f"/console/orders/{paid['id']}")
+            lines = page.locator("#timeline li[data-kind=webhook]")
+            expect(lines).to_have_count(2)
+            expect(lines.filter(has_text=made["ok"]["id"])).to_contain_text(first.id)
+            expect(lines.filter(has_text=made["gone"]["id"])).to_contain_text("410")
+            for lang in ("en", "zh-CN"):
+                for path in (f"/console/orders/{paid['id']}", "/console/alerts"):
+                    page.goto(f"{rig.shop_url}{path}?lang={lang}")
+                    assert_accessible(page, f"{path} with webhooks ({lang})")
+                    no_secrets(rig, page.content(), (made["ok"]["secret"], made["gone"]["secret"]))
+            expect(page.locator("#attention")).to_contain_text(made["gone"]["id"])
+            page.goto(f"{rig.shop_url}/console/orders/{paid['id']}?lang=en")
+            page.get_by_role("button", name="Re-send webhooks").click()
+            expect(page.locator("#done")).to_be_visible()
+            again = ok.wait_for(2)[-1]
+            assert again.id == first.id  # the same webhook-id
+            lines = page.locator("#timeline li[data-kind=webhook]")
+            for _ in range(50):  # the attempt is recorded just after the receiver answers
+                page.reload()
+                if lines.count() == 3:
+                    break
+                time.sleep(0.1)
+            expect(lines).to_have_count(3)
+            assert len(gone.received) == 1  # turned off: nothing more
+        finally:
+            for endpoint in made.values():
+                httpx.delete(f"{rig.shop_url}/api/webhook-endpoints/{endpoint['id']}",
+                             headers=auth, timeout=10)  # fmt: skip
 
 
 def test_reconciliation_pages_in_both_languages_are_accessible(
