@@ -349,3 +349,21 @@ async def test_reconciliation_pages(rig: Rig) -> None:
         http.cookies.clear()
         signed_out = await http.get("/console/reconciliation")
         assert signed_out.status_code == 303
+
+
+async def test_without_the_console_the_backlog_is_still_measured(
+    make_settings: SettingsFactory,
+) -> None:
+    app = create_app(
+        make_settings(console_enabled=False, metrics_token=METRICS_TOKEN, reconciler_enabled=False)
+    )
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+            scraped = await http.get(
+                "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+            )
+            assert "scanpay_webhook_deliveries_due 0.0" in scraped.text
+            assert (await http.get("/console/reconciliation")).status_code == 404
+    finally:
+        await app.state.scanpay.aclose()
