@@ -333,6 +333,8 @@ async def test_reconciliation_pages(rig: Rig) -> None:
         assert "¥21.00" in mismatch
         assert "Amount mismatch" in mismatch
         assert f"/console/orders/{order['id']}" in mismatch
+        assert 'href="/console/reconciliation/2025-03-02"' in mismatch
+        assert all("None" not in item for item in reconciled)
         zh_alerts = (await http.get("/console/alerts?lang=zh-CN")).text
         assert "对账差异" in zh_alerts
         assert "本地缺失（微信有，本地无）" in zh_alerts
