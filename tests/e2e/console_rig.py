@@ -173,6 +173,7 @@ def console_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleRig
         reconciler_enabled=False,
         console_sign_in_delay_seconds=0.05,
         console_sign_in_lock_after=3,
+        webhook_allow_private=True,  # endpoints on loopback receivers (test_console.py)
     )
     wire = LyingWire(creds)
     app = create_app(settings, wechat_transport=wire, clock=clock.now)

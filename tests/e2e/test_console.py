@@ -11,14 +11,26 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
 
+from scanpay.domain.reconciliation import (
+    Difference,
+    DifferenceKind,
+    DifferenceState,
+    Entry,
+    Report,
+    ReportStatus,
+    Totals,
+)
+from scanpay.store.reconciliations import ReconciliationStore
 from tests.e2e.axe import assert_accessible
-from tests.e2e.console_rig import PASSWORDS, ConsoleRig, console_rig
+from tests.e2e.console_rig import PASSWORDS, SHOP_KEY, ConsoleRig, console_rig
+from tests.webhooks.receiver import serve_receiver
 
 pytestmark = pytest.mark.browser
 __all__ = ["console_rig"]  # the module-scoped fixture, imported for pytest
@@ -347,6 +359,93 @@ def test_sign_in_is_slowed_then_locked(console_rig: ConsoleRig, context: Browser
     page.fill("#password", "guess-guess-guess")
     page.click("#sign-in")
     expect(page.locator("#error")).to_have_text("Too many failed sign-ins. Try again later.")
+
+
+def test_webhook_deliveries_resend_and_disabled_endpoint(
+    console_rig: ConsoleRig, context: BrowserContext
+) -> None:
+    """An order's webhook lines, "Re-send webhooks" clicked by support, and the endpoint a
+    410 turned off in the alerts inbox; both pages axe-clean in both languages."""
+    rig = console_rig
+    auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+    with serve_receiver() as ok, serve_receiver() as gone:
+        gone.script[:] = [(410, {})] * 10
+        made = {}
+        for name, receiver in (("ok", ok), ("gone", gone)):
+            answer = httpx.post(f"{rig.shop_url}/api/webhook-endpoints", headers=auth,
+                                json={"url": receiver.url}, timeout=10)  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            made[name] = answer.json()
+        try:
+            paid = rig.paid_order(880, "Webhooked tea")
+            [first] = [r for r in ok.wait_for(1) if r.json["data"]["id"] == paid["id"]]
+            gone.wait_for(1)
+            page = context.new_page()
+            sign_in(page, rig, "sam", f"/console/orders/{paid['id']}")
+            lines = page.locator("#timeline li[data-kind=webhook]")
+            expect(lines).to_have_count(2)
+            expect(lines.filter(has_text=made["ok"]["id"])).to_contain_text(first.id)
+            expect(lines.filter(has_text=made["gone"]["id"])).to_contain_text("410")
+            for lang in ("en", "zh-CN"):
+                for path in (f"/console/orders/{paid['id']}", "/console/alerts"):
+                    page.goto(f"{rig.shop_url}{path}?lang={lang}")
+                    assert_accessible(page, f"{path} with webhooks ({lang})")
+                    no_secrets(rig, page.content(), (made["ok"]["secret"], made["gone"]["secret"]))
+            expect(page.locator("#attention")).to_contain_text(made["gone"]["id"])
+            page.goto(f"{rig.shop_url}/console/orders/{paid['id']}?lang=en")
+            page.get_by_role("button", name="Re-send webhooks").click()
+            expect(page.locator("#done")).to_be_visible()
+            again = ok.wait_for(2)[-1]
+            assert again.id == first.id  # the same webhook-id
+            lines = page.locator("#timeline li[data-kind=webhook]")
+            for _ in range(50):  # the attempt is recorded just after the receiver answers
+                page.reload()
+                if lines.count() == 3:
+                    break
+                time.sleep(0.1)
+            expect(lines).to_have_count(3)
+            assert len(gone.received) == 1  # turned off: nothing more
+        finally:
+            for endpoint in made.values():
+                httpx.delete(f"{rig.shop_url}/api/webhook-endpoints/{endpoint['id']}",
+                             headers=auth, timeout=10)  # fmt: skip
+
+
+def test_reconciliation_pages_in_both_languages_are_accessible(
+    console_rig: ConsoleRig, context: BrowserContext
+) -> None:
+    """The reconciliation list and a day's report (issue 14's store, seeded through it)."""
+    rig = console_rig
+    paid = rig.paid_order(1200, "Reconciled tea")
+    store = ReconciliationStore(rig.engine)
+    lost = Difference(DifferenceKind.MISSING_LOCAL, Entry.PAYMENT, "sp-nobody-ordered",
+                      out_trade_no="sp-nobody-ordered", transaction_id="4200000009",
+                      remote_amount=300)  # fmt: skip
+    wrong = Difference(DifferenceKind.AMOUNT_MISMATCH, Entry.PAYMENT, paid["out_trade_no"],
+                       out_trade_no=paid["out_trade_no"], order_id=paid["id"],
+                       local_amount=1200, remote_amount=1201)  # fmt: skip
+    held = Difference(DifferenceKind.MISSING_REMOTE, Entry.PAYMENT, "sp-late",
+                      out_trade_no="sp-late", local_amount=50,
+                      state=DifferenceState.HELD)  # fmt: skip
+    totals = Totals(payments=2, payment_amount=1501, fees=9)
+    for day, found in ((date(2025, 2, 27), []), (date(2025, 2, 28), [lost, wrong, held])):
+        status = ReportStatus.DIFFERENCES if found else ReportStatus.MATCHED
+        store.save(Report(day, status, "v2", totals, Totals(1, 1250), 2, found,
+                          datetime(2025, 3, 1, 2, 0, tzinfo=UTC)), [])  # fmt: skip
+    page = context.new_page()
+    sign_in(page, rig, "vic", "/console/reconciliation")
+    for lang, heading in (("zh-CN", "对账"), ("en", "Reconciliation")):
+        page.goto(f"{rig.shop_url}/console/reconciliation?lang={lang}")
+        expect(page.locator("h1")).to_have_text(heading)
+        expect(page.locator('#days tr[data-day="2025-02-28"] td[data-open]')).to_have_text("2")
+        assert_accessible(page, f"/console/reconciliation ({lang})")
+        page.click('a[href="/console/reconciliation/2025-02-28"]')
+        page.wait_for_url("**/console/reconciliation/2025-02-28")
+        expect(page.locator("#differences tr.difference")).to_have_count(2)
+        expect(page.locator("#held tr.difference")).to_have_count(1)
+        assert_accessible(page, f"/console/reconciliation/2025-02-28 ({lang})")
+    page.click(f'#differences a[href="/console/orders/{paid["id"]}"]')
+    expect(page.locator("#order-id")).to_have_text(paid["id"])
 
 
 def test_session_ends_after_idle_time(console_rig: ConsoleRig, context: BrowserContext) -> None:

@@ -38,6 +38,7 @@ from scanpay.web import (
 )
 from scanpay.web.console.setup import install as install_console
 from scanpay.web.context import AppContext
+from scanpay.web.crosslinks import install as install_crosslinks
 from scanpay.web.front import ScanpayApp
 from scanpay.web.hub import ChangeHub
 from scanpay.web.limits import BodyLimit
@@ -147,6 +148,8 @@ def create_app(
     # the operator console (issue 12): app.state.console is where later parts plug in
     if settings.console_enabled:
         install_console(app, settings, engine, service, refunds, hub, clock)
+    # joins between the parts above: webhook backlog metric, console webhooks/reconciliation
+    install_crosslinks(app, engine, clock)
     return app
 
 
