@@ -1,6 +1,6 @@
-"""The active-query log on SQLite and PostgreSQL: one row per query, read back per order in
-the order they were asked, long values cut to the columns, and pruned with the accepted
-notifications' retention."""
+"""The active-query log on SQLite and PostgreSQL: revision 0013 equals the declaration; one
+row per query, read back per order in the order they were asked, long values cut to the
+columns, and pruned with the accepted notifications' retention."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
 from scanpay.domain.query_log import Asker, QueryRecord
 from scanpay.store.housekeeping import Retention, prune
 from scanpay.store.query_log import SqlQueryLog, payment_queries
+from scanpay.store.tables import metadata
 
 NOW = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
@@ -31,6 +34,14 @@ def record(order_id: str, at: datetime, asker: Asker, **answer: Any) -> QueryRec
         api_version="v3",
         **answer,
     )
+
+
+def test_revision_0013_makes_exactly_the_declared_table(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert [d for d in diffs if "payment_queries" in repr(d)] == []
+    indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("payment_queries")}
+    assert indexes == {"ix_payment_queries_order", "ix_payment_queries_asked_at"}
 
 
 def test_queries_are_stored_read_per_order_and_pruned(engine: sa.Engine) -> None:
