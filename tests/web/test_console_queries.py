@@ -1,7 +1,8 @@
 """Active queries and their answers in an order's console timeline (issue 12, item 3), over
 HTTP in-process: the service asks the simulator (ASGI, its own fault injection), and the
-timeline shows each query (who asked, API version, WeChat's trade_state or the error, the
-transaction_id) with what scanpay made of it, in zh-CN and English."""
+timeline shows each query (who asked: the console, the reconciler, the checkout page, the
+shop's close; API version, WeChat's trade_state or the error, the transaction_id) with what
+scanpay made of it, in zh-CN and English."""
 
 from __future__ import annotations
 
@@ -95,6 +96,41 @@ async def test_every_active_query_and_its_answer_is_in_the_timeline(console: Con
         assert "Trade state NOTPAY" in texts[0]
         assert "Asked by reconciler" in texts[2]
         assert "Query failed" in texts[1]
+
+    # 4. the checkout page finds an expired QR code of an order paid meanwhile: its close is
+    # refused (ORDERPAID) and the checkout's query settles it
+    async with console.client() as http:
+        other = await http.post(
+            "/api/orders", json={"amount": 500, "description": "Cake"}, headers=AUTH
+        )
+        assert other.status_code == 201, other.text
+        second = other.json()
+        late = await console.sim.pay(code_url=second["code_url"], outcome=PayOutcome.SUCCESS)
+        console.clock.advance(16 * 60)  # past the payment window
+        qr = await http.get(f"/checkout/{second['id']}/qr")
+        assert qr.status_code == 200, qr.text
+        await sign_in(http, "vic")
+        page = await http.get(f"/console/orders/{second['id']}", headers={"Accept-Language": "en"})
+        (checked,) = query_entries(page.text)
+        assert "Asked by checkout" in checked
+        assert "Trade state SUCCESS" in checked
+        assert late.transaction_id in checked
+        assert late.out_trade_no in checked
+        assert en.gettext("applied") in checked
+
+        # 5. the shop closes an unpaid order: WeChat's answer to the confirming query is kept
+        third = await http.post(
+            "/api/orders", json={"amount": 700, "description": "Jam"}, headers=AUTH
+        )
+        assert third.status_code == 201, third.text
+        closed = await http.post(f"/api/orders/{third.json()['id']}/close", headers=AUTH)
+        assert closed.status_code == 200, closed.text
+        page = await http.get(
+            f"/console/orders/{third.json()['id']}", headers={"Accept-Language": "en"}
+        )
+        (confirming,) = query_entries(page.text)
+        assert "Asked by shop API" in confirming
+        assert "Trade state CLOSED" in confirming
 
     # one row per query, stored as the timeline shows them
     log = SqlQueryLog(

@@ -3,7 +3,8 @@ answers"): one :class:`QueryRecord` per query of a payment attempt, whoever aske
 
 Who asks (:class:`Asker`): the reconciler (its scheduled looks, and the query that settles a
 refused close), the checkout page (closing an expired attempt before replacing it) and an
-operator in the console ("re-query now"). A record holds WeChat's answer (``trade_state``,
+operator in the console ("re-query now"), and the shop API closing an order (it confirms the
+close by a query). A record holds WeChat's answer (``trade_state``,
 ``transaction_id``) or, when the call failed, the error's code or class, and what scanpay
 made of the answer (the verdict and reason the domain returned). The port
 :class:`QueryRecorder` stores it; a failure to store it is logged and never fails the query.
@@ -21,6 +22,7 @@ class Asker(StrEnum):
     RECONCILER = "reconciler"
     CHECKOUT = "checkout"
     CONSOLE = "console"
+    SHOP = "shop"  # the shop API's close, confirmed by a query
 
 
 @dataclass(frozen=True)

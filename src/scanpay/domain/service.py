@@ -337,12 +337,26 @@ class PaymentService:
         """Query WeChat about ``attempt``, apply the verified answer, and record the query
         (answer or error, and the outcome) in the query log. Errors are raised after being
         recorded."""
-        asked_at = self.now()
+        report, answered = await self.ask_wechat(attempt, asker)
+        try:
+            outcome = await self.apply_payment_report(report)
+        except ScanpayError as exc:
+            await self._record_query(replace(answered, error=_error_of(exc)))
+            raise
+        await self.record_answer(answered, outcome.verdict.value, outcome.reason)
+        return report, outcome
+
+    async def ask_wechat(
+        self, attempt: PaymentAttempt, asker: Asker
+    ) -> tuple[PaymentReport, QueryRecord]:
+        """Query WeChat about ``attempt`` without applying the answer: the report and the
+        query's record so far (for :meth:`record_answer`). A failed call is recorded and
+        raised."""
         base = QueryRecord(
             attempt_id=attempt.id,
             order_id=attempt.order_id,
             out_trade_no=attempt.out_trade_no,
-            asked_at=asked_at,
+            asked_at=self.now(),
             asker=asker,
             api_version=attempt.api_version.value,
         )
@@ -354,15 +368,11 @@ class PaymentService:
         answered = replace(
             base, trade_state=report.trade_state.value, transaction_id=report.transaction_id or None
         )
-        try:
-            outcome = await self.apply_payment_report(report)
-        except ScanpayError as exc:
-            await self._record_query(replace(answered, error=_error_of(exc)))
-            raise
-        await self._record_query(
-            replace(answered, verdict=outcome.verdict.value, reason=outcome.reason)
-        )
-        return report, outcome
+        return report, answered
+
+    async def record_answer(self, answered: QueryRecord, verdict: str, reason: str) -> None:
+        """Record an answered query with what scanpay made of it."""
+        await self._record_query(replace(answered, verdict=verdict, reason=reason))
 
     async def _record_query(self, record: QueryRecord) -> None:
         if self.query_log is None:

@@ -182,4 +182,5 @@ CROSSLINK_WORDS = (
     N_("reconciler"),
     N_("checkout"),
     N_("console"),
+    N_("shop"),
 )
