@@ -15,7 +15,8 @@ import logging
 from scanpay.domain.machine import Trigger
 from scanpay.domain.model import AttemptStatus, Order, OrderStatus
 from scanpay.domain.ports import AttemptUpdate
-from scanpay.domain.service import PaymentService
+from scanpay.domain.query_log import Asker
+from scanpay.domain.service import PaymentService, ReportVerdict
 from scanpay.domain.trade_state import PaymentMeaning, meaning_of
 from scanpay.errors import ApiError, InvalidTransitionError, RetryableApiError
 
@@ -40,7 +41,7 @@ async def close_order(service: PaymentService, order_id: str) -> Order:
         except ApiError as exc:  # e.g. ORDERPAID: the query below tells what happened
             log.info("close refused out_trade_no=%s code=%s", attempt.out_trade_no, exc.code)
         try:
-            report = await gateway.query_payment(attempt.out_trade_no)
+            report, answered = await service.ask_wechat(attempt, Asker.SHOP)
         except RetryableApiError:
             raise
         except ApiError as exc:  # WeChat does not know it (never created there): nothing to pay
@@ -49,8 +50,10 @@ async def close_order(service: PaymentService, order_id: str) -> Order:
         else:
             meaning = meaning_of(report.trade_state)
             if meaning is PaymentMeaning.PAID:
-                await service.apply_payment_report(report)
+                outcome = await service.apply_payment_report(report)
+                await service.record_answer(answered, outcome.verdict.value, outcome.reason)
                 return await store.get_order(order_id)
+            await service.record_answer(answered, ReportVerdict.NOTED.value, "close")
     try:
         await store.apply_trigger(
             order_id,

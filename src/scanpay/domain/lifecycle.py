@@ -25,6 +25,7 @@ from enum import StrEnum
 
 from scanpay.domain.machine import Trigger
 from scanpay.domain.model import AttemptStatus, Order, OrderStatus, PaymentAttempt
+from scanpay.domain.query_log import Asker
 from scanpay.domain.reconciler import AttemptHandler
 from scanpay.domain.service import PaymentService
 from scanpay.domain.trade_state import PaymentMeaning, meaning_of
@@ -50,9 +51,12 @@ class Lifecycle(AttemptHandler):
 
     # ---- closing ------------------------------------------------------------------------
 
-    async def close_at_wechat(self, attempt: PaymentAttempt) -> CloseResult:
+    async def close_at_wechat(
+        self, attempt: PaymentAttempt, asker: Asker = Asker.RECONCILER
+    ) -> CloseResult:
         """Close the attempt at WeChat and record the answer. Raises when WeChat could not
-        be asked (the caller tries again later); never makes a new attempt."""
+        be asked (the caller tries again later); never makes a new attempt. ``asker``: who
+        is closing (for the query log, when a refusal is settled by a query)."""
         try:
             await self.service.gateway.close_payment(attempt.out_trade_no)
         except ApiError as exc:
@@ -60,17 +64,18 @@ class Lifecycle(AttemptHandler):
                 raise
             if exc.code not in CLOSED_CODES:
                 # ORDERPAID, or a v3 refusal: WeChat's query says what the attempt is.
-                return await self._settle_by_query(attempt, exc.code)
+                return await self._settle_by_query(attempt, exc.code, asker)
             if exc.code != "ORDERCLOSED" and attempt.status is AttemptStatus.ACTIVE:
                 # an order WeChat gave us a code for cannot be unknown: ask before trusting
-                return await self._settle_by_query(attempt, exc.code)
+                return await self._settle_by_query(attempt, exc.code, asker)
         await self._closed(attempt, "closed_at_wechat")
         return CloseResult.CLOSED
 
-    async def _settle_by_query(self, attempt: PaymentAttempt, why: str) -> CloseResult:
-        report = await self.service.gateway.query_payment(attempt.out_trade_no)
+    async def _settle_by_query(
+        self, attempt: PaymentAttempt, why: str, asker: Asker
+    ) -> CloseResult:
+        report, _outcome = await self.service.query_attempt(attempt, asker)
         meaning = meaning_of(report.trade_state)
-        await self.service.apply_payment_report(report)
         if meaning is PaymentMeaning.PAID:
             log.info("close answered %s: paid out_trade_no=%s", why, attempt.out_trade_no)
             return CloseResult.PAID
@@ -135,9 +140,8 @@ class Lifecycle(AttemptHandler):
             order = await self.store.get_order(attempt.order_id)
             await self.service.open_attempt(order, attempt)
             return self.policy.next_query(attempt, now), False
-        report = await self.service.gateway.query_payment(attempt.out_trade_no)
+        report, _outcome = await self.service.query_attempt(attempt, Asker.RECONCILER)
         meaning = meaning_of(report.trade_state)
-        await self.service.apply_payment_report(report)
         if meaning is PaymentMeaning.PAID:
             return (await self.store.get_attempt(attempt.id)).next_query_at, True
         if meaning is PaymentMeaning.CLOSED:
@@ -181,7 +185,8 @@ class Lifecycle(AttemptHandler):
             return None
         next_at = claimed.next_query_at
         try:
-            if claimed.open and await self.close_at_wechat(claimed) is CloseResult.PAID:
+            closing = claimed.open
+            if closing and await self.close_at_wechat(claimed, Asker.CHECKOUT) is CloseResult.PAID:
                 next_at = (await self.store.get_attempt(claimed.id)).next_query_at
                 return None
             fresh = await self.store.get_attempt(claimed.id)

@@ -40,6 +40,7 @@ from scanpay.domain.ports import (
     ReceivedNotification,
     SurplusRefunder,
 )
+from scanpay.domain.query_log import Asker, QueryRecord, QueryRecorder
 from scanpay.domain.reconciler import LifecyclePolicy
 from scanpay.domain.trade_state import PaymentMeaning, meaning_of, trigger_for
 from scanpay.errors import ApiError, InvalidTransitionError, RetryableApiError, ScanpayError
@@ -104,7 +105,9 @@ class PaymentService:
         on_change: Callable[[str], None] | None = None,
         policy: LifecyclePolicy | None = None,
         refunder: SurplusRefunder | None = None,
+        query_log: QueryRecorder | None = None,
     ) -> None:
+        self.query_log = query_log  # where active queries are recorded (None: nowhere)
         self.store = store
         self.gateway = gateway
         self.policy = policy or LifecyclePolicy()
@@ -322,11 +325,68 @@ class PaymentService:
         except InvalidTransitionError:
             return None
 
-    async def reconcile(self, order_id: str) -> ReportOutcome:
+    async def reconcile(self, order_id: str, asker: Asker = Asker.CONSOLE) -> ReportOutcome:
         """Ask WeChat about the order's current attempt and apply the verified answer."""
         attempt = await self.store.current_attempt(order_id)
-        report = await self.gateway.query_payment(attempt.out_trade_no)
-        return await self.apply_payment_report(report)
+        _report, outcome = await self.query_attempt(attempt, asker)
+        return outcome
+
+    async def query_attempt(
+        self, attempt: PaymentAttempt, asker: Asker
+    ) -> tuple[PaymentReport, ReportOutcome]:
+        """Query WeChat about ``attempt``, apply the verified answer, and record the query
+        (answer or error, and the outcome) in the query log. Errors are raised after being
+        recorded."""
+        report, answered = await self.ask_wechat(attempt, asker)
+        try:
+            outcome = await self.apply_payment_report(report)
+        except ScanpayError as exc:
+            await self._record_query(replace(answered, error=_error_of(exc)))
+            raise
+        await self.record_answer(answered, outcome.verdict.value, outcome.reason)
+        return report, outcome
+
+    async def ask_wechat(
+        self, attempt: PaymentAttempt, asker: Asker
+    ) -> tuple[PaymentReport, QueryRecord]:
+        """Query WeChat about ``attempt`` without applying the answer: the report and the
+        query's record so far (for :meth:`record_answer`). A failed call is recorded and
+        raised."""
+        base = QueryRecord(
+            attempt_id=attempt.id,
+            order_id=attempt.order_id,
+            out_trade_no=attempt.out_trade_no,
+            asked_at=self.now(),
+            asker=asker,
+            api_version=attempt.api_version.value,
+        )
+        try:
+            report = await self.gateway.query_payment(attempt.out_trade_no)
+        except ScanpayError as exc:
+            await self._record_query(replace(base, error=_error_of(exc)))
+            raise
+        answered = replace(
+            base, trade_state=report.trade_state.value, transaction_id=report.transaction_id or None
+        )
+        return report, answered
+
+    async def record_answer(self, answered: QueryRecord, verdict: str, reason: str) -> None:
+        """Record an answered query with what scanpay made of it."""
+        await self._record_query(replace(answered, verdict=verdict, reason=reason))
+
+    async def _record_query(self, record: QueryRecord) -> None:
+        if self.query_log is None:
+            return
+        try:
+            await self.query_log.record_query(record)
+        except Exception as exc:  # noqa: BLE001 - the record must never fail the query
+            log.warning("query log: not recorded out_trade_no=%s (%s)",
+                        record.out_trade_no, type(exc).__name__)  # fmt: skip
+
+
+def _error_of(exc: ScanpayError) -> str:
+    """A failed query's code and class for the query log (never the message: no secrets)."""
+    return f"{exc.code} ({type(exc).__name__})"[:128]
 
 
 def surplus_refund_key(out_trade_no: str) -> str:

@@ -7,7 +7,8 @@
 * :class:`Retention` and :func:`prune`: delete, in small batches, notifications older than
   the retention for their kind (kept whole = verified, or refused), events of orders nobody
   has touched for the events retention (and alerts without an order) and idempotency keys
-  past theirs. Defaults: ``docs/observability.md`` and ``docs/configuration.md``.
+  past theirs. Active-query records (:mod:`scanpay.store.query_log`) are kept as long as
+  verified notifications. Defaults: ``docs/observability.md`` and ``docs/configuration.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from scanpay.domain.model import OrderStatus
+from scanpay.store.query_log import payment_queries
 from scanpay.store.tables import events, idempotency_keys, notifications_received, orders
 
 BATCH: Final = 1000
@@ -70,10 +72,11 @@ class Pruned:
     refused: int
     events: int
     idempotency_keys: int
+    queries: int = 0  # active-query records (same retention as accepted notifications)
 
     @property
     def total(self) -> int:
-        return self.accepted + self.refused + self.events + self.idempotency_keys
+        return self.accepted + self.refused + self.events + self.idempotency_keys + self.queries
 
 
 def _in_batches(engine: sa.Engine, ids: sa.Select[Any], table: sa.Table, key: str) -> int:
@@ -134,7 +137,15 @@ def prune(engine: sa.Engine, now: datetime, retention: Retention) -> Pruned:
         idempotency_keys,
         "key",
     )
-    return Pruned(accepted, refused, event_rows, keys)
+    queries = _in_batches(
+        engine,
+        sa.select(payment_queries.c.id).where(
+            payment_queries.c.asked_at < cutoff(retention.accepted_days)
+        ),
+        payment_queries,
+        "id",
+    )
+    return Pruned(accepted, refused, event_rows, keys, queries)
 
 
 def pages_in_use(engine: sa.Engine) -> int:

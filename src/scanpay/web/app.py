@@ -22,6 +22,7 @@ from scanpay.domain.model import utcnow
 from scanpay.domain.refunds import RefundService
 from scanpay.domain.service import PaymentService
 from scanpay.store.migrate import check_schema, make_engine
+from scanpay.store.query_log import SqlQueryLog
 from scanpay.store.refunds import SqlRefundStore
 from scanpay.web import (
     api,
@@ -36,6 +37,7 @@ from scanpay.web import (
     shop_api,
     webhooks_api,
 )
+from scanpay.web.console.queries_view import install as install_query_log
 from scanpay.web.console.setup import install as install_console
 from scanpay.web.context import AppContext
 from scanpay.web.crosslinks import install as install_crosslinks
@@ -150,6 +152,8 @@ def create_app(
         install_console(app, settings, engine, service, refunds, hub, clock)
     # joins between the parts above: webhook backlog metric, console webhooks/reconciliation
     install_crosslinks(app, engine, clock)
+    # active queries to WeChat and their answers, recorded and in the console's timeline
+    install_query_log(app, service, SqlQueryLog(store.engine, store.run_blocking))
     return app
 
 

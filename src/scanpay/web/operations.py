@@ -76,7 +76,7 @@ class Housekeeper:
         pruned = await self.store.run_blocking(
             prune, self.store.engine, self.clock(), retention_of(self.settings)
         )
-        for kind in ("accepted", "refused", "events", "idempotency_keys"):
+        for kind in ("accepted", "refused", "events", "idempotency_keys", "queries"):
             metrics.PRUNED.labels(kind).inc(getattr(pruned, kind))
         if pruned.total:
             log.info("retention pruned %d row(s)", pruned.total)

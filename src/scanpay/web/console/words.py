@@ -174,4 +174,13 @@ CROSSLINK_WORDS = (
     N_("webhook_no_answer"),
     N_("webhook_refused"),
     N_("webhook_waiting"),
+    # active queries in the timeline (web/console/queries_view.py)
+    N_("asked_by"),
+    N_("trade_state"),
+    N_("query_failed"),
+    N_("wechat_query"),
+    N_("reconciler"),
+    N_("checkout"),
+    N_("console"),
+    N_("shop"),
 )
