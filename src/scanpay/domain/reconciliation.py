@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from scanpay.errors import MalformedMessageError, ScanpayError, ValidationError
 from scanpay.wechat.bill import BillRow, BillSummary
@@ -288,6 +288,40 @@ def _unknown(row: BillRow) -> Difference:
     )  # fmt: skip
 
 
+def _number(row: BillRow) -> str:
+    """The row's number: out_refund_no for a refund row, out_trade_no for a payment row."""
+    return row.out_refund_no if _is_refund_row(row) else row.out_trade_no
+
+
+def _missing_remote(local: LocalPayment | LocalRefund) -> Difference:
+    """A candidate ``missing_remote``: a ledger entry of the day that the bill lacks."""
+    if isinstance(local, LocalPayment):
+        entry, number, transaction_id, refund_no = (
+            Entry.PAYMENT, local.out_trade_no, local.transaction_id or "", "")  # fmt: skip
+    else:
+        entry, number, transaction_id, refund_no = (
+            Entry.REFUND, local.out_refund_no, "", local.out_refund_no)  # fmt: skip
+    return Difference(
+        DifferenceKind.MISSING_REMOTE, entry, number, local.out_trade_no, transaction_id,
+        refund_no, local.order_id, local.amount, None, local.status, None, local.local_day,
+    )  # fmt: skip
+
+
+_Local = TypeVar("_Local", LocalPayment, LocalRefund)
+
+
+@dataclass
+class _Side(Generic[_Local]):
+    """One kind of entry during :func:`match_bill`: the window's unmatched entries, the rows
+    not found there (looked up later), and how to look up and compare."""
+
+    entry: Entry
+    window: dict[str, _Local]
+    look_up: Callable[[list[str]], Mapping[str, _Local]]
+    compare: Callable[[BillRow, _Local], Difference | None]
+    later: list[BillRow] = field(default_factory=list)
+
+
 class _BillTotals:
     def __init__(self) -> None:
         self.rows = self.payments = self.payment_amount = 0
@@ -346,11 +380,10 @@ def match_bill(
     differences: list[Difference] = []
     crossings: list[Crossing] = []
     matched: set[tuple[Entry, str]] = set()
-    later_payments: list[BillRow] = []  # rows outside the window: looked up afterwards
-    later_refunds: list[BillRow] = []
+    payments = _Side(Entry.PAYMENT, window.payments, lookup.payments, _compare_payment)
+    refunds = _Side(Entry.REFUND, window.refunds, lookup.refunds, _compare_refund)
 
-    def settle(entry: Entry, local: LocalPayment | LocalRefund, found: Difference | None) -> None:
-        number = local.out_trade_no if isinstance(local, LocalPayment) else local.out_refund_no
+    def settle(entry: Entry, number: str, local: _Local, found: Difference | None) -> None:
         matched.add((entry, number))
         if found is not None:
             differences.append(found)
@@ -374,96 +407,52 @@ def match_bill(
         )
         return True
 
-    def look_up_later() -> None:
+    def read(side: _Side[_Local], row: BillRow) -> None:
+        """A row matched in the window, or kept for :func:`look_up_later`."""
+        number = _number(row)
+        if repeated(row, side.entry, number):
+            return
+        local = side.window.pop(number, None)
+        if local is None:
+            side.later.append(row)
+        else:
+            settle(side.entry, number, local, side.compare(row, local))
+
+    def look_up_later(side: _Side[_Local]) -> None:
         """Rows outside the window, looked up by number in batches (memory stays bounded
         even when the ledger has none of them)."""
-        if later_payments:
-            found_payments = lookup.payments([r.out_trade_no for r in later_payments])
-            for row in later_payments:
-                if repeated(row, Entry.PAYMENT, row.out_trade_no):
-                    continue
-                local_payment = found_payments.get(row.out_trade_no)
-                if local_payment is None:
-                    matched.add((Entry.PAYMENT, row.out_trade_no))
-                    differences.append(_unknown(row))
-                else:
-                    settle(Entry.PAYMENT, local_payment, _compare_payment(row, local_payment))
-            later_payments.clear()
-        if later_refunds:
-            found_refunds = lookup.refunds([r.out_refund_no for r in later_refunds])
-            for row in later_refunds:
-                if repeated(row, Entry.REFUND, row.out_refund_no):
-                    continue
-                local_refund = found_refunds.get(row.out_refund_no)
-                if local_refund is None:
-                    matched.add((Entry.REFUND, row.out_refund_no))
-                    differences.append(_unknown(row))
-                else:
-                    settle(Entry.REFUND, local_refund, _compare_refund(row, local_refund))
-            later_refunds.clear()
+        if not side.later:
+            return
+        found = side.look_up([_number(row) for row in side.later])
+        for row in side.later:
+            number = _number(row)
+            if repeated(row, side.entry, number):
+                continue
+            local = found.get(number)
+            if local is None:
+                matched.add((side.entry, number))
+                differences.append(_unknown(row))
+            else:
+                settle(side.entry, number, local, side.compare(row, local))
+        side.later.clear()
 
     for row in rows:
         bill.add(row)
         if _is_refund_row(row):
-            number = row.out_refund_no
-            if repeated(row, Entry.REFUND, number):
-                continue
-            refund = window.refunds.pop(number, None)
-            if refund is None:
-                later_refunds.append(row)
-            else:
-                settle(Entry.REFUND, refund, _compare_refund(row, refund))
+            read(refunds, row)
         else:
-            number = row.out_trade_no
-            if repeated(row, Entry.PAYMENT, number):
-                continue
-            payment = window.payments.pop(number, None)
-            if payment is None:
-                later_payments.append(row)
-            else:
-                settle(Entry.PAYMENT, payment, _compare_payment(row, payment))
-        if len(later_payments) + len(later_refunds) >= LOOKUP_BATCH:
-            look_up_later()
+            read(payments, row)
+        if len(payments.later) + len(refunds.later) >= LOOKUP_BATCH:
+            look_up_later(payments)
+            look_up_later(refunds)
     if check_summary:
         bill.check(summary())
-    look_up_later()
+    look_up_later(payments)
+    look_up_later(refunds)
 
-    candidates = [
-        Difference(
-            DifferenceKind.MISSING_REMOTE,
-            Entry.PAYMENT,
-            p.out_trade_no,
-            p.out_trade_no,
-            p.transaction_id or "",
-            "",
-            p.order_id,
-            p.amount,
-            None,
-            p.status,
-            None,
-            p.local_day,
-        )
-        for p in window.payments.values()
-        if p.local_day == day
-    ]
-    candidates += [
-        Difference(
-            DifferenceKind.MISSING_REMOTE,
-            Entry.REFUND,
-            r.out_refund_no,
-            r.out_trade_no,
-            "",
-            r.out_refund_no,
-            r.order_id,
-            r.amount,
-            None,
-            r.status,
-            None,
-            r.local_day,
-        )
-        for r in window.refunds.values()
-        if r.local_day == day
-    ]
+    unmatched: list[LocalPayment | LocalRefund] = [*window.payments.values(),
+                                                   *window.refunds.values()]  # fmt: skip
+    candidates = [_missing_remote(local) for local in unmatched if local.local_day == day]
     return MatchResult(day, differences, candidates, crossings, bill.totals(), local_totals,
                        bill.rows)  # fmt: skip
 
