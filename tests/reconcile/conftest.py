@@ -3,8 +3,6 @@ per test: SQLite always, PostgreSQL too when ``SCANPAY_TEST_POSTGRES_URL`` names
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +11,7 @@ import sqlalchemy as sa
 
 from scanpay.simulator import generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
-from scanpay.store.migrate import make_engine, upgrade
-
-POSTGRES_URL = os.environ.get("SCANPAY_TEST_POSTGRES_URL", "")
+from tests.databases import BACKENDS, migrated_engine
 
 
 @pytest.fixture(scope="session")
@@ -23,26 +19,7 @@ def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
     return generate_credentials()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'shop.sqlite3'}")
-        upgrade(eng)
+    with migrated_engine(request.param, tmp_path, "scanpay_rec_") as eng:
         yield eng
-        eng.dispose()
-        return
-    if not POSTGRES_URL:
-        pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
-    name = "scanpay_rec_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    eng = make_engine(sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False))
-    upgrade(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()

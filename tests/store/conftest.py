@@ -3,43 +3,23 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.sql import SqlStore
+from tests.databases import BACKENDS, migrated_engine
 
-POSTGRES_URL = os.environ.get("SCANPAY_TEST_POSTGRES_URL", "")
+# tests/web/test_cluster*.py import it from here
+from tests.databases import POSTGRES_URL as POSTGRES_URL
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-        upgrade(eng)
+    with migrated_engine(request.param, tmp_path, "scanpay_test_") as eng:
         yield eng
-        eng.dispose()
-        return
-    if not POSTGRES_URL:
-        pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
-    name = "scanpay_test_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    eng = make_engine(sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False))
-    upgrade(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture
