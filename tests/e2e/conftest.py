@@ -8,14 +8,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
+
+from scanpay.simulator.credentials import MerchantCredentials
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -118,6 +122,8 @@ class ClockedShop:
 
     shop_url: str
     simulator_url: str
+    app: Any  # the service's FastAPI app (``app.state.scanpay`` holds its parts)
+    credentials: MerchantCredentials
 
     def advance(self, seconds: float) -> None:
         response = httpx.post(
@@ -126,8 +132,17 @@ class ClockedShop:
         response.raise_for_status()
 
 
-@pytest.fixture
-def clocked_shop(tmp_path: Path) -> Iterator[ClockedShop]:
+@contextmanager
+def serve_clocked_shop(
+    folder: Path,
+    shop_key: str,
+    *,
+    wire: Callable[[MerchantCredentials], httpx.AsyncBaseTransport] | None = None,
+    uvicorn_options: Mapping[str, Any] = MappingProxyType({"log_level": "warning"}),
+    **settings: Any,
+) -> Iterator[ClockedShop]:
+    """A :class:`ClockedShop` on a SQLite file in ``folder``, stopped on leaving. ``settings``
+    are added to the service's; ``wire`` makes its transport to the simulator."""
     # imported here: the demo fixture above needs none of it
     import asyncio
     import threading
@@ -144,20 +159,21 @@ def clocked_shop(tmp_path: Path) -> Iterator[ClockedShop]:
     clock = SimClock()
     sim = Simulator.create(public_url=sim_url, clock=clock)
     creds = sim.credentials
-    settings = IsolatedSettings(
-        database_url=f"sqlite:///{tmp_path / 'shop.sqlite3'}",
+    service_settings = IsolatedSettings(
+        database_url=f"sqlite:///{folder / 'shop.sqlite3'}",
         public_base_url=shop_url,
-        shop_api_key=SecretStr("shop-key-for-browser-tests-0123"),
+        shop_api_key=SecretStr(shop_key),
         wechat_base_url=sim_url,
         appid=creds.appid,
         mchid=creds.mchid,
         api_v2_key=SecretStr(creds.api_v2_key.reveal()),
         simulator_phone_url=f"{sim_url}/sim/scan",
-        reconciler_poll_seconds=0.2,
+        **settings,
     )
-    app = create_app(settings, clock=clock.now)
+    transport = wire(creds) if wire is not None else None
+    app = create_app(service_settings, transport, clock=clock.now)
     servers = [
-        uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=p, log_level="warning"))
+        uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=p, **uvicorn_options))
         for asgi, p in ((app, port), (sim.app, sim_port))
     ]
 
@@ -173,9 +189,17 @@ def clocked_shop(tmp_path: Path) -> Iterator[ClockedShop]:
             pytest.fail("the clocked shop did not start")
         time.sleep(0.05)
     try:
-        yield ClockedShop(shop_url, sim_url)
+        yield ClockedShop(shop_url, sim_url, app, creds)
     finally:
         for server in servers:
             server.should_exit = True
         thread.join(timeout=15)
         sim.close()
+
+
+@pytest.fixture
+def clocked_shop(tmp_path: Path) -> Iterator[ClockedShop]:
+    with serve_clocked_shop(
+        tmp_path, "shop-key-for-browser-tests-0123", reconciler_poll_seconds=0.2
+    ) as shop:
+        yield shop

@@ -11,7 +11,6 @@ get both QR codes of one order paid (the simulator itself never lies; see
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,23 +21,18 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
-from pydantic import SecretStr
 
 from scanpay.client.v2 import V2Client
 from scanpay.domain.model import utcnow
 from scanpay.domain.operators import Role
-from scanpay.simulator import SimClock, Simulator
 from scanpay.simulator.credentials import MerchantCredentials
 from scanpay.store.operators import OperatorStore
-from scanpay.web.app import create_app
 from scanpay.web.console.passwords import hash_password
 from scanpay.wechat.states import SignType
 from scanpay.wechat.v2.envelope import V2Merchant, encode_response
 from scanpay.wechat.v2.refunds import RefundQuery
 from scanpay.wechat.xmlcodec import parse_xml
-from tests.e2e.conftest import free_port
-from tests.web.conftest import IsolatedSettings
+from tests.e2e.conftest import serve_clocked_shop
 
 SHOP_KEY = "shop-key-for-console-tests-0123"
 PASSWORDS = {
@@ -156,31 +150,6 @@ def console_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleRig
     import logging
 
     tmp = tmp_path_factory.mktemp("console")
-    port, sim_port = free_port(), free_port()
-    shop_url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
-    clock = SimClock()
-    sim = Simulator.create(public_url=sim_url, clock=clock)
-    creds = sim.credentials
-    settings = IsolatedSettings(
-        database_url=f"sqlite:///{tmp / 'shop.sqlite3'}",
-        public_base_url=shop_url,
-        shop_api_key=SecretStr(SHOP_KEY),
-        wechat_base_url=sim_url,
-        appid=creds.appid,
-        mchid=creds.mchid,
-        api_v2_key=SecretStr(creds.api_v2_key.reveal()),
-        simulator_phone_url=f"{sim_url}/sim/scan",
-        reconciler_enabled=False,
-        console_sign_in_delay_seconds=0.05,
-        console_sign_in_lock_after=3,
-        webhook_allow_private=True,  # endpoints on loopback receivers (test_console.py)
-    )
-    wire = LyingWire(creds)
-    app = create_app(settings, wechat_transport=wire, clock=clock.now)
-    engine: sa.Engine = app.state.scanpay.store.engine
-    operators = OperatorStore(engine)
-    for name, password in PASSWORDS.items():
-        operators.add(name, ROLES[name], hash_password(password), utcnow())
     # everything scanpay and uvicorn log goes to one file the tests read for secrets
     log_path = tmp / "service.log"
     handler = logging.FileHandler(log_path)
@@ -189,34 +158,38 @@ def console_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleRig
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    servers = [
-        uvicorn.Server(
-            uvicorn.Config(asgi, host="127.0.0.1", port=p, log_level="info", log_config=None)
-        )
-        for asgi, p in ((app, port), (sim.app, sim_port))
-    ]
+    wires: list[LyingWire] = []
 
-    async def serve() -> None:
-        async with sim:
-            await asyncio.gather(*(server.serve() for server in servers))
+    def wire(credentials: MerchantCredentials) -> LyingWire:
+        wires.append(LyingWire(credentials))
+        return wires[-1]
 
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not all(server.started for server in servers):
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the console rig did not start")
-        time.sleep(0.05)
-    with engine.connect() as conn:
-        hashes = tuple(r[0] for r in conn.execute(sa.text("SELECT password_hash FROM operators")))
-    secrets = (SHOP_KEY, creds.api_v2_key.reveal(), *hashes, *PASSWORDS.values())
     try:
-        yield ConsoleRig(shop_url, sim_url, engine, wire, creds, secrets, log_path)
+        with serve_clocked_shop(
+            tmp,
+            SHOP_KEY,
+            wire=wire,
+            uvicorn_options={"log_level": "info", "log_config": None},
+            reconciler_enabled=False,
+            console_sign_in_delay_seconds=0.05,
+            console_sign_in_lock_after=3,
+            webhook_allow_private=True,  # endpoints on loopback receivers (test_console.py)
+        ) as shop:
+            engine: sa.Engine = shop.app.state.scanpay.store.engine
+            operators = OperatorStore(engine)
+            for name, password in PASSWORDS.items():
+                operators.add(name, ROLES[name], hash_password(password), utcnow())
+            with engine.connect() as conn:
+                hashes = tuple(
+                    r[0] for r in conn.execute(sa.text("SELECT password_hash FROM operators"))
+                )
+            secrets = (SHOP_KEY, shop.credentials.api_v2_key.reveal(), *hashes,
+                       *PASSWORDS.values())  # fmt: skip
+            yield ConsoleRig(
+                shop.shop_url, shop.simulator_url, engine, wires[0], shop.credentials,
+                secrets, log_path,
+            )  # fmt: skip
     finally:
-        for server in servers:
-            server.should_exit = True
-        thread.join(timeout=15)
-        sim.close()
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
