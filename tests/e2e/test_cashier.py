@@ -384,6 +384,49 @@ def test_reconnects_after_the_network_returns(shop: Demo, browser: Browser) -> N
         proxy.close()
 
 
+# Run on the open page with "hidden" or "visible": the tab is hidden, or shown again.
+TAB_BECOMES: Final = """(state) => {
+  Object.defineProperty(document, 'visibilityState', { value: state, configurable: true });
+  document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_rechecks_when_the_network_or_the_tab_comes_back(shop: Demo, browser: Browser) -> None:
+    """The status stream is held open with nothing on it (the request is never answered), so
+    only the page's own re-checks can notice a payment: the one on ``online`` (the network
+    comes back) and the one on ``visibilitychange`` to visible (the tab comes back)."""
+    context, page = new_page(browser, "en-US", DESKTOP)
+    held: list[str] = []  # the stream requests, never answered
+    context.route("**/api/orders/*/events", lambda route: held.append(route.request.url))
+    status, notice = page.locator("#order-status"), page.locator("#connection")
+    for comes_back in ("network", "tab"):
+        buy(page, shop.shop_url)
+        order = api_order(shop, page)
+        expect(page.locator("#qr svg")).to_be_visible()
+        deadline = time.monotonic() + 5
+        while not any(f"/api/orders/{order['id']}/events" in url for url in held):
+            assert time.monotonic() < deadline, "the page never asked for its stream"
+            time.sleep(0.05)
+        sim_pay(shop, order["code_url"])
+        while api_order(shop, page)["status"] != "paid":
+            assert time.monotonic() < deadline + 10, "the service never learnt of the payment"
+            time.sleep(0.1)
+        if comes_back == "tab":
+            page.evaluate(TAB_BECOMES, "hidden")  # a hidden tab checks nothing
+        time.sleep(1.5)  # nothing reaches the page by itself
+        expect(status).to_have_attribute("data-status", "pending")
+        if comes_back == "network":
+            context.set_offline(True)
+            expect(notice).to_be_visible(timeout=3000)  # the "offline" handler
+            context.set_offline(False)
+        else:
+            page.evaluate(TAB_BECOMES, "visible")
+        expect(status).to_have_attribute("data-status", "paid", timeout=3000)
+        expect(page.locator("#paid-banner")).to_be_visible()
+        expect(notice).to_be_hidden()
+    context.close()
+
+
 def test_one_clock_in_the_demo_replaced_qr_and_expiry(shop: Demo, browser: Browser) -> None:
     """Advancing the simulator's clock moves the service's too: the open page swaps its QR
     (with a visible notice), Buy keeps working, and past the order's deadline it expires."""
