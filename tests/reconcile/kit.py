@@ -27,7 +27,6 @@ from scanpay.store.reconciliations import ReconciliationStore
 from scanpay.store.refunds import refunds
 from scanpay.store.tables import orders, payment_attempts
 from scanpay.wechat.fields import BEIJING
-from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
 from scanpay.wechat.v2.orders import UnifiedOrder
 from scanpay.wechat.v2.refunds import RefundRequest
 from scanpay.wechat.v3.refunds import RefundApplication
@@ -58,23 +57,6 @@ def make_simulator(
 def make_v2(sim: Simulator) -> V2Client:
     return V2Client(
         sim.credentials.v2_merchant(),
-        base_url="http://sim.test",
-        transport=httpx.ASGITransport(app=sim.app),
-    )
-
-
-def make_v3(sim: Simulator) -> V3Client:
-    creds = sim.credentials
-    trust = TrustStore()
-    trust.add_public_key(
-        creds.wechatpay_public_key_id, load_public_key(creds.wechatpay_public_key_pem)
-    )
-    return V3Client(
-        creds.mchid,
-        creds.merchant_serial_no,
-        load_private_key(creds.merchant_private_key_pem.reveal()),
-        creds.api_v3_key,
-        trust,
         base_url="http://sim.test",
         transport=httpx.ASGITransport(app=sim.app),
     )

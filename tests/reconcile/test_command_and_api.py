@@ -24,8 +24,9 @@ from scanpay.simulator import Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.store.reconciliations import ReconciliationStore
 from scanpay.web.app import create_app
+from tests.simulator.conftest import make_v3_client
 
-from .kit import World, make_simulator, make_v2, make_v3, shanghai
+from .kit import World, make_simulator, make_v2, shanghai
 
 D1 = date(2025, 3, 1)
 SHOP_KEY = "shop-key-for-reconciliation-tests"
@@ -64,7 +65,7 @@ def sim(credentials: tuple[MerchantCredentials, SimulatorKeys]) -> Simulator:
 
 def pay(sim: Simulator, engine: sa.Engine, numbers: dict[str, list[str]]) -> None:
     async def go() -> None:
-        async with make_v2(sim) as v2, make_v3(sim) as v3:
+        async with make_v2(sim) as v2, make_v3_client(sim) as v3:
             world = World(sim, "v2", v2, v3, engine)
             for number, faults in numbers.items():
                 sim.clock.advance(60)

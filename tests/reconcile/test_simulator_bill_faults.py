@@ -17,8 +17,9 @@ from scanpay.wechat.bill import Bill
 from scanpay.wechat.v2.bills import DownloadBill
 from scanpay.wechat.v2.orders import UnifiedOrder
 from scanpay.wechat.v3.refunds import RefundApplication
+from tests.simulator.conftest import make_v3_client
 
-from .kit import SHOP, make_simulator, make_v2, make_v3, shanghai
+from .kit import SHOP, make_simulator, make_v2, shanghai
 
 D1 = date(2025, 3, 1)
 
@@ -55,7 +56,7 @@ async def test_each_bill_fault(sim: Simulator) -> None:
         await order_paid_with(sim, http, "bf-amount", "bill_amount=25")
         await order_paid_with(sim, http, "bf-revoked", "bill_revoked")
         await order_paid_with(sim, http, "bf-refund", "bill_refund_amount=3")
-        async with make_v3(sim) as v3:
+        async with make_v3_client(sim) as v3:
             await v3.create_refund(
                 RefundApplication(
                     out_refund_no="bf-refund-r", refund=400, total=1000, out_trade_no="bf-refund"
@@ -80,14 +81,14 @@ async def test_each_bill_fault(sim: Simulator) -> None:
         assert set_extra.status_code == 200
         strangers = [r for r in (await bill(sim)).rows if r.out_trade_no.startswith("simextra")]
         assert [r.order_fen for r in strangers] == [100, 200]
-        async with make_v3(sim) as v3:
+        async with make_v3_client(sim) as v3:
             assert (await v3.query_by_out_trade_no("bf-plain")).total == 1000
 
         await http.post("/sim/faults", json={"faults": {"bill_not_ready": 1}})
         with pytest.raises(ApiError) as v2_error:
             await bill(sim)
         assert v2_error.value.message == "Bill Creating"
-        async with make_v3(sim) as v3:
+        async with make_v3_client(sim) as v3:
             with pytest.raises(ApiError) as v3_error:
                 await v3.trade_bill_to(D1, io.BytesIO())
         assert v3_error.value.code == "STATEMENT_CREATING"

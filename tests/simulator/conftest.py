@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -13,8 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scanpay.client.v2 import V2Client
+from scanpay.client.v3 import V3Client
 from scanpay.simulator import SimClock, Simulator, generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
 from scanpay.wechat.states import SignType
 from scanpay.wechat.v2.notify import ACK_SUCCESS, ack_failure
 from scanpay.wechat.v2.orders import UnifiedOrder
@@ -74,6 +77,26 @@ def make_client(sim: Simulator, sign_type: SignType = SignType.MD5) -> V2Client:
         sim.credentials.v2_merchant(sign_type),
         base_url="http://sim.test",
         transport=httpx.ASGITransport(app=sim.app),
+    )
+
+
+def make_v3_client(sim: Simulator, **options: Any) -> V3Client:
+    """scanpay's V3Client for ``sim``'s merchant in public-key mode (it trusts the platform
+    public key); ``options``: more of V3Client's keyword arguments (clock, retry, sleep...)."""
+    creds = sim.credentials
+    trust = TrustStore()
+    trust.add_public_key(
+        creds.wechatpay_public_key_id, load_public_key(creds.wechatpay_public_key_pem)
+    )
+    return V3Client(
+        creds.mchid,
+        creds.merchant_serial_no,
+        load_private_key(creds.merchant_private_key_pem.reveal()),
+        creds.api_v3_key,
+        trust,
+        base_url="http://sim.test",
+        transport=httpx.ASGITransport(app=sim.app),
+        **options,
     )
 
 

@@ -30,7 +30,8 @@ from scanpay.wechat.v3.bills import (
     trade_bill_request,
 )
 
-from .test_refunds import make_v3, paid_v2_order, paid_v3_order, v2_refund, v3_refund
+from .conftest import make_v3_client
+from .test_refunds import paid_v2_order, paid_v3_order, v2_refund, v3_refund
 
 DAY = date(2025, 3, 1)  # the conftest clock starts at 10:00 Beijing on this day
 
@@ -65,7 +66,7 @@ async def v2(bsim: Simulator) -> AsyncIterator[V2Client]:
 
 @pytest.fixture
 async def v3(bsim: Simulator) -> AsyncIterator[V3Client]:
-    async with make_v3(bsim) as client:
+    async with make_v3_client(bsim) as client:
         yield client
 
 

@@ -28,10 +28,9 @@ from scanpay.simulator.faults import (
     parse_fault,
     parse_header,
 )
-from scanpay.wechat.keys import TrustStore, load_public_key
 from scanpay.wechat.states import TradeState
 
-from .conftest import order
+from .conftest import make_v3_client, order
 from .test_v3_flow import native
 
 
@@ -51,22 +50,7 @@ def v2_client(sim: Simulator, retry: RetryPolicy = NO_RETRY) -> V2Client:
 
 def v3(sim: Simulator, retry: RetryPolicy = NO_RETRY) -> V3Client:
     """scanpay's V3Client in public-key mode with a chosen retry policy and no real sleeping."""
-    creds = sim.credentials
-    trust = TrustStore()
-    trust.add_public_key(
-        creds.wechatpay_public_key_id, load_public_key(creds.wechatpay_public_key_pem)
-    )
-    return V3Client(
-        creds.mchid,
-        creds.merchant_serial_no,
-        creds.merchant_private_key_pem.reveal(),
-        creds.api_v3_key,
-        trust,
-        base_url="http://sim.test",
-        transport=httpx.ASGITransport(app=sim.app),
-        retry=retry,
-        sleep=no_sleep,
-    )
+    return make_v3_client(sim, retry=retry, sleep=no_sleep)
 
 
 async def set_faults(raw: httpx.AsyncClient, faults: dict[str, object]) -> dict[str, object]:

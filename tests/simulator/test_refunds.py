@@ -19,7 +19,6 @@ from scanpay.client.v3 import V3Client
 from scanpay.errors import ApiError
 from scanpay.simulator import RETRY_DELAYS, SimClock, Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
-from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
 from scanpay.wechat.secret import Secret
 from scanpay.wechat.states import RefundState, SignType, TradeState
 from scanpay.wechat.v2.envelope import V2Merchant
@@ -30,7 +29,7 @@ from scanpay.wechat.v3.notify import RefundNotice
 from scanpay.wechat.v3.refunds import RefundApplication
 from scanpay.wechat.v3.transactions import NativeOrder
 
-from .conftest import START
+from .conftest import START, make_v3_client
 
 SHOP = "http://shop.test"
 
@@ -84,26 +83,9 @@ async def v2(rsim: Simulator) -> AsyncIterator[V2Client]:
         yield client
 
 
-def make_v3(sim: Simulator) -> V3Client:
-    creds = sim.credentials
-    trust = TrustStore()
-    trust.add_public_key(
-        creds.wechatpay_public_key_id, load_public_key(creds.wechatpay_public_key_pem)
-    )
-    return V3Client(
-        creds.mchid,
-        creds.merchant_serial_no,
-        load_private_key(creds.merchant_private_key_pem.reveal()),
-        creds.api_v3_key,
-        trust,
-        base_url="http://sim.test",
-        transport=httpx.ASGITransport(app=sim.app),
-    )
-
-
 @pytest.fixture
 async def v3(rsim: Simulator) -> AsyncIterator[V3Client]:
-    async with make_v3(rsim) as client:
+    async with make_v3_client(rsim) as client:
         yield client
 
 

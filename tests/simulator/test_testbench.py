@@ -12,16 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from scanpay.client.v3 import V3Client
 from scanpay.errors import ConfigurationError
 from scanpay.simulator import SimClock, Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.simulator.faults import FaultSpec, parse_fault
 from scanpay.simulator.ledger import Order
-from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
+from scanpay.wechat.keys import load_private_key
 from scanpay.wechat.states import SignType, TradeState
 from scanpay.wechat.v3.sign import V3Merchant, build_authorization
 from scanpay.wechat.v3.transactions import NativeOrder
+
+from .conftest import make_v3_client
 
 START = datetime(2025, 3, 1, 2, 0, 0, tzinfo=UTC)  # far from real time on purpose
 
@@ -96,24 +97,6 @@ def test_unreadable_saved_settings_are_refused(tmp_path: Path) -> None:
         Simulator.create(tmp_path)
 
 
-def client(sim: Simulator, clock: Any) -> V3Client:
-    creds = sim.credentials
-    trust = TrustStore()
-    trust.add_public_key(
-        creds.wechatpay_public_key_id, load_public_key(creds.wechatpay_public_key_pem)
-    )
-    return V3Client(
-        creds.mchid,
-        creds.merchant_serial_no,
-        load_private_key(creds.merchant_private_key_pem.reveal()),
-        creds.api_v3_key,
-        trust,
-        base_url="http://sim.test",
-        transport=httpx.ASGITransport(app=sim.app),
-        clock=clock,
-    )
-
-
 def order(sim: Simulator, number: str) -> NativeOrder:
     return NativeOrder(
         appid=sim.credentials.appid, mchid=sim.credentials.mchid, description="Tea",
@@ -154,7 +137,7 @@ async def test_signature_window_follows_the_test_clock_when_asked(
     ] == "test"
     # now a merchant on the test clock gets through, and the answers (stamped on the test
     # clock) pass its own window check: scanpay's V3Client with the same clock
-    on_test_clock = client(sim, sim.clock.timestamp)
+    on_test_clock = make_v3_client(sim, clock=sim.clock.timestamp)
     code_url = await on_test_clock.create_native_order(order(sim, "clock-1"))
     assert code_url.startswith("weixin://")
     assert await query_at(sim, "clock-1", real_now) == (401, "SIGN_ERROR")
