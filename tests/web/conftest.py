@@ -4,6 +4,7 @@ the service wired to the project's simulator in-process (httpx.ASGITransport bot
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,24 @@ class Shop:
         return [e.type.value for e in self.context.store.events_after_sync(order_id, 0)]
 
 
+@asynccontextmanager
+async def running_shop(
+    sim: Simulator, late: LateASGITransport, settings: Settings
+) -> AsyncIterator[Shop]:
+    """The service for ``settings`` in process, calling ``sim`` (whose notifications reach it
+    through ``late``); the service and the simulator are closed on leaving."""
+    app = create_app(settings, wechat_transport=httpx.ASGITransport(app=sim.app))
+    late.app = app
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+    try:
+        yield Shop(app, sim, http, settings)
+    finally:
+        await http.aclose()
+        await app.state.scanpay.aclose()
+        await sim.stop()
+        sim.close()
+
+
 @pytest.fixture
 async def shop(make_settings: SettingsFactory) -> AsyncIterator[Shop]:
     late = LateASGITransport()
@@ -123,13 +142,5 @@ async def shop(make_settings: SettingsFactory) -> AsyncIterator[Shop]:
         api_v2_key=creds.api_v2_key.reveal(),
         simulator_phone_url="http://sim.test/sim/scan",
     )
-    app = create_app(settings, wechat_transport=httpx.ASGITransport(app=sim.app))
-    late.app = app
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
-    try:
-        yield Shop(app, sim, http, settings)
-    finally:
-        await http.aclose()
-        await app.state.scanpay.aclose()
-        await sim.stop()
-        sim.close()
+    async with running_shop(sim, late, settings) as opened:
+        yield opened

@@ -11,8 +11,6 @@ scanpay is mocked.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -34,34 +32,18 @@ from scanpay.web.worker import LifecycleRuntime
 from scanpay.wechat.states import SignType
 from scanpay.wechat.v2.envelope import encode_response
 from scanpay.wechat.xmlcodec import parse_xml
+from tests.databases import BACKENDS, database_url
 from tests.web.conftest import BASE_URL, SHOP_KEY, SettingsFactory
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-POSTGRES_URL = os.environ.get("SCANPAY_TEST_POSTGRES_URL", "")
 
 
-@pytest.fixture(
-    name="database_url",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
+@pytest.fixture(name="database_url", params=BACKENDS)
 def database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database per test: import ``database_url_fixture`` into the test module and
     ask for ``database_url``."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shop.sqlite3'}"
-        return
-    if not POSTGRES_URL:
-        pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
-    name = "scanpay_lc_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    with database_url(request.param, tmp_path, "scanpay_lc_") as url:
+        yield url
 
 
 def set_faults(sim: Simulator, text: str, *, seed: int = 1) -> None:

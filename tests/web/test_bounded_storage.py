@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,32 +18,19 @@ import sqlalchemy as sa
 from scanpay.simulator import Simulator
 from scanpay.store.housekeeping import Retention, pages_in_use, prune, refused_values
 from scanpay.store.tables import events, idempotency_keys, notifications_received, orders
-from scanpay.web.app import create_app
 from scanpay.web.operations import Housekeeper
-from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop
+from tests.databases import BACKENDS
+from tests.databases import database_url as fresh_database_url
+from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop, running_shop
 
-POSTGRES_URL = os.environ.get("SCANPAY_TEST_POSTGRES_URL", "")
 JUNK_BODIES = 5_000
 JUNK_SIZE = 60 * 1024
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'bounded.sqlite3'}"
-        return
-    if not POSTGRES_URL:
-        pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
-    name = "scanpay_test_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_database_url(request.param, tmp_path, "scanpay_test_") as url:
+        yield url
 
 
 async def open_service(make_settings: SettingsFactory, **overrides: Any) -> AsyncIterator[Shop]:
@@ -58,16 +44,8 @@ async def open_service(make_settings: SettingsFactory, **overrides: Any) -> Asyn
         reconciler_enabled=False,
         **overrides,
     )
-    app = create_app(settings, wechat_transport=httpx.ASGITransport(app=sim.app))
-    late.app = app
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
-    try:
-        yield Shop(app, sim, http, settings)
-    finally:
-        await http.aclose()
-        await app.state.scanpay.aclose()
-        await sim.stop()
-        sim.close()
+    async with running_shop(sim, late, settings) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -7,12 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from scanpay.simulator import SimClock, Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
-from scanpay.web.app import create_app
-from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop
+from tests.web.conftest import LateASGITransport, SettingsFactory, Shop, running_shop
 
 MODES = ("v2", "v3-public-key", "v3-certificates")
 
@@ -49,13 +46,5 @@ async def open_shop(
         reconciler_enabled=False,
         **extra,
     )
-    app = create_app(settings, wechat_transport=httpx.ASGITransport(app=sim.app))
-    late.app = app
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
-    try:
-        yield Shop(app, sim, http, settings)
-    finally:
-        await http.aclose()
-        await app.state.scanpay.aclose()
-        await sim.stop()
-        sim.close()
+    async with running_shop(sim, late, settings) as opened:
+        yield opened
