@@ -4,7 +4,8 @@ Every state (unpaid, replaced, paid with receipt, expired, closed, 404, 502 at B
 and English, at 1280x800 and 390x844, checked by axe-core and by checks of their own (one
 ``main`` and one visible ``h1``, one live region, the QR's accessible name, contrast of every
 text >= 4.5:1, no horizontal scroll, no English left on a zh-CN page). Then a network cut
-through a loopback proxy, and last (it moves the shared clock) the demo's one clock.
+through a loopback proxy, the page's own re-checks when the network or the tab comes back,
+and last (it moves the shared clock) the demo's one clock.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ would have recorded them, so hundreds of orders cost milliseconds on the shop's 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from scanpay.wechat.v2.orders import UnifiedOrder
 from scanpay.wechat.v2.refunds import RefundRequest
 from scanpay.wechat.v3.refunds import RefundApplication
 from scanpay.wechat.v3.transactions import NativeOrder
+from tests.simulator.conftest import make_v3_client
 
 SHOP = "http://shop.test"
 
@@ -60,6 +62,13 @@ def make_v2(sim: Simulator) -> V2Client:
         base_url="http://sim.test",
         transport=httpx.ASGITransport(app=sim.app),
     )
+
+
+@asynccontextmanager
+async def open_world(sim: Simulator, api: str, engine: sa.Engine) -> AsyncIterator[World]:
+    """A :class:`World` on ``sim`` and ``engine``, its two clients open until leaving."""
+    async with make_v2(sim) as v2, make_v3_client(sim) as v3:
+        yield World(sim, api, v2, v3, engine)
 
 
 @dataclass

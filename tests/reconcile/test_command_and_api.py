@@ -14,7 +14,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from scanpay.cli.main import main as cli_main
 from scanpay.cli.reconcile_cmd import main
@@ -24,25 +23,12 @@ from scanpay.simulator import Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.store.reconciliations import ReconciliationStore
 from scanpay.web.app import create_app
-from tests.simulator.conftest import make_v3_client
+from tests.web.conftest import IsolatedSettings
 
-from .kit import World, make_simulator, make_v2, shanghai
+from .kit import make_simulator, open_world, shanghai
 
 D1 = date(2025, 3, 1)
 SHOP_KEY = "shop-key-for-reconciliation-tests"
-
-
-class IsolatedSettings(Settings):
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
 
 
 def settings_for(sim: Simulator, engine: sa.Engine, **overrides: Any) -> Settings:
@@ -65,8 +51,7 @@ def sim(credentials: tuple[MerchantCredentials, SimulatorKeys]) -> Simulator:
 
 def pay(sim: Simulator, engine: sa.Engine, numbers: dict[str, list[str]]) -> None:
     async def go() -> None:
-        async with make_v2(sim) as v2, make_v3_client(sim) as v3:
-            world = World(sim, "v2", v2, v3, engine)
+        async with open_world(sim, "v2", engine) as world:
             for number, faults in numbers.items():
                 sim.clock.advance(60)
                 world.shop_records(number, 300, await world.wechat_pays(number, 300, *faults))

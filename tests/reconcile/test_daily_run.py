@@ -16,9 +16,8 @@ from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.simulator.faults import parse_fault
 from scanpay.store.reconciliations import ReconciliationStore, reports
 from scanpay.store.tables import events
-from tests.simulator.conftest import make_v3_client
 
-from .kit import World, make_simulator, make_v2, shanghai
+from .kit import World, make_simulator, open_world, shanghai
 
 D1 = date(2025, 3, 1)
 D2 = D1 + timedelta(days=1)
@@ -31,8 +30,8 @@ async def world(
     engine: sa.Engine,
 ) -> AsyncIterator[World]:
     sim = make_simulator(credentials, shanghai(D1, 9, 0))
-    async with make_v2(sim) as v2, make_v3_client(sim) as v3:
-        yield World(sim, request.param, v2, v3, engine)
+    async with open_world(sim, request.param, engine) as world:
+        yield world
     sim.close()
 
 
