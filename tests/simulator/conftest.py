@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,8 @@ from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
 from scanpay.wechat.states import SignType
 from scanpay.wechat.v2.notify import ACK_SUCCESS, ack_failure
 from scanpay.wechat.v2.orders import UnifiedOrder
+
+from .live import Inbox, serve_receiver, serve_simulator
 
 START = datetime(2025, 3, 1, 2, 0, 0, tzinfo=UTC)
 NOTIFY_URL = "http://shop.test/notify/v2"
@@ -51,6 +53,20 @@ def clock() -> SimClock:
 @pytest.fixture
 def receiver() -> Receiver:
     return Receiver()
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[tuple[Simulator, str]]:
+    """The simulator served on a loopback port (``scanpay.simulator`` over real HTTP), its URL."""
+    with serve_simulator() as running:
+        yield running
+
+
+@pytest.fixture
+def live_receiver() -> Iterator[tuple[Inbox, str]]:
+    """A notification receiver on a loopback port, and the URL to notify."""
+    with serve_receiver() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

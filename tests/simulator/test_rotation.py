@@ -4,7 +4,7 @@ through unmodified wechatpayv3, sync and async (gateway changed, simulator on a 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,7 @@ from scanpay.simulator.faults import parse_fault
 from scanpay.wechat.states import TradeState
 from scanpay.wechat.v3.notify import PaymentNotice
 
-from .live import Inbox, serve_receiver, serve_simulator
+from .live import Inbox
 from .test_v3_flow import V3Receiver, native, v3_client
 
 
@@ -116,18 +116,6 @@ async def test_new_merchant_mode(
 # --- unmodified wechatpayv3 on a loopback port --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[tuple[Simulator, str]]:
-    with serve_simulator() as running:
-        yield running
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, str]]:
-    with serve_receiver() as running:
-        yield running
-
-
 def certificate_mode_sdk(
     sim: Simulator, base_url: str, notify_url: str, cert_dir: Path
 ) -> WeChatPay:
@@ -147,10 +135,10 @@ def certificate_mode_sdk(
 
 
 def test_wechatpayv3_picks_up_a_rotated_certificate(
-    live: tuple[Simulator, str], inbox: tuple[Inbox, str], tmp_path: Path
+    live: tuple[Simulator, str], live_receiver: tuple[Inbox, str], tmp_path: Path
 ) -> None:
     sim, base_url = live
-    receiver, notify_url = inbox
+    receiver, notify_url = live_receiver
     creds = sim.credentials
     cert_dir = tmp_path / "certs"
     cert_dir.mkdir()

@@ -31,7 +31,7 @@ from wechatpy.pay import WeChatPay as WeChatPayV2
 from scanpay.simulator import Simulator
 from scanpay.wechat.fields import BEIJING
 
-from .live import READY_WAIT_SECONDS, Inbox, serve_receiver, serve_simulator
+from .live import READY_WAIT_SECONDS, Inbox, serve_simulator
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,6 @@ def live() -> Iterator[tuple[Simulator, str]]:
     with serve_simulator() as (sim, base_url):
         sim.refunds.settle_after = 0  # settle on the notifier's next tick: no real waiting
         yield sim, base_url
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Inbox, str]]:
-    with serve_receiver() as running:
-        yield running
 
 
 def arrival(inbox: Inbox, count: int) -> tuple[dict[str, str], bytes]:
@@ -98,10 +92,10 @@ MODES = ["public-key", "certificate"]
 
 @pytest.mark.parametrize("mode", MODES)
 def test_wechatpayv3_sync_whole_flow(
-    live: tuple[Simulator, str], receiver: tuple[Inbox, str], tmp_path: Path, mode: str
+    live: tuple[Simulator, str], live_receiver: tuple[Inbox, str], tmp_path: Path, mode: str
 ) -> None:
     sim, base_url = live
-    inbox, notify_url = receiver
+    inbox, notify_url = live_receiver
     cert_dir = tmp_path / "certs"
     if mode == "certificate":  # the sync client would fetch certificates from the real host
         cert_dir.mkdir()
@@ -158,10 +152,10 @@ def test_wechatpayv3_sync_whole_flow(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_wechatpayv3_async_whole_flow(
-    live: tuple[Simulator, str], receiver: tuple[Inbox, str], tmp_path: Path, mode: str
+    live: tuple[Simulator, str], live_receiver: tuple[Inbox, str], tmp_path: Path, mode: str
 ) -> None:
     sim, base_url = live
-    inbox, notify_url = receiver
+    inbox, notify_url = live_receiver
     options = v3_options(sim, notify_url, mode, tmp_path / "downloaded", asynchronous=True)
     pay = AsyncWeChatPay(**options)
     pay._core._gate_way = base_url  # before entering: certificate mode downloads on entry
@@ -212,10 +206,10 @@ async def test_wechatpayv3_async_whole_flow(
 
 
 def test_wechatpy_whole_flow(
-    live: tuple[Simulator, str], receiver: tuple[Inbox, str], tmp_path: Path
+    live: tuple[Simulator, str], live_receiver: tuple[Inbox, str], tmp_path: Path
 ) -> None:
     sim, base_url = live
-    inbox, notify_url = receiver
+    inbox, notify_url = live_receiver
     creds = sim.credentials
     cert_file, key_file = tmp_path / "apiclient_cert.pem", tmp_path / "apiclient_key.pem"
     cert_file.write_text(creds.merchant_certificate_pem)

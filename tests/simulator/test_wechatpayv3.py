@@ -6,7 +6,6 @@ query shows SUCCESS, close."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,19 +14,7 @@ from wechatpayv3 import WeChatPay, WeChatPayType
 
 from scanpay.simulator import Simulator
 
-from .live import Inbox, serve_receiver, serve_simulator
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[tuple[Simulator, str]]:
-    with serve_simulator() as running:
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Inbox, str]]:
-    with serve_receiver() as running:
-        yield running
+from .live import Inbox
 
 
 def sdk(sim: Simulator, base_url: str, notify_url: str, cert_dir: Path | None) -> WeChatPay:
@@ -58,10 +45,10 @@ def sdk(sim: Simulator, base_url: str, notify_url: str, cert_dir: Path | None) -
 
 @pytest.mark.parametrize("mode", ["public-key", "certificate"])
 def test_wechatpayv3_native_flow(
-    live: tuple[Simulator, str], receiver: tuple[Inbox, str], tmp_path: Path, mode: str
+    live: tuple[Simulator, str], live_receiver: tuple[Inbox, str], tmp_path: Path, mode: str
 ) -> None:
     sim, base_url = live
-    inbox, notify_url = receiver
+    inbox, notify_url = live_receiver
     cert_dir = tmp_path / "certs" if mode == "certificate" else None
     pay = sdk(sim, base_url, notify_url, cert_dir)
     number = f"v3py-{mode}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,19 +18,7 @@ from wechatpy.pay import WeChatPay
 from scanpay.cli import pay_cmd
 from scanpay.simulator import Simulator
 
-from .live import Inbox, serve_receiver, serve_simulator
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[tuple[Simulator, str]]:
-    with serve_simulator() as running:
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Inbox, str]]:
-    with serve_receiver() as running:
-        yield running
+from .live import Inbox
 
 
 def wechatpy_client(sim: Simulator, base_url: str) -> WeChatPay:
@@ -41,9 +28,11 @@ def wechatpy_client(sim: Simulator, base_url: str) -> WeChatPay:
     return client
 
 
-def test_wechatpy_native_flow(live: tuple[Simulator, str], receiver: tuple[Inbox, str]) -> None:
+def test_wechatpy_native_flow(
+    live: tuple[Simulator, str], live_receiver: tuple[Inbox, str]
+) -> None:
     sim, base_url = live
-    inbox, notify_url = receiver
+    inbox, notify_url = live_receiver
     client = wechatpy_client(sim, base_url)
 
     created = client.order.create(
@@ -77,10 +66,10 @@ def test_wechatpy_native_flow(live: tuple[Simulator, str], receiver: tuple[Inbox
 
 
 def test_wechatpy_rejects_a_notification_under_another_key(
-    live: tuple[Simulator, str], receiver: tuple[Inbox, str]
+    live: tuple[Simulator, str], live_receiver: tuple[Inbox, str]
 ) -> None:
     sim, base_url = live
-    inbox, notify_url = receiver
+    inbox, notify_url = live_receiver
     client = wechatpy_client(sim, base_url)
     created = client.order.create(
         trade_type="NATIVE", body="Tea", total_fee=1, notify_url=notify_url,
