@@ -45,6 +45,43 @@ class Receiver:
         return Response(ACK_SUCCESS, media_type="text/xml")
 
 
+class V3Receiver:
+    """Takes API v3 notifications; answers 500 while ``failures`` lasts."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.failures = 0
+        self.app = Starlette(routes=[Route("/notify/v3", self.handle, methods=["POST"])])
+
+    async def handle(self, request: Request) -> Response:
+        self.received.append((dict(request.headers), await request.body()))
+        if self.failures > 0:
+            self.failures -= 1
+            return Response(b'{"code":"FAIL","message":"busy"}', status_code=500)
+        return Response(status_code=204)
+
+
+@pytest.fixture
+def v3_receiver() -> V3Receiver:
+    return V3Receiver()
+
+
+@pytest.fixture
+async def v3_sim(
+    clock: SimClock,
+    v3_receiver: V3Receiver,
+    credentials: tuple[MerchantCredentials, SimulatorKeys],
+) -> AsyncIterator[Simulator]:
+    sim = Simulator.create(
+        clock=clock,
+        notify_transport=httpx.ASGITransport(app=v3_receiver.app),
+        credentials=credentials,
+    )
+    async with sim:
+        yield sim
+    sim.close()
+
+
 @pytest.fixture
 def clock() -> SimClock:
     return SimClock(start=START)

@@ -5,7 +5,6 @@ what scanpay's own verifiers make of it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -25,8 +24,8 @@ from scanpay.wechat.v2.notify import ACK_SUCCESS, ack_failure, verify_payment_no
 from scanpay.wechat.v3.notify import PaymentNotice
 from scanpay.wechat.v3.verify import PROBE_PREFIX
 
-from .conftest import Receiver, order
-from .test_v3_flow import V3Receiver, native, v3_client
+from .conftest import Receiver, V3Receiver, order
+from .test_v3_flow import native, v3_client
 
 
 def switch_on(sim: Simulator, *texts: str, seed: int | None = 1) -> None:
@@ -193,21 +192,6 @@ async def test_v2_bad_signature_then_a_good_retry(
 # --- API v3 notifications ----------------------------------------------------------------
 
 
-@pytest.fixture
-async def v3_sim(
-    clock: SimClock, credentials: tuple[MerchantCredentials, SimulatorKeys]
-) -> AsyncIterator[tuple[Simulator, V3Receiver]]:
-    receiver = V3Receiver()
-    sim = Simulator.create(
-        clock=clock,
-        notify_transport=httpx.ASGITransport(app=receiver.app),
-        credentials=credentials,
-    )
-    async with sim:
-        yield sim, receiver
-    sim.close()
-
-
 async def paid_v3(sim: Simulator, client: V3Client, number: str = "v3-order-01") -> None:
     await client.create_native_order(native(sim, number))
     await sim.pay(out_trade_no=number)
@@ -263,8 +247,8 @@ async def test_v3_probe_signature_then_a_good_retry(
     assert [a["http_status"] for a in log[0]["attempts"]] == [401, 204]
 
 
-async def test_v3_stale_timestamp(v3_sim: tuple[Simulator, V3Receiver]) -> None:
-    sim, receiver = v3_sim
+async def test_v3_stale_timestamp(v3_sim: Simulator, v3_receiver: V3Receiver) -> None:
+    sim, receiver = v3_sim, v3_receiver
     async with v3_client(sim, public_key_mode=True) as client:
         await client.create_native_order(native(sim))
         switch_on(sim, "stale_timestamp=600")
@@ -279,9 +263,9 @@ async def test_v3_stale_timestamp(v3_sim: tuple[Simulator, V3Receiver]) -> None:
 
 @pytest.mark.parametrize("public_key_mode", [True, False], ids=["public-key", "certificate"])
 async def test_v3_unknown_serial(
-    v3_sim: tuple[Simulator, V3Receiver], public_key_mode: bool
+    v3_sim: Simulator, v3_receiver: V3Receiver, public_key_mode: bool
 ) -> None:
-    sim, receiver = v3_sim
+    sim, receiver = v3_sim, v3_receiver
     async with v3_client(sim, public_key_mode=public_key_mode) as client:
         await client.create_native_order(native(sim))
         switch_on(sim, "unknown_serial@notifications")

@@ -15,34 +15,19 @@ from wechatpayv3.async_ import WeChatPayType as AsyncPayType
 
 from scanpay.errors import UnknownKeyError
 from scanpay.simulator import SimClock, Simulator
-from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.simulator.faults import parse_fault
 from scanpay.wechat.states import TradeState
 from scanpay.wechat.v3.notify import PaymentNotice
 
+from .conftest import V3Receiver
 from .live import Inbox
-from .test_v3_flow import V3Receiver, native, v3_client
-
-
-@pytest.fixture
-async def v3_sim(
-    clock: SimClock, credentials: tuple[MerchantCredentials, SimulatorKeys]
-) -> AsyncIterator[tuple[Simulator, V3Receiver]]:
-    receiver = V3Receiver()
-    sim = Simulator.create(
-        clock=clock,
-        notify_transport=httpx.ASGITransport(app=receiver.app),
-        credentials=credentials,
-    )
-    async with sim:
-        yield sim, receiver
-    sim.close()
+from .test_v3_flow import native, v3_client
 
 
 async def test_scanpay_certificate_mode_follows_a_rotation(
-    v3_sim: tuple[Simulator, V3Receiver], raw_v3: httpx.AsyncClient
+    v3_sim: Simulator, v3_receiver: V3Receiver, raw_v3: httpx.AsyncClient
 ) -> None:
-    sim, receiver = v3_sim
+    sim, receiver = v3_sim, v3_receiver
     old = sim.credentials.platform_serial_no
     async with v3_client(sim, public_key_mode=False) as client:
         await client.create_native_order(native(sim))
@@ -72,15 +57,15 @@ async def test_scanpay_certificate_mode_follows_a_rotation(
 
 
 @pytest.fixture
-async def raw_v3(v3_sim: tuple[Simulator, V3Receiver]) -> AsyncIterator[httpx.AsyncClient]:
+async def raw_v3(v3_sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=v3_sim[0].app), base_url="http://sim.test"
+        transport=httpx.ASGITransport(app=v3_sim.app), base_url="http://sim.test"
     ) as http:
         yield http
 
 
-async def test_rotation_on_a_timer(v3_sim: tuple[Simulator, V3Receiver], clock: SimClock) -> None:
-    sim, _ = v3_sim
+async def test_rotation_on_a_timer(v3_sim: Simulator, clock: SimClock) -> None:
+    sim = v3_sim
     sim.faults.set([parse_fault("rotate_certificate=600")], now=clock.timestamp())
     before = sim.v3.keyring.current().serial
     clock.advance(599)
@@ -94,9 +79,9 @@ async def test_rotation_on_a_timer(v3_sim: tuple[Simulator, V3Receiver], clock: 
 
 
 async def test_new_merchant_mode(
-    v3_sim: tuple[Simulator, V3Receiver], raw_v3: httpx.AsyncClient
+    v3_sim: Simulator, v3_receiver: V3Receiver, raw_v3: httpx.AsyncClient
 ) -> None:
-    sim, receiver = v3_sim
+    sim, receiver = v3_sim, v3_receiver
     await raw_v3.post("/sim/faults", json={"scenario": "new_merchant"})
     async with v3_client(sim, public_key_mode=False) as certificate_mode:
         assert await certificate_mode.refresh_certificates() == []  # none: a valid answer

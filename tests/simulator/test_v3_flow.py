@@ -3,60 +3,20 @@ modes): prepay, pay, signed and encrypted notification, query, close, signature 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from scanpay.client.v3 import V3Client
 from scanpay.errors import ApiError
 from scanpay.simulator import SimClock, Simulator
-from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
 from scanpay.wechat.states import TradeState
 from scanpay.wechat.v3.notify import PaymentNotice
 from scanpay.wechat.v3.transactions import NativeOrder
 
+from .conftest import V3Receiver
+
 NOTIFY_URL = "http://shop.test/notify/v3"
-
-
-class V3Receiver:
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.failures = 0
-        self.app = Starlette(routes=[Route("/notify/v3", self.handle, methods=["POST"])])
-
-    async def handle(self, request: Request) -> Response:
-        self.received.append((dict(request.headers), await request.body()))
-        if self.failures > 0:
-            self.failures -= 1
-            return Response(b'{"code":"FAIL","message":"busy"}', status_code=500)
-        return Response(status_code=204)
-
-
-@pytest.fixture
-def v3_receiver() -> V3Receiver:
-    return V3Receiver()
-
-
-@pytest.fixture
-async def v3_sim(
-    clock: SimClock,
-    v3_receiver: V3Receiver,
-    credentials: tuple[MerchantCredentials, SimulatorKeys],
-) -> AsyncIterator[Simulator]:
-    sim = Simulator.create(
-        clock=clock,
-        notify_transport=httpx.ASGITransport(app=v3_receiver.app),
-        credentials=credentials,
-    )
-    async with sim:
-        yield sim
-    sim.close()
 
 
 def v3_client(sim: Simulator, *, public_key_mode: bool, key: str | None = None) -> V3Client:
