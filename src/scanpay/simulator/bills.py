@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 from scanpay.errors import MalformedMessageError
@@ -78,28 +78,35 @@ def _paid_at(order: Order) -> datetime:
     return parse_v2_time(order.time_end)
 
 
+def _order_columns(order: Order) -> dict[str, Any]:
+    """The columns a payment's row and its refunds' rows take from the order."""
+    return {
+        "appid": order.appid,
+        "mch_id": order.mch_id,
+        "sub_mch_id": "0",
+        "device_info": _clean(order.device_info),
+        "transaction_id": order.transaction_id or "",
+        "out_trade_no": order.out_trade_no,
+        "openid": order.openid,
+        "trade_type": "NATIVE",
+        "bank_type": order.bank_type,
+        "fee_type": order.fee_type,
+        "body": _clean(order.body),
+        "attach": _clean(order.attach),
+        "rate": RATE_TEXT,
+    }
+
+
 def payment_row(order: Order) -> BillRow:
     return BillRow(
         trade_time=format_v2_refund_time(_paid_at(order)),
-        appid=order.appid,
-        mch_id=order.mch_id,
-        sub_mch_id="0",
-        device_info=_clean(order.device_info),
-        transaction_id=order.transaction_id or "",
-        out_trade_no=order.out_trade_no,
-        openid=order.openid,
-        trade_type="NATIVE",
         trade_state="SUCCESS",
-        bank_type=order.bank_type,
-        fee_type=order.fee_type,
         settlement_total_fen=order.total_fee,
         refund_id="0",
         out_refund_no="0",
-        body=_clean(order.body),
-        attach=_clean(order.attach),
         fee_fen=fee(order.total_fee),
-        rate=RATE_TEXT,
         order_fen=order.total_fee,
+        **_order_columns(order),
     )
 
 
@@ -107,27 +114,15 @@ def refund_row(refund: SimRefund, order: Order) -> BillRow:
     assert refund.success_at is not None
     return BillRow(
         trade_time=format_v2_refund_time(datetime.fromtimestamp(refund.success_at, UTC)),
-        appid=order.appid,
-        mch_id=order.mch_id,
-        sub_mch_id="0",
-        device_info=_clean(order.device_info),
-        transaction_id=order.transaction_id or "",
-        out_trade_no=order.out_trade_no,
-        openid=order.openid,
-        trade_type="NATIVE",
         trade_state="REFUND",
-        bank_type=order.bank_type,
-        fee_type=order.fee_type,
         refund_id=refund.refund_id,
         out_refund_no=refund.out_refund_no,
         refund_fen=refund.refund_fee,
         refund_type="ORIGINAL",
         refund_status="SUCCESS",
-        body=_clean(order.body),
-        attach=_clean(order.attach),
         fee_fen=-fee(refund.refund_fee),
-        rate=RATE_TEXT,
         requested_refund_fen=refund.refund_fee,
+        **_order_columns(order),
     )
 
 
