@@ -284,10 +284,7 @@ class Bills:
         opened = self._v2._open(request.body)
         if isinstance(opened, bytes):
             return _xml_answer(opened)
-        fields, sign_type = opened
-        refused = self._v2._precheck(fields, sign_type)
-        if refused is not None:
-            return _xml_answer(refused)
+        fields, _ = opened
         try:
             asked = DownloadBill.from_fields(fields)
         except MalformedMessageError as exc:

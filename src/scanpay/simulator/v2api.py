@@ -67,7 +67,8 @@ class V2Api:
     # envelope -----------------------------------------------------------------------------
 
     def _open(self, body: bytes) -> tuple[dict[str, str], SignType] | bytes:
-        """Verified request fields and their sign type, or the ready FAIL answer."""
+        """Verified request fields of this merchant's app and their sign type, or the ready
+        FAIL answer."""
         try:
             fields = parse_xml(body)
         except MalformedMessageError as exc:
@@ -83,6 +84,9 @@ class V2Api:
             return encode_failure("签名错误")
         except MalformedMessageError:
             return encode_failure("sign_type参数错误: 只支持MD5或HMAC-SHA256")
+        refused = self._precheck(fields, sign_type)
+        if refused is not None:
+            return refused
         return fields, sign_type
 
     def _answer(self, sign_type: SignType, fields: Mapping[str, str | int]) -> bytes:
@@ -110,9 +114,6 @@ class V2Api:
         if isinstance(opened, bytes):
             return opened
         fields, sign_type = opened
-        refused = self._precheck(fields, sign_type)
-        if refused is not None:
-            return refused
         required = [
             *UNIFIED_REQUIRED,
             *(["product_id"] if fields.get("trade_type") == "NATIVE" else []),
@@ -202,9 +203,6 @@ class V2Api:
         if isinstance(opened, bytes):
             return opened
         fields, sign_type = opened
-        refused = self._precheck(fields, sign_type)
-        if refused is not None:
-            return refused
         transaction_id = fields.get("transaction_id", "")
         out_trade_no = fields.get("out_trade_no", "")
         if transaction_id:
@@ -224,9 +222,6 @@ class V2Api:
         if isinstance(opened, bytes):
             return opened
         fields, sign_type = opened
-        refused = self._precheck(fields, sign_type)
-        if refused is not None:
-            return refused
         out_trade_no = fields.get("out_trade_no", "")
         if not out_trade_no:
             return self._fail(sign_type, "LACK_PARAMS", "缺少参数out_trade_no")

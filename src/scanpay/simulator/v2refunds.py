@@ -52,9 +52,6 @@ class V2Refunds:
         if isinstance(opened, bytes):
             return opened
         fields, sign_type = opened
-        refused = self._v2._precheck(fields, sign_type)
-        if refused is not None:
-            return refused
         for name in ("out_refund_no", "total_fee", "refund_fee"):
             if not fields.get(name):
                 return self._v2._fail(sign_type, "LACK_PARAMS", f"缺少参数{name}")
@@ -98,9 +95,6 @@ class V2Refunds:
         if isinstance(opened, bytes):
             return opened
         fields, sign_type = opened
-        refused = self._v2._precheck(fields, sign_type)
-        if refused is not None:
-            return refused
         try:
             query = RefundQuery.from_fields(fields)
         except MalformedMessageError as exc:
