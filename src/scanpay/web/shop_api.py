@@ -8,9 +8,6 @@ body under it is 409 ``IDEMPOTENCY_KEY_REUSED``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -20,6 +17,7 @@ from scanpay.domain.model import OrderStatus
 from scanpay.errors import ValidationError
 from scanpay.web.api import ERRORS, IDEMPOTENCY_KEY, check_order_id, order_view
 from scanpay.web.context import get_context, require_shop_key
+from scanpay.web.cursors import make_cursor, read_cursor
 from scanpay.web.schemas import CreateRefund, OrderPage, OrderView, RefundList, RefundView
 from scanpay.web.wiring import get_extras
 
@@ -31,25 +29,6 @@ router = APIRouter(
 )
 
 
-def _cursor(created_at: datetime, order_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{order_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _read_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, order_id = raw.split("|", 1)
-        created = datetime.fromisoformat(stamp)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError(
-            "cursor is not one this API gave out", code="INVALID_CURSOR"
-        ) from None
-    if created.tzinfo is None:
-        raise ValidationError("cursor is not one this API gave out", code="INVALID_CURSOR")
-    return created, order_id
-
-
 @router.get("/orders", summary="List orders, newest first (paginated; filter by status)")
 async def list_orders(
     request: Request,
@@ -58,11 +37,13 @@ async def list_orders(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> OrderPage:
     context = get_context(request)
-    before = _read_cursor(cursor) if cursor else None
+    refusal = ValidationError(BAD_CURSOR, code="INVALID_CURSOR")
+    before = read_cursor(cursor, refusal) if cursor else None
     found = await context.store.list_orders(status, limit + 1, before)
     items = [await order_view(context, order.id) for order in found[:limit]]
     last = found[limit - 1] if len(found) > limit else None
-    return OrderPage(items=items, next_cursor=_cursor(last.created_at, last.id) if last else None)
+    after = make_cursor(last.created_at, last.id) if last else None
+    return OrderPage(items=items, next_cursor=after)
 
 
 @router.post(

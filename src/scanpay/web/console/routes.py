@@ -7,8 +7,6 @@ operator's language, never JSON. State-changing routes are in :mod:`.actions`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import csv
 import io
@@ -52,6 +50,7 @@ from scanpay.web.console.auth import (
 from scanpay.web.console.render import HEADERS, page, see_other, yuan
 from scanpay.web.console.state import ConsoleState, TimelineEntry
 from scanpay.web.console.timeline import build_timeline, decrypted_v3
+from scanpay.web.cursors import make_cursor, read_cursor
 
 log = logging.getLogger(__name__)
 
@@ -192,23 +191,6 @@ async def today(request: Request) -> Response:
 # ---- orders ----------------------------------------------------------------------------
 
 
-def _cursor(created_at: datetime, order_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{order_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _read_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, order_id = raw.split("|", 1)
-        created = datetime.fromisoformat(stamp)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError("the page link is not one the console made") from None
-    if created.tzinfo is None:
-        raise ValidationError("the page link is not one the console made")
-    return created, order_id
-
-
 def _fen(value: str, what: str) -> int | None:
     value = value.strip()
     if not value:
@@ -260,13 +242,15 @@ async def orders_page(request: Request) -> Response:
     state = console_state(request)
     filters, form = await _filters(state, request)
     cursor = request.query_params.get("cursor", "")[:200]
-    before = _read_cursor(cursor) if cursor else None
+    refusal = ValidationError("the page link is not one the console made")
+    before = read_cursor(cursor, refusal) if cursor else None
     rows = await state.db(state.queries.list_orders, filters, PAGE_SIZE + 1, before)
     counts = await state.db(state.queries.count_by_status, filters)
     next_url = None
     if len(rows) > PAGE_SIZE:
         last = rows[PAGE_SIZE - 1].order
-        query = {k: v for k, v in form.items() if v} | {"cursor": _cursor(last.created_at, last.id)}
+        after = make_cursor(last.created_at, last.id)
+        query = {k: v for k, v in form.items() if v} | {"cursor": after}
         next_url = "/console/orders?" + urlencode(query)
     if form["q"].strip() and filters.order_ids and len(filters.order_ids) == 1 and before is None:
         found = filters.order_ids[0]
