@@ -12,9 +12,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from scanpay.simulator import ids
 from scanpay.wechat.states import SignType, TradeState
 
 LEDGER_FILE: Final = "ledger.sqlite3"
@@ -110,6 +112,25 @@ class Order:
     api: str = "v2"
     #: v3 only: "public_key" or "platform", the key the merchant verifies WeChat with
     signer: str = ""
+
+    @classmethod
+    def opened(cls, now: datetime, **given: Any) -> Order:
+        """A new order as prepay makes it: unpaid, with a fresh prepay_id and code_url issued
+        ``now``; ``given``: the merchant's fields (out_trade_no, amounts, urls...)."""
+        stamp = now.timestamp()
+        return cls(
+            prepay_id=ids.prepay_id(now),
+            code_url=ids.code_url(),
+            code_issued_at=stamp,
+            trade_state=TradeState.NOTPAY,
+            transaction_id=None,
+            openid="",
+            bank_type="",
+            time_end="",
+            created_at=stamp,
+            updated_at=stamp,
+            **given,
+        )
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Order:

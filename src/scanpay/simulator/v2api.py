@@ -140,8 +140,8 @@ class V2Api:
         if existing is None:
             if expire is not None and expire < now + MIN_EXPIRE_DELAY:
                 return encode_failure("time_expire时间过短，刷卡至少1分钟，其他5分钟")
-            stamp = now.timestamp()
-            created = Order(
+            created = Order.opened(
+                now,
                 out_trade_no=order.out_trade_no,
                 appid=self._creds.appid,
                 mch_id=self._creds.mchid,
@@ -155,16 +155,6 @@ class V2Api:
                 time_expire=order.time_expire,
                 sign_type=sign_type,
                 fingerprint=fingerprint,
-                prepay_id=ids.prepay_id(now),
-                code_url=ids.code_url(),
-                code_issued_at=stamp,
-                trade_state=TradeState.NOTPAY,
-                transaction_id=None,
-                openid="",
-                bank_type="",
-                time_end="",
-                created_at=stamp,
-                updated_at=stamp,
             )
             self._ledger.insert_order(created)
             return self._prepay_answer(sign_type, created)

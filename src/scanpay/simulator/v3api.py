@@ -181,8 +181,8 @@ class V3Api:
         expire = ""
         if order.time_expire is not None:
             expire = format_v2_time(max(order.time_expire, now + MIN_EXPIRE))
-        stamp = now.timestamp()
-        created = Order(
+        created = Order.opened(
+            now,
             out_trade_no=order.out_trade_no,
             appid=order.appid,
             mch_id=order.mchid,
@@ -196,16 +196,6 @@ class V3Api:
             time_expire=expire,
             sign_type=SignType.MD5,
             fingerprint=fingerprint,
-            prepay_id=ids.prepay_id(now),
-            code_url=ids.code_url(),
-            code_issued_at=stamp,
-            trade_state=TradeState.NOTPAY,
-            transaction_id=None,
-            openid="",
-            bank_type="",
-            time_end="",
-            created_at=stamp,
-            updated_at=stamp,
             api="v3",
             signer=self.signer_for(request),
         )
