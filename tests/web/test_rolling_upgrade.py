@@ -40,6 +40,7 @@ from tests.web.cluster_kit import (
     free_port,
     fresh_database,
     instance_env,
+    open_streams,
     serve_recorded_simulator,
 )
 
@@ -53,6 +54,7 @@ OLD_HEAD = "0012"
 BOUND = 180.0  # seconds: a bound for a loaded 2-core machine, never a timing claim
 MAX_TRIES = 10  # a shop's retries of one call with the same Idempotency-Key
 PER_PHASE = 4  # orders each phase must see created before the next step
+STREAMED = 6  # orders whose status stream stays open from the old release to the new
 
 
 def extract_old_version(folder: Path) -> Path:
@@ -101,6 +103,15 @@ def readyz(instance: Instance) -> dict[str, Any]:
     assert answer.status_code == 200, answer.text
     details: dict[str, Any] = answer.json()
     return details
+
+
+def create_unpaid(client: httpx.Client, url: str, key: str) -> dict[str, Any]:
+    headers = {"Idempotency-Key": key, "Authorization": f"Bearer {SHOP_KEY}"}
+    answer = client.post(f"{url}/api/orders", json={"amount": 88, "description": "Tea"},
+                         headers=headers)  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    order: dict[str, Any] = answer.json()
+    return order
 
 
 def wait_for(what: str, check: Callable[[], bool]) -> None:
@@ -227,6 +238,15 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
                     assert readyz(instance)["head"] == OLD_HEAD
                     assert readyz(instance)["schema"] == OLD_HEAD
 
+                # status streams held through HAProxy across the whole upgrade
+                with httpx.Client(timeout=30) as client:
+                    streamed = [
+                        create_unpaid(client, balancer.url, f"upgrade-stream-{n}")
+                        for n in range(STREAMED)
+                    ]
+                streams_stop = threading.Event()
+                logs = open_streams(balancer.url, [o["id"] for o in streamed], streams_stop)
+                wait_for("every stream's snapshot", lambda: all(x.messages for x in logs))
                 shop.start(threads=2)
                 wait_for("orders on the old release", lambda: shop.count("old") >= PER_PHASE)
 
@@ -256,13 +276,21 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
                     wait_for(f"orders after {name} was replaced",
                              lambda: shop.count(shop.phase) >= PER_PHASE)  # fmt: skip
                 shop.finish()
+                with httpx.Client(timeout=30) as client:
+                    for order in streamed:  # paid now: the new release settles them
+                        answer = client.post(
+                            f"{sim_url}/sim/pay", json={"code_url": order["code_url"]}
+                        )
+                        assert answer.status_code == 200, answer.text
 
                 # every order paid (notifications reach whichever instance is up)
                 def all_paid() -> bool:
                     found = rows(database_url, "SELECT count(*) FROM orders WHERE status = 'paid'")
-                    return bool(found[0][0] == len(shop.made))
+                    return bool(found[0][0] == len(shop.made) + STREAMED)
 
                 wait_for("every order paid", all_paid)
+                wait_for("every stream", lambda: all(x.done.is_set() for x in logs))
+                streams_stop.set()
             finally:
                 shop.finish()
                 balancer.stop()
@@ -277,14 +305,23 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
             keys = {m.key for m in made}
             assert len(keys) == len(made) == len({m.order_id for m in made})
             count = rows(database_url, "SELECT count(*) FROM idempotency_keys")[0][0]
-            assert count == len(made)  # each key made one order, however often it was sent
+            assert count == len(made) + STREAMED  # one order per key, however often sent
 
             # ... and paid exactly once
             paid = dict(
                 rows(database_url, "SELECT order_id, count(*) FROM events WHERE type = 'paid'"
                      " GROUP BY order_id")
             )  # fmt: skip
-            assert paid == {m.order_id: 1 for m in made}
+            assert paid == {m.order_id: 1 for m in made} | {o["id"]: 1 for o in streamed}
+            # the streams: drained by the old instances, resumed (Last-Event-ID) on the new
+            # ones, "paid" exactly once, nothing twice
+            for log in logs:
+                ids = [seq for seq, _ in log.messages]
+                assert log.error == "", (log.order_id, log.error)
+                assert ids == sorted(set(ids)), (log.order_id, ids)
+                assert log.types().count("paid") == 1, (log.order_id, log.types())
+                assert log.drained >= 1, log  # every instance was replaced
+                assert log.resumed_from, log
             assert rows(database_url, "SELECT count(*) FROM events WHERE type = 'alert'") == [(0,)]
             # both instances drained on SIGTERM (uvicorn re-raises it once shut down)
             assert exit_codes == {"a": -signal.SIGTERM, "b": -signal.SIGTERM}
