@@ -78,11 +78,19 @@ def extract_old_version(folder: Path) -> Path:
     return folder / "src"
 
 
+def old_release_env(env: dict[str, str], src: Path) -> dict[str, str]:
+    """``env`` for a process of the old release: its ``src`` first on the import path (the
+    virtual environment's editable install of this code comes after), no coverage hook (the
+    old files are not this code's)."""
+    kept = {k: v for k, v in env.items() if not k.startswith("COVERAGE_")}
+    return {**kept, "PYTHONPATH": str(src)}
+
+
 def scanpay(args: list[str], pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m scanpay.cli.main ARGS`` with this code, or the code at ``pythonpath``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")}
     if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+        env = old_release_env(env, pythonpath)
     return subprocess.run(
         [sys.executable, "-m", "scanpay.cli.main", *args],
         env=env, capture_output=True, text=True, timeout=BOUND,
@@ -221,7 +229,7 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
             ports = {"a": free_port(), "b": free_port()}
             balancer = Balancer(tmp_path, ports)
             env = instance_env(database_url, balancer.url, sim, sim_url)
-            old_env = {**env, "PYTHONPATH": str(old_src)}
+            old_env = old_release_env(env, old_src)
             instances = {
                 name: Instance(name, port, old_env, tmp_path) for name, port in ports.items()
             }
