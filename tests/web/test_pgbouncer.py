@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,7 +240,8 @@ def run_the_shop(
             answer = client.post(f"{sim_url}/sim/pay", json={"code_url": order["code_url"]})
             assert answer.status_code == 200, answer.text
 
-        orders = [create(n) for n in range(ORDERS)]
+        with ThreadPoolExecutor(8) as pool:  # more clients than PgBouncer has servers
+            orders = list(pool.map(create, range(ORDERS)))
         to_close = [create(ORDERS + n) for n in range(CLOSED)]
         cross, by_query = orders[:CROSS], orders[CROSS : CROSS + BY_QUERY]
         streamed = orders[: CROSS + 10]  # streams held on instance b
@@ -247,8 +249,8 @@ def run_the_shop(
         wait_for("every stream's snapshot", lambda: all(x.messages for x in stream_logs))
         for order in cross + by_query:  # the simulator does not deliver these
             sim.faults.for_order(order["out_trade_no"], parse_header("drop_notifications=1"))
-        for order in orders:
-            pay(order)
+        with ThreadPoolExecutor(8) as pool:  # at once: batches for the settler
+            list(pool.map(pay, orders))
         # settled on a, streamed on b: the notification reaches a only
         notes = client.get(f"{sim_url}/sim/notifications").json()
         bodies = {n["out_trade_no"]: n["body"] for n in notes}
