@@ -156,6 +156,17 @@ class Shop:
     def count(self, phase: str) -> int:
         return sum(1 for m in list(self.made) if m.phase == phase)
 
+    def wait(self, count: int) -> None:
+        """Until ``count`` orders were made in the current phase; a failure ends the wait."""
+        phase = self.phase
+
+        def enough() -> bool:
+            if self.errors:
+                raise AssertionError(f"the shop failed in phase {phase!r}: {self.errors}")
+            return self.count(phase) >= count
+
+        wait_for(f"{count} orders in phase {phase!r}", enough)
+
     def start(self, threads: int) -> None:
         for n in range(threads):
             thread = threading.Thread(target=self._run, name=f"shop-{n}", daemon=True)
@@ -256,7 +267,7 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
                 logs = open_streams(balancer.url, [o["id"] for o in streamed], streams_stop)
                 wait_for("every stream's snapshot", lambda: all(x.messages for x in logs))
                 shop.start(threads=2)
-                wait_for("orders on the old release", lambda: shop.count("old") >= PER_PHASE)
+                shop.wait(PER_PHASE)
 
                 # 1. expand: the new release upgrades the schema under the old instances
                 shop.phase = "expanded"
@@ -267,8 +278,7 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
                     assert readyz(instance) | {"listen": None} == {
                         "status": "ready", "schema": new_head, "head": OLD_HEAD, "listen": None,
                     }  # fmt: skip
-                wait_for("orders by the old release on the new schema",
-                         lambda: shop.count("expanded") >= PER_PHASE)  # fmt: skip
+                shop.wait(PER_PHASE)  # made by the old release on the new schema
 
                 # 2. replace the instances one by one
                 exit_codes = {}
@@ -281,8 +291,7 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
                     balancer.wait_up(name)
                     assert readyz(instances[name])["head"] == new_head
                     shop.phase = f"after {name}"
-                    wait_for(f"orders after {name} was replaced",
-                             lambda: shop.count(shop.phase) >= PER_PHASE)  # fmt: skip
+                    shop.wait(PER_PHASE)
                 shop.finish()
                 with httpx.Client(timeout=30) as client:
                     for order in streamed:  # paid now: the new release settles them
