@@ -270,7 +270,7 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
                 shop.wait(PER_PHASE)
 
                 # 1. expand: the new release upgrades the schema under the old instances
-                shop.phase = "expanded"
+                shop.phase = "upgrading"
                 done = scanpay(["db", "upgrade", "--database-url", database_url])
                 assert done.returncode == 0, done.stderr
                 assert done.stdout.strip() == f"upgraded: {OLD_HEAD} -> {new_head}"
@@ -278,7 +278,8 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
                     assert readyz(instance) | {"listen": None} == {
                         "status": "ready", "schema": new_head, "head": OLD_HEAD, "listen": None,
                     }  # fmt: skip
-                shop.wait(PER_PHASE)  # made by the old release on the new schema
+                shop.phase = "expanded"  # orders begun from now on: old code, new schema
+                shop.wait(PER_PHASE)
 
                 # 2. replace the instances one by one
                 exit_codes = {}
