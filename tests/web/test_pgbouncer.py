@@ -14,6 +14,7 @@ through the direct LISTEN connection only (the safety-net poll is out of reach).
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shutil
@@ -37,6 +38,8 @@ import sqlalchemy as sa
 from scanpay.domain.reconciliation import shanghai_day
 from scanpay.simulator import Simulator
 from scanpay.simulator.faults import parse_header
+from scanpay.web.cluster import LISTEN_THROUGH_POOLER, ClusterRuntime
+from scanpay.web.hub import ChangeHub
 from scanpay.webhooks.signing import generate_secret
 from scanpay.wechat.v2.notify import is_success_ack
 from tests.store.conftest import POSTGRES_URL
@@ -50,9 +53,8 @@ from tests.web.cluster_kit import (
     open_streams,
     serve_recorded_simulator,
 )
+from tests.web.conftest import SettingsFactory
 from tests.webhooks.receiver import Receiver, check_signed, serve_receiver
-
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 SERVER_POOL = 2  # PgBouncer's server connections: fewer than the instances' clients
@@ -155,6 +157,8 @@ def rows(database_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_two_instances_through_pgbouncer_transaction_pooling(tmp_path: Path) -> None:
     if not POSTGRES_URL:
         pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
@@ -337,3 +341,26 @@ def run_the_shop(
     )
     assert len(listening) == 2, listening
     assert not {str(port) for (port,) in listening} & bouncer_ports
+
+
+def test_prepared_statements_off_without_a_listen_url_is_warned_about(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through a pooler LISTEN seems to work but hears nothing (tried above): an instance
+    configured for PgBouncer without a direct LISTEN URL says so when it starts."""
+    pooled = "postgresql+psycopg://scanpay@127.0.0.1:6432/scanpay"  # never connected to here
+    engine = sa.create_engine(pooled)
+    try:
+        for extra, warned in (
+            ({"database_prepared_statements": False}, True),
+            ({"database_prepared_statements": False, "database_listen_url": pooled}, False),
+            ({}, False),
+        ):
+            caplog.clear()
+            settings = make_settings(database_url=pooled, **extra)
+            with caplog.at_level(logging.WARNING, logger="scanpay.web.cluster"):
+                ClusterRuntime(settings, engine, ChangeHub())
+            assert (LISTEN_THROUGH_POOLER in caplog.messages) is warned, extra
+        assert "SCANPAY_DATABASE_LISTEN_URL" in LISTEN_THROUGH_POOLER
+    finally:
+        engine.dispose()
