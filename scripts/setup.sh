@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this checkout: a virtual environment with scanpay installed (editable) and, with
 # --test, the test-only dependencies plus the Debian packages the tests use (Chromium,
-# ChromeDriver, PostgreSQL). Quick when everything is already there.
+# ChromeDriver, PostgreSQL, HAProxy, PgBouncer). Quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +39,8 @@ if [ "$want_test" = 1 ]; then
     command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    # transaction pooling in front of PostgreSQL (tests/web/test_pgbouncer.py)
+    [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
     # Chinese text in the browser tests' screenshots
     [ -d /usr/share/fonts/opentype/noto ] || need+=(fonts-noto-cjk)
     if [ "${#need[@]}" -gt 0 ]; then

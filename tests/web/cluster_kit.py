@@ -310,39 +310,52 @@ def running_cluster(
 ) -> Iterator[Cluster]:
     """A fresh database on the server at ``postgres_url``, upgraded with ``scanpay db
     upgrade``; the simulator; the instances; HAProxy. Everything is stopped afterwards."""
-    db_name = "scanpay_cluster_" + secrets.token_hex(5)
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{db_name}"')
-    database_url = sa.make_url(postgres_url).set(database=db_name).render_as_string(False)
     instances: dict[str, Instance] = {}
     balancer: Balancer | None = None
+    with fresh_database(postgres_url) as database_url:
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "scanpay.cli.main", "db", "upgrade", "--database-url",
+                 database_url],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            with serve_recorded_simulator() as (sim, sim_url, recorder):
+                ports = {name: free_port() for name in names}
+                balancer = Balancer(folder, ports)
+                env = instance_env(database_url, balancer.url, sim, sim_url)
+                instances = {
+                    name: Instance(name, port, env, folder) for name, port in ports.items()
+                }
+                for instance in instances.values():
+                    instance.start()
+                for instance in instances.values():
+                    instance.wait_ready()
+                balancer.start()
+                for name in names:
+                    balancer.wait_up(name)
+                yield Cluster(database_url, sim, sim_url, recorder, instances, balancer)
+        finally:
+            if balancer is not None:
+                balancer.stop()
+            for instance in instances.values():
+                instance.stop()
+
+
+@contextmanager
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty database on the server at ``postgres_url`` (its URL), dropped afterwards
+    (with whatever sessions still use it)."""
+    db_name = "scanpay_cluster_" + secrets.token_hex(5)
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     try:
-        subprocess.run(
-            [sys.executable, "-m", "scanpay.cli.main", "db", "upgrade", "--database-url",
-             database_url],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        with serve_recorded_simulator() as (sim, sim_url, recorder):
-            ports = {name: free_port() for name in names}
-            balancer = Balancer(folder, ports)
-            env = instance_env(database_url, balancer.url, sim, sim_url)
-            instances = {name: Instance(name, port, env, folder) for name, port in ports.items()}
-            for instance in instances.values():
-                instance.start()
-            for instance in instances.values():
-                instance.wait_ready()
-            balancer.start()
-            for name in names:
-                balancer.wait_up(name)
-            yield Cluster(database_url, sim, sim_url, recorder, instances, balancer)
-    finally:
-        if balancer is not None:
-            balancer.stop()
-        for instance in instances.values():
-            instance.stop()
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{db_name}"')
+        try:
+            yield sa.make_url(postgres_url).set(database=db_name).render_as_string(False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    finally:
         admin.dispose()
 
 

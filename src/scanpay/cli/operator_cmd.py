@@ -20,6 +20,7 @@ from scanpay.domain.operators import Action, Role, check_name
 from scanpay.errors import ValidationError
 from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.operators import OperatorStore
+from scanpay.web.cluster import engine_options
 from scanpay.web.console.passwords import hash_password
 
 
@@ -57,7 +58,7 @@ def read_password(from_stdin: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_file)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **engine_options(settings))
     try:
         if settings.migrate_on_startup:
             upgrade(engine)

@@ -28,6 +28,7 @@ from scanpay.reconcile.service import Reconciler
 from scanpay.reconcile.source import ClientBillSource
 from scanpay.store.migrate import make_engine, upgrade
 from scanpay.store.reconciliations import ReconciliationStore
+from scanpay.web.cluster import engine_options
 from scanpay.web.wiring import build_wechat
 
 MATCHED: Final = 0
@@ -82,7 +83,7 @@ async def reconcile(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Report:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **engine_options(settings))
     try:
         if settings.migrate_on_startup:
             upgrade(engine)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
@@ -28,6 +28,15 @@ from scanpay.web.hub import ChangeHub
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
+
+# Prepared statements off is the sign of a transaction pooler (PgBouncer), where LISTEN seems
+# to work but hears nothing (tests/web/test_pgbouncer.py tried it): say so at start.
+LISTEN_THROUGH_POOLER: Final = (
+    "SCANPAY_DATABASE_PREPARED_STATEMENTS=false but no SCANPAY_DATABASE_LISTEN_URL: behind a"
+    " transaction pooler such as PgBouncer, LISTEN needs a direct connection to PostgreSQL;"
+    " without it status streams hear of other instances' changes only through the"
+    " SCANPAY_STREAM_POLL_SECONDS poll"
+)
 
 
 def engine_options(settings: Settings) -> dict[str, Any]:
@@ -53,6 +62,8 @@ class ClusterRuntime:
         if engine.dialect.name == "postgresql":
             url = settings.database_listen_url or settings.database_url
             self.listener = ChangeListener(url, hub.changed, hub.catch_up)
+            if not settings.database_prepared_statements and not settings.database_listen_url:
+                log.warning(LISTEN_THROUGH_POOLER)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
