@@ -89,6 +89,65 @@ _MOVE: Final = (
         updated_at=sa.bindparam("at", type_=D.updated_at.type),
     )
 )
+_EARLIER = webhook_deliveries.alias("earlier")
+_BLOCKED = (  # an earlier event of the same order still pending for the same endpoint
+    sa.select(_EARLIER.c.id)
+    .where(
+        _EARLIER.c.endpoint_id == D.endpoint_id,
+        _EARLIER.c.order_key == D.order_key,
+        _EARLIER.c.event_id < D.event_id,
+        _EARLIER.c.status == PENDING,
+    )
+    .exists()
+)
+_NOW = sa.bindparam("now", type_=D.next_attempt_at.type)
+_CLAIM_PICK: Final = (
+    sa.select(D.id)
+    .where(
+        D.status == PENDING,
+        D.next_attempt_at <= _NOW,
+        sa.or_(D.lease_until.is_(None), D.lease_until < _NOW),
+        D.endpoint_id.in_(sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()),
+        ~_BLOCKED,
+    )
+    .order_by(D.next_attempt_at, D.id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM_LEASE: Final = (
+    sa.update(webhook_deliveries)
+    .where(D.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(
+        lease_until=sa.bindparam("until", type_=D.lease_until.type),
+        leased_by=sa.bindparam("worker", type_=D.leased_by.type),
+    )
+)
+_CLAIMED: Final = (
+    sa.select(
+        D.id,
+        D.event_id,
+        D.attempts,
+        E.public_id,
+        E.body,
+        W.id.label("endpoint_id"),
+        W.url,
+        W.secret,
+        W.previous_secret,
+        W.previous_until,
+    )
+    .join(events, E.id == D.event_id)
+    .join(webhook_endpoints, W.id == D.endpoint_id)
+    .where(D.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(D.event_id)
+)
+_HELD: Final = sa.select(D.id).where(
+    D.id.in_(sa.bindparam("ids", expanding=True)),
+    D.leased_by == sa.bindparam("worker", type_=D.leased_by.type),
+    D.status == PENDING,
+)
+_HELD_LOCKED: Final = _HELD.with_for_update()
+_INSERT_ATTEMPT: Final = sa.insert(webhook_attempts)
+_INSERT_DELIVERY: Final = sa.insert(webhook_deliveries)
 _ANY_DUE: Final = (
     sa.select(D.id)
     .where(
@@ -250,7 +309,7 @@ class OutboxStore:
             updates.append({"row_id": row.id, "pos": position, "pid": public_id, "b": body})
         conn.execute(_SET_POSITION, updates)
         if deliveries:
-            conn.execute(sa.insert(webhook_deliveries), deliveries)
+            conn.execute(_INSERT_DELIVERY, deliveries)
         return len(rows), len(deliveries)
 
     async def publish(self, limit: int = 500) -> int:
@@ -270,64 +329,15 @@ class OutboxStore:
     def _claim(
         self, conn: sa.Connection, worker: str, lease_seconds: float, limit: int, now: datetime
     ) -> list[Due]:
-        earlier = webhook_deliveries.alias("earlier")
-        blocked = (
-            sa.select(earlier.c.id)
-            .where(
-                earlier.c.endpoint_id == D.endpoint_id,
-                earlier.c.order_key == D.order_key,
-                earlier.c.event_id < D.event_id,
-                earlier.c.status == PENDING,
-            )
-            .exists()
-        )
-        enabled = sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()
-        due = sa.and_(
-            D.status == PENDING,
-            D.next_attempt_at <= now,
-            sa.or_(D.lease_until.is_(None), D.lease_until < now),
-            D.endpoint_id.in_(enabled),
-            ~blocked,
-        )
-        pick = (
-            sa.select(D.id)
-            .where(due)
-            .order_by(D.next_attempt_at, D.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        until = now + timedelta(seconds=lease_seconds)
         # two statements, not UPDATE ... WHERE id IN (SELECT ... LIMIT): PostgreSQL may run
-        # such a subquery more than once and lease more than ``limit`` rows
-        picked = conn.execute(pick).scalars().all()
+        # such a subquery more than once and lease more than ``limit`` rows. The rows picked
+        # are locked (FOR UPDATE on PostgreSQL, the write lock on SQLite) until the commit.
+        picked = conn.execute(_CLAIM_PICK, {"now": now, "limit": limit}).scalars().all()
         if not picked:
             return []
-        ids = conn.execute(
-            sa.update(webhook_deliveries)
-            .where(D.id.in_(picked), due)
-            .values(lease_until=until, leased_by=worker)
-            .returning(D.id)
-        ).scalars().all()  # fmt: skip
-        if not ids:
-            return []
-        rows = conn.execute(
-            sa.select(
-                D.id,
-                D.event_id,
-                D.attempts,
-                E.public_id,
-                E.body,
-                W.id.label("endpoint_id"),
-                W.url,
-                W.secret,
-                W.previous_secret,
-                W.previous_until,
-            )
-            .join(events, E.id == D.event_id)
-            .join(webhook_endpoints, W.id == D.endpoint_id)
-            .where(D.id.in_(ids))
-            .order_by(D.event_id)
-        ).all()
+        until = now + timedelta(seconds=lease_seconds)
+        conn.execute(_CLAIM_LEASE, {"ids": picked, "until": until, "worker": worker})
+        rows = conn.execute(_CLAIMED, {"ids": picked}).all()
         found = []
         for row in rows:
             keys = [row.secret]
@@ -374,14 +384,10 @@ class OutboxStore:
         them, locked on PostgreSQL; one executemany moves them)."""
         if not outcomes:
             return []
-        held_query = sa.select(D.id).where(
-            D.id.in_([o.due.delivery_id for o in outcomes]),
-            D.leased_by == worker,
-            D.status == PENDING,
-        )
-        if self._postgres:
-            held_query = held_query.with_for_update()
-        held = set(conn.execute(held_query).scalars())
+        held_query = _HELD_LOCKED if self._postgres else _HELD
+        found = conn.execute(held_query, {"ids": [o.due.delivery_id for o in outcomes],
+                                          "worker": worker})  # fmt: skip
+        held = set(found.scalars())
         moves = [
             {
                 "d_id": due.delivery_id,
@@ -397,7 +403,7 @@ class OutboxStore:
         if moves:
             conn.execute(_MOVE, moves)
         conn.execute(
-            sa.insert(webhook_attempts),
+            _INSERT_ATTEMPT,
             [
                 {
                     "delivery_id": o.due.delivery_id,

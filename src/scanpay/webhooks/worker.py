@@ -62,6 +62,7 @@ class WebhookWorker:
         self._done: list[Outcome] = []  # finished attempts not yet recorded
         self._stopping = False
         self._changed = False  # events written here since the last pass began
+        self.published = 0  # rows the last pass published
 
     def wake(self, _order_id: str | None = None) -> None:
         """This process wrote events: publish them soon."""
@@ -75,7 +76,7 @@ class WebhookWorker:
     async def run_once(self) -> int:
         """Record finished attempts, publish, then lease and start due deliveries, in one
         database call and transaction; returns how many deliveries were started."""
-        started = 0
+        started = self.published = 0
         while True:
             done, self._done = self._done, []
             changed, self._changed = self._changed, False
@@ -93,6 +94,7 @@ class WebhookWorker:
                 self._inflight.add(task)
                 task.add_done_callback(self._finished)
             started += len(cycle.claimed)
+            self.published += cycle.published
             if cycle.published < PUBLISH_BATCH:
                 return started
 
@@ -137,6 +139,7 @@ class WebhookWorker:
     async def _run(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
+        published_at = -self.batch_seconds  # when the last pass that published began
         while not self._stopping:
             self._wakeup.clear()
             began = loop.time()
@@ -144,13 +147,18 @@ class WebhookWorker:
                 await self.run_once()
             except Exception as exc:  # noqa: BLE001 - a pass failing must not end the task
                 log.warning("webhook pass failed: %s", type(exc).__name__)
+            if self.published:
+                published_at = began
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wakeup.wait()
-            # Let wake-ups that come together share a pass, and under load start passes at
-            # most every batch_seconds: each pass then publishes, records and claims many
-            # rows in one transaction instead of one transaction per change.
-            await asyncio.sleep(max(COALESCE_SECONDS, began + self.batch_seconds - loop.time()))
+            # Let wake-ups that come together share a pass, and start a pass at most
+            # batch_seconds after the last one that published: under load each pass then
+            # publishes many rows in one transaction instead of one transaction per change,
+            # while a payment after a quiet spell (or after a pass that only recorded
+            # attempts) is published at once.
+            wait = published_at + self.batch_seconds - loop.time()
+            await asyncio.sleep(max(COALESCE_SECONDS, wait))
 
     async def start(self) -> None:
         if self._task is None:
