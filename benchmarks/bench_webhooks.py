@@ -30,12 +30,18 @@ Method (issue 11's benchmark; loopback only):
   service CPU is counted until its worker is done (every event published, every webhook
   received) plus the same idle second for every mode. Prints each round's CPU per
   notification and rate, then best and median per mode and the on/off ratio per round.
+  With ``--together`` the three services of a round are loaded at the same time (each over
+  its own ``--concurrency`` connections), so whatever else runs on the machine weighs on all
+  three alike — the steadier ratio on a shared machine, at a lower rate per service;
+* ``--sender``: the sender alone, ``--orders`` x 8 POSTs to 8 receivers in this process, 64 at
+  a time; CPU of this process (sender and receivers) per POST.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -267,10 +273,17 @@ def mode_env(folder: Path, build: Notifications, sim_url: str, base: str, mode: 
 
 
 async def worker_cost_run(
-    args: argparse.Namespace, folder: Path, sim_url: str, build: Notifications, mode: str
+    args: argparse.Namespace,
+    folder: Path,
+    sim_url: str,
+    build: Notifications,
+    mode: str,
+    barrier: asyncio.Barrier | None = None,
+    setup: asyncio.Lock | None = None,
 ) -> tuple[float, float]:
     """One fresh service in ``mode`` (off, on, hook); returns (CPU ms per notification,
-    notifications per second)."""
+    notifications per second). With ``barrier``, the timed part starts together with the
+    other modes' (``--together``)."""
     port = free_port()
     base = f"http://{HOST}:{port}"
     env_file = mode_env(folder, build, sim_url, base, mode)
@@ -279,15 +292,19 @@ async def worker_cost_run(
                     folder / "service.log", f"{base}/healthz")  # fmt: skip
     receivers = Receivers()
     try:
-        if mode == "hook":
-            url = await receivers.add()
-            auth = {"Authorization": f"Bearer {SHOP_KEY}"}
-            async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as http:
-                (await http.post("/api/webhook-endpoints", json={"url": url})).raise_for_status()
-        orders = await create_orders(base, args.orders)
+        async with setup or contextlib.nullcontext():  # one at a time: the simulator copes
+            if mode == "hook":
+                url = await receivers.add()
+                auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+                async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as http:
+                    answer = await http.post("/api/webhook-endpoints", json={"url": url})
+                    answer.raise_for_status()
+            orders = await create_orders(base, args.orders)
         requests = [build.build("v2", o) for o in orders]
         await run_rate(port, [Request("GET", "/healthz")] * 200, args.concurrency, 30.0)
         await asyncio.sleep(1.0)  # the worker done with the orders' creation
+        if barrier is not None:
+            await barrier.wait()
         cpu_start = cpu_seconds(service.pid)
         rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
         if len(answers) != len(requests) or not all(acknowledged("v2", *a) for a in answers):
@@ -355,10 +372,23 @@ async def worker_cost(args: argparse.Namespace) -> None:
                   f"connections; load average {os.getloadavg()[0]:.2f} at start")  # fmt: skip
             for n in range(args.rounds):
                 line = []
-                for mode in modes if n % 2 == 0 else modes[::-1]:  # neither always first
-                    ms, rate = await worker_cost_run(
-                        args, folder / f"{n}-{mode}", sim_url, build, mode
-                    )
+                order = modes if n % 2 == 0 else modes[::-1]  # neither always first
+                found: dict[str, tuple[float, float]] = {}
+                if args.together:  # the three services loaded at the same time
+                    barrier, setup = asyncio.Barrier(len(modes)), asyncio.Lock()
+                    done = await asyncio.gather(*(
+                        worker_cost_run(args, folder / f"{n}-{m}", sim_url, build, m, barrier,
+                                        setup)
+                        for m in order
+                    ))  # fmt: skip
+                    found = dict(zip(order, done, strict=True))
+                for mode in order:
+                    if args.together:
+                        ms, rate = found[mode]
+                    else:
+                        ms, rate = await worker_cost_run(
+                            args, folder / f"{n}-{mode}", sim_url, build, mode
+                        )
                     cpu[mode].append(ms)
                     rates[mode].append(rate)
                     line.append(f"{mode} {ms:.3f} ms {rate:5.0f}/s")
@@ -388,6 +418,11 @@ def main() -> int:
         help="CPU per notification with the worker off, on, on + 1 endpoint",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --worker-cost")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="--worker-cost: load the three services at the same time",
+    )
     parser.add_argument("--sender", action="store_true", help="the sender alone (CPU per POST)")
     args = parser.parse_args()
     if args.quick:

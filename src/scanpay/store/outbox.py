@@ -435,13 +435,18 @@ class OutboxStore:
         outcomes: Sequence[Outcome] = (),
         limit: int = 500,
         changed: bool = False,
+        look_for_due: bool = True,
     ) -> Cycle:
         """A worker's pass in one write transaction: record ``outcomes``, publish up to
         ``limit`` rows, lease up to ``claim_limit`` due deliveries. With nothing to record
         and no change known (``changed``: this process wrote events), a read comes first,
-        so an idle pass takes no write lock."""
+        so an idle pass takes no write lock. A pass for a change with nothing to record
+        leases only what it created unless ``look_for_due`` (the worker asks now and then,
+        for retries coming due)."""
         now = self._clock()
         unpublished = due = True
+        if changed and not outcomes:
+            due = look_for_due
         if not outcomes and not changed:
             with self.engine.begin() as conn:
                 unpublished, due = conn.execute(
@@ -465,9 +470,10 @@ class OutboxStore:
         outcomes: Sequence[Outcome] = (),
         limit: int = 500,
         changed: bool = False,
+        look_for_due: bool = True,
     ) -> Cycle:
         done: Cycle = await self._run(self.cycle_sync, worker, lease_seconds, claim_limit,
-                                      outcomes, limit, changed)  # fmt: skip
+                                      outcomes, limit, changed, look_for_due)  # fmt: skip
         return done
 
     async def record(

@@ -32,8 +32,8 @@ class WebhookRuntime:
     def allow_private(self) -> bool:
         return self.settings.webhook_allow_private
 
-    def wake(self, _order_id: str | None = None) -> None:
-        self.worker.wake()
+    def wake(self, order_id: str | None = None) -> None:
+        self.worker.wake(order_id)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
