@@ -9,6 +9,8 @@ carry (built once, so every attempt sends the same bytes) and one delivery per e
 endpoint that wants the type — all in one transaction. :meth:`claim` leases due deliveries
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) whose order has no earlier delivery pending for
 the same endpoint, so an order's events arrive in order and nothing else waits.
+:meth:`cycle_sync` is the worker's pass: record, publish and claim in one transaction, a
+few statements (built once, executemany for many rows) whatever the batch size.
 """
 
 from __future__ import annotations
