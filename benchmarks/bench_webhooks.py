@@ -21,12 +21,27 @@ Method (issue 11's benchmark; loopback only):
   *deliveries/s* all deliveries (orders x 8) over the time from the first notification to
   the last delivery, and *lag* how long after the last acknowledgement the last delivery
   arrived. Delivery keeps up when deliveries/s is about 8 x notify/s and the lag is small.
+  *CPU ms*: the service process's CPU time (all threads, ``/proc/PID/task/*/schedstat``) from
+  the first notification to the last delivery, per notification and per delivery;
+* ``--worker-cost``: what the webhook worker costs a notification. ``--rounds`` rounds, each
+  starting three fresh services (fresh databases) one after the other: worker *off*
+  (``SCANPAY_WEBHOOKS_ENABLED=false``), *on* with no endpoint, and *on* with one endpoint
+  (``hook``); each takes ``--orders`` notifications over ``--concurrency`` connections and the
+  service CPU is counted until its worker is done (every event published, every webhook
+  received) plus the same idle second for every mode. Prints each round's CPU per
+  notification and rate, then best and median per mode and the on/off ratio per round.
+  With ``--together`` the three services of a round are loaded at the same time (each over
+  its own ``--concurrency`` connections), so whatever else runs on the machine weighs on all
+  three alike — the steadier ratio on a shared machine, at a lower rate per service;
+* ``--sender``: the sender alone, ``--orders`` x 8 POSTs to 8 receivers in this process, 64 at
+  a time; CPU of this process (sender and receivers) per POST.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -44,7 +59,9 @@ from bench_service import (
     SHOP_KEY,
     Connection,
     Notifications,
+    Request,
     acknowledged,
+    cpu_seconds,
     create_orders,
     free_port,
     percentile,
@@ -54,6 +71,8 @@ from bench_service import (
     stop,
 )
 from scanpay.simulator import credentials as credential_store
+from scanpay.webhooks.sender import Sender
+from scanpay.webhooks.signing import generate_secret, sign_headers
 
 
 class Receivers:
@@ -135,7 +154,7 @@ async def run(args: argparse.Namespace) -> None:
                              "--env-file", str(env_file), "--log-level", "warning"],
                             folder / "service.log", f"{base}/healthz")  # fmt: skip
             try:
-                await measure(args, base, port, receivers, Notifications(creds, keys))
+                await measure(args, base, port, receivers, Notifications(creds, keys), service.pid)
             finally:
                 stop(service)
         finally:
@@ -144,7 +163,12 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def measure(
-    args: argparse.Namespace, base: str, port: int, receivers: Receivers, build: Notifications
+    args: argparse.Namespace,
+    base: str,
+    port: int,
+    receivers: Receivers,
+    build: Notifications,
+    pid: int,
 ) -> None:
     auth = {"Authorization": f"Bearer {SHOP_KEY}"}
     async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as http:
@@ -154,7 +178,7 @@ async def measure(
             answer.raise_for_status()
             if len(receivers.servers) == 1:  # latency first, with one endpoint
                 await latency(args, base, port, receivers, build)
-    await throughput(args, base, port, receivers, build)
+    await throughput(args, base, port, receivers, build, pid)
 
 
 async def latency(
@@ -187,12 +211,19 @@ async def latency(
 
 
 async def throughput(
-    args: argparse.Namespace, base: str, port: int, receivers: Receivers, build: Notifications
+    args: argparse.Namespace,
+    base: str,
+    port: int,
+    receivers: Receivers,
+    build: Notifications,
+    pid: int,
 ) -> None:
     endpoints = len(receivers.servers)
     orders = await create_orders(base, args.orders)
     requests = [build.build("v2", o) for o in orders]
     before = receivers.count
+    await asyncio.sleep(1.0)  # the worker done with the orders' creation
+    cpu_start = cpu_seconds(pid)
     began = time.perf_counter()
     _rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
     acked = time.perf_counter()
@@ -200,6 +231,7 @@ async def throughput(
         raise RuntimeError("not every notification was acknowledged")
     keys = [(e, o.id) for o in orders for e in range(endpoints)]
     last = max([await receivers.wait(key, 120.0) for key in keys])
+    cpu_end = cpu_seconds(pid)
     delivered = receivers.count - before
     notify_rate = len(orders) / (acked - began)
     delivery_rate = delivered / (last - began)
@@ -209,6 +241,169 @@ async def throughput(
           f"({delivery_rate / endpoints:5.0f} per endpoint)   "
           f"lag after last ack {(last - acked) * 1000:7.0f} ms   "
           f"deliveries {delivered} (duplicates {delivered - len(keys)})")  # fmt: skip
+    if cpu_start is not None and cpu_end is not None:
+        used = (cpu_end - cpu_start) * 1e3
+        print(f"  service CPU {used / len(orders):.3f} ms per notification (with its "
+              f"{endpoints} deliveries), {used / delivered:.3f} ms per delivery; load average "
+              f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+
+
+async def published(base: str, kind: str) -> int:
+    """How many events of ``kind`` ``GET /api/events`` lists (so: published)."""
+    auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+    count, cursor = 0, None
+    async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as http:
+        while True:
+            params = {"type": kind, "limit": "100"} | ({"after": cursor} if cursor else {})
+            page = (await http.get("/api/events", params=params)).raise_for_status().json()
+            count += len(page["items"])
+            cursor = page["next_cursor"]
+            if not page["items"] or not cursor:
+                return count
+
+
+def mode_env(folder: Path, build: Notifications, sim_url: str, base: str, mode: str) -> Path:
+    folder.mkdir()
+    env_file = service_env(folder, build.creds, sim_url, "v2")
+    extra = f"SCANPAY_PUBLIC_BASE_URL={base}\nSCANPAY_WEBHOOK_ALLOW_PRIVATE=true\n"
+    if mode == "off":
+        extra += "SCANPAY_WEBHOOKS_ENABLED=false\n"
+    env_file.write_text(env_file.read_text() + extra)
+    return env_file
+
+
+async def worker_cost_run(
+    args: argparse.Namespace,
+    folder: Path,
+    sim_url: str,
+    build: Notifications,
+    mode: str,
+    barrier: asyncio.Barrier | None = None,
+    setup: asyncio.Lock | None = None,
+) -> tuple[float, float]:
+    """One fresh service in ``mode`` (off, on, hook); returns (CPU ms per notification,
+    notifications per second). With ``barrier``, the timed part starts together with the
+    other modes' (``--together``)."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    env_file = mode_env(folder, build, sim_url, base, mode)
+    service = start([str(SCANPAY), "serve", "--host", HOST, "--port", str(port),
+                     "--env-file", str(env_file), "--log-level", "warning"],
+                    folder / "service.log", f"{base}/healthz")  # fmt: skip
+    receivers = Receivers()
+    try:
+        async with setup or contextlib.nullcontext():  # one at a time: the simulator copes
+            if mode == "hook":
+                url = await receivers.add()
+                auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+                async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as http:
+                    answer = await http.post("/api/webhook-endpoints", json={"url": url})
+                    answer.raise_for_status()
+            orders = await create_orders(base, args.orders)
+        requests = [build.build("v2", o) for o in orders]
+        await run_rate(port, [Request("GET", "/healthz")] * 200, args.concurrency, 30.0)
+        await asyncio.sleep(1.0)  # the worker done with the orders' creation
+        if barrier is not None:
+            await barrier.wait()
+        cpu_start = cpu_seconds(service.pid)
+        rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
+        if len(answers) != len(requests) or not all(acknowledged("v2", *a) for a in answers):
+            raise RuntimeError("not every notification was acknowledged")
+        if mode == "hook":
+            for o in orders:
+                await receivers.wait((0, o.id), 120.0)
+        await asyncio.sleep(1.0)  # the same idle second for every mode
+        cpu_end = cpu_seconds(service.pid)
+        if mode != "off" and (found := await published(base, "order.paid")) != len(orders):
+            raise RuntimeError(f"{found} of {len(orders)} order.paid events published")
+        assert cpu_start is not None
+        assert cpu_end is not None
+        return (cpu_end - cpu_start) / len(requests) * 1e3, rate
+    finally:
+        await receivers.close()
+        stop(service)
+
+
+async def sender_cost(args: argparse.Namespace, sender: Sender | None = None) -> None:
+    """The sender alone: ``--orders`` x 8 POSTs to 8 receivers in this process, up to 64 at a
+    time (the worker's concurrency); CPU of this process (sender and receivers) per POST."""
+    receivers = Receivers()
+    sender = sender or Sender(allow_private=True)
+    urls = [await receivers.add() for _ in range(8)]
+    body = json.dumps({"type": "order.paid", "data": {"id": "ord_x"}}).encode()
+    headers = sign_headers([generate_secret()], "evt_bench", int(time.time()), body)
+    gate = asyncio.Semaphore(64)
+
+    async def post(url: str) -> None:
+        async with gate:
+            answer = await sender.post(url, headers, body)
+            if answer.status != 200:
+                raise RuntimeError(f"receiver answered {answer}")
+
+    try:
+        for label in ("warm-up", "timed"):
+            count = 200 if label == "warm-up" else args.orders * 8
+            cpu, began = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(post(urls[n % 8]) for n in range(count)))
+            cpu, took = time.process_time() - cpu, time.perf_counter() - began
+        print(f"sender alone, {count} POSTs to 8 loopback receivers, 64 at a time: "
+              f"{count / took:.0f}/s, {cpu / count * 1e3:.3f} ms CPU per POST (sender and "
+              f"receiver); load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    finally:
+        await sender.aclose()
+        await receivers.close()
+
+
+async def worker_cost(args: argparse.Namespace) -> None:
+    modes = ("off", "on", "hook")
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="scanpay-bench-webhooks-") as tmp:
+        folder = Path(tmp)
+        creds, keys = credential_store.load_or_create(folder / "simulator")
+        sim_port = free_port()
+        sim_url = f"http://{HOST}:{sim_port}"
+        sim = start([str(SCANPAY), "simulator", "--state-dir", str(folder / "simulator"),
+                     "--port", str(sim_port), "--log-level", "warning"],
+                    folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
+        build = Notifications(creds, keys)
+        try:
+            print(f"worker cost, v2, {args.orders} notifications over {args.concurrency} "
+                  f"connections; load average {os.getloadavg()[0]:.2f} at start")  # fmt: skip
+            for n in range(args.rounds):
+                line = []
+                order = modes if n % 2 == 0 else modes[::-1]  # neither always first
+                found: dict[str, tuple[float, float]] = {}
+                if args.together:  # the three services loaded at the same time
+                    barrier, setup = asyncio.Barrier(len(modes)), asyncio.Lock()
+                    done = await asyncio.gather(*(
+                        worker_cost_run(args, folder / f"{n}-{m}", sim_url, build, m, barrier,
+                                        setup)
+                        for m in order
+                    ))  # fmt: skip
+                    found = dict(zip(order, done, strict=True))
+                for mode in order:
+                    if args.together:
+                        ms, rate = found[mode]
+                    else:
+                        ms, rate = await worker_cost_run(
+                            args, folder / f"{n}-{mode}", sim_url, build, mode
+                        )
+                    cpu[mode].append(ms)
+                    rates[mode].append(rate)
+                    line.append(f"{mode} {ms:.3f} ms {rate:5.0f}/s")
+                print(f"  round {n + 1}: " + ",  ".join(line)
+                      + f"   on/off {cpu['on'][-1] / cpu['off'][-1]:.2f}"
+                      + f"   load {os.getloadavg()[0]:.2f}")  # fmt: skip
+        finally:
+            stop(sim)
+    for mode in modes:
+        print(f"  {mode:<4} CPU ms/notification best {min(cpu[mode]):.3f} median "
+              f"{statistics.median(cpu[mode]):.3f};  notify/s best {max(rates[mode]):.0f} "
+              f"median {statistics.median(rates[mode]):.0f}")  # fmt: skip
+    ratios = [on / off for on, off in zip(cpu["on"], cpu["off"], strict=True)]
+    print(f"  on/off CPU per notification, per round: median {statistics.median(ratios):.2f}, "
+          f"best {min(ratios):.2f}, worst {max(ratios):.2f}  (goal: <= 1.15)")  # fmt: skip
 
 
 def main() -> int:
@@ -217,11 +412,26 @@ def main() -> int:
     parser.add_argument("--latency-orders", type=int, default=200, help="timed one at a time")
     parser.add_argument("--concurrency", type=int, default=8, help="notification connections")
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts")
+    parser.add_argument(
+        "--worker-cost",
+        action="store_true",
+        help="CPU per notification with the worker off, on, on + 1 endpoint",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --worker-cost")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="--worker-cost: load the three services at the same time",
+    )
+    parser.add_argument("--sender", action="store_true", help="the sender alone (CPU per POST)")
     args = parser.parse_args()
     if args.quick:
-        args.orders, args.latency_orders = 100, 30
+        args.orders, args.latency_orders, args.rounds = 100, 30, 1
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    asyncio.run(run(args))
+    if args.sender:
+        asyncio.run(sender_cost(args))
+    else:
+        asyncio.run(worker_cost(args) if args.worker_cost else run(args))
     return 0
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from scanpay.domain.model import EventType, OrderStatus
 from scanpay.store.migrate import writer
-from scanpay.store.outbox import Attempt, OutboxStore
+from scanpay.store.outbox import Attempt, OutboxStore, Outcome
 from scanpay.store.rows import append_event
 from scanpay.store.tables import orders, payment_attempts
 
@@ -134,3 +134,41 @@ def test_a_failing_order_does_not_hold_back_others(engine: sa.Engine) -> None:
     ready = outbox.claim_sync("w", 30, 10)
     # the second order goes; the first order's refund waits behind its failing payment
     assert [json.loads(d.body)["data"]["id"] for d in ready] == [second]
+
+
+def test_one_pass_records_publishes_and_claims(engine: sa.Engine) -> None:
+    # the worker's pass (cycle_sync): finished attempts recorded (a lost lease reported, its
+    # attempt still kept), new rows published in one batch, due deliveries leased
+    clock = Clock()
+    outbox = _outbox(engine, clock)
+    assert outbox.cycle_sync("w", 30, 10) == ([], 0, [])  # idle: nothing done
+    outbox.configure_settings_endpoint_sync("http://shop.example/hook", "whsec_x", None)
+    orders_ = [_order(engine, n) for n in range(1, 4)]
+    for order_id in orders_:
+        _event(engine, order_id, EventType.PAID, OrderStatus.PAID)
+    kept, published, [first] = outbox.cycle_sync("w", 30, 1)
+    assert (kept, published) == ([], 6)  # three created (internal), three paid
+    listed = outbox.list_events_sync(0, None, 10)
+    assert [e.position for e in listed] == sorted({e.position for e in listed})
+    assert [json.loads(e.body)["data"]["out_trade_no"] for e in listed] == [
+        f"sp{n:020d}" for n in range(1, 4)
+    ]  # fmt: skip
+    clock.now += timedelta(seconds=31)  # the lease runs out: "v" takes the first delivery
+    [retaken] = outbox.claim_sync("v", 30, 1)
+    assert retaken.delivery_id == first.delivery_id
+    [second] = outbox.cycle_sync("w", 30, 1).claimed
+    late = Outcome(first, _ok(clock), None, True)
+    failed = Outcome(second, Attempt(clock.now, 503, 5, "busy", None),
+                     clock.now + timedelta(minutes=5), False)  # fmt: skip
+    _event(engine, orders_[0], EventType.REFUNDED, OrderStatus.REFUNDED)
+    kept, published, claimed = outbox.cycle_sync("w", 30, 10, [late, failed], changed=True)
+    assert (kept, published) == ([False, True], 1)
+    assert [d.public_id for d in claimed] == [listed[2].id]  # the refund waits for "v"
+    state = {d[0]: d[2:] for d in outbox.deliveries_sync()}
+    assert state[first.public_id] == ("pending", 0)  # "v" holds it
+    assert state[second.public_id] == ("pending", 1)  # again in five minutes
+    [delivery] = outbox.event_sync(first.public_id)[1]
+    assert [a.status_code for a in delivery.history] == [200]  # the late attempt is kept
+    done = outbox.cycle_sync("v", 30, 10, [Outcome(retaken, _ok(clock), None, True)])
+    assert done.kept == [True]
+    assert [json.loads(d.body)["type"] for d in done.claimed] == ["order.refunded"]

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
 from scanpay.config import Settings
@@ -33,8 +32,8 @@ class WebhookRuntime:
     def allow_private(self) -> bool:
         return self.settings.webhook_allow_private
 
-    def wake(self, _order_id: str | None = None) -> None:
-        self.worker.wake()
+    def wake(self, order_id: str | None = None) -> None:
+        self.worker.wake(order_id)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -68,11 +67,10 @@ def build_webhooks(
     engine: sa.Engine,
     run: Callable[..., Any],
     clock: Callable[[], datetime],
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> WebhookRuntime:
     """``run`` runs a blocking database call where the order store runs its own."""
     outbox = OutboxStore(engine, run, clock)
-    sender = Sender(allow_private=settings.webhook_allow_private, transport=transport)
+    sender = Sender(allow_private=settings.webhook_allow_private)
     worker = WebhookWorker(
         outbox,
         sender,
