@@ -352,12 +352,13 @@ _PG_WRITES: Final = (
 class PgOps:
     """:class:`SettleOps` on a psycopg 3 connection in pipeline mode (PostgreSQL), inside its
     transaction: :meth:`lock` reads and locks the batch's rows in one round trip, the rest
-    answers from them and collects its writes; :meth:`flush` sends them, a few statements for
-    the whole batch (they travel with the commit)."""
+    answers from them and collects its writes; :meth:`flush` sends them, one statement for the
+    whole batch (it travels with the commit)."""
 
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         self.conn = conn
         self._attempts: dict[str, PaymentAttempt] = {}
+        self._numbers: dict[str, str] = {}  # attempt id -> out_trade_no
         self._orders: dict[str, tuple[OrderStatus, int]] = {}  # status, last_seq
         self._bumps: list[tuple[str, int, str, datetime]] = []
         self._events: list[tuple[str, int, str, str, str, datetime]] = []
@@ -390,6 +391,7 @@ class PgOps:
                 query_count=count,
                 last_query_at=_utc(last_query),
             )
+            self._numbers[ident] = trade_no
             self._orders[order_id] = (OrderStatus(order_status), last_seq)
 
     def attempt_with_status(self, out_trade_no: str) -> tuple[PaymentAttempt, OrderStatus] | None:
@@ -417,11 +419,11 @@ class PgOps:
 
     def attempt_paid(self, attempt_id: str, transaction_id: str | None, now: datetime) -> None:
         self._paid.append((attempt_id, transaction_id, now))
-        for number, attempt in self._attempts.items():
-            if attempt.id == attempt_id:
-                self._attempts[number] = replace(
-                    attempt, status=AttemptStatus.PAID, transaction_id=transaction_id
-                )
+        number = self._numbers.get(attempt_id)
+        if number is not None:
+            self._attempts[number] = replace(
+                self._attempts[number], status=AttemptStatus.PAID, transaction_id=transaction_id
+            )
 
     def keep_receipt(
         self, receipt: ReceivedNotification, outcome: str, detail: str, now: datetime
