@@ -326,26 +326,27 @@ _PG_SELECT_BATCH: Final = (
     "SELECT "
     + ", ".join(f"a.{name}" for name in _ATTEMPT_COLUMNS)
     + ", o.status, o.last_seq FROM payment_attempts AS a JOIN orders AS o ON o.id = a.order_id"
-    " WHERE a.out_trade_no = ANY(%s) ORDER BY a.out_trade_no FOR UPDATE OF o"
+    " WHERE a.out_trade_no = ANY(%b) ORDER BY a.out_trade_no FOR UPDATE OF o"
 )
 # The batch's writes in one statement (the notifications' rows as arrays, unnested): one
 # UPDATE of orders, so migration 0010's statement trigger sends one NOTIFY per batch; the
-# events, the attempts paid and the notifications received in the same statement.
+# events, the attempts paid and the notifications received in the same statement. Parameters
+# go in binary (%b): psycopg's text format quotes every array element with a regex.
 _RECEIPT_COLUMNS: Final = (
     "api", "received_at", "out_trade_no", "body", "outcome", "detail", "client",
 )  # fmt: skip
 _PG_WRITES: Final = (
     "WITH bumped AS (UPDATE orders SET last_seq = v.seq, updated_at = v.now, status = v.status"
-    " FROM unnest(%s::text[], %s::int[], %s::text[], %s::timestamptz[]) AS v(id, seq, status, now)"
+    " FROM unnest(%b::text[], %b::int[], %b::text[], %b::timestamptz[]) AS v(id, seq, status, now)"
     " WHERE orders.id = v.id),"
     " evented AS (INSERT INTO events (order_id, seq, type, status, data, created_at) SELECT * FROM"
-    " unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::json[], %s::timestamptz[])),"
-    " paid AS (UPDATE payment_attempts SET status = %s, transaction_id = v.txn,"
+    " unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::json[], %b::timestamptz[])),"
+    " paid AS (UPDATE payment_attempts SET status = %b, transaction_id = v.txn,"
     " updated_at = v.now, next_query_at = NULL"
-    " FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS v(id, txn, now)"
+    " FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS v(id, txn, now)"
     " WHERE payment_attempts.id = v.id)"
     f" INSERT INTO notifications_received ({', '.join(_RECEIPT_COLUMNS)}) SELECT * FROM unnest("
-    "%s::text[], %s::timestamptz[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::text[])"
+    "%b::text[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::text[])"
 )
 
 
