@@ -52,7 +52,10 @@ class ClusterRuntime:
         self.listener: ChangeListener | None = None
         if engine.dialect.name == "postgresql":
             url = settings.database_listen_url or settings.database_url
-            self.listener = ChangeListener(url, hub.changed, hub.catch_up)
+            # LISTEN only while this instance has status streams (scanpay.store.listen)
+            self.listener = ChangeListener(
+                url, hub.changed, hub.catch_up, wanted=lambda: hub.open_streams() > 0
+            )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
