@@ -66,7 +66,7 @@ R = TypeVar("R")
 _CAS_ROUNDS = 16
 # PostgreSQL's group commit waits at most this long for a batch to fill up to the recent
 # concurrency (scanpay.store.group_commit; docs/benchmarks.md "Several instances ...").
-PG_GATHER_SECONDS: Final = 0.002
+PG_GATHER_SECONDS: Final = 0.004
 _OPEN = (AttemptStatus.CREATING, AttemptStatus.ACTIVE)
 
 
