@@ -13,13 +13,15 @@ Method (loopback; API v2 notifications, built and signed as the simulator does, 
   ``scanpay serve``, reconciler off, log level ``warning``;
 * *notifications/s*: ``--rounds`` rounds; in each, chunks of ``--chunk`` notifications (for
   orders created beforehand) are sent over ``--concurrency`` connections to: S alone; P1
-  alone; P1 and P2 together (half the connections each, each its own orders); and P1 with the
-  NOTIFY trigger switched off (``ALTER TABLE orders DISABLE TRIGGER``), in a rotating order so
-  every configuration sees the same machine conditions. Reported: total notifications over
-  total time per configuration, the median of the per-round PostgreSQL/SQLite ratios, and
-  the server CPU time per notification (all threads of the instance processes, from
-  ``/proc/PID/task/*/schedstat``; for two instances, both processes' CPU over all
-  notifications);
+  alone; P1 and P2 together (half the connections each, each its own orders); P1 and P2 with
+  ``--concurrency`` connections each; and P1 with the NOTIFY trigger switched off (``ALTER
+  TABLE orders DISABLE TRIGGER``), in a rotating order so every configuration sees the same
+  machine conditions. Reported: total notifications over total time per configuration, the
+  median of the per-round PostgreSQL/SQLite ratios, the CPU time per notification of the
+  instance processes (all threads, from ``/proc/PID/task/*/schedstat``; for two instances,
+  both processes' CPU over all notifications) and of PostgreSQL's processes (the server runs
+  on this machine and shares its cores), and the write transactions PostgreSQL started per
+  notification (transaction ids handed out: the group commit's batches);
 * *round trips per notification*: the same notification path in this process (``create_app``
   on PostgreSQL, called through ``httpx.ASGITransport``, 8 at once): the group commit's
   counters give notifications per transaction; each transaction is two round trips by
@@ -125,12 +127,16 @@ class Tally:
     notifications: int = 0
     seconds: float = 0.0
     cpu: float = 0.0
+    server_cpu: float = 0.0  # PostgreSQL's processes
+    commits: int = 0  # write transactions on the server
     rates: list[float] = field(default_factory=list)
 
-    def add(self, count: int, seconds: float, cpu: float) -> None:
+    def add(self, count: int, seconds: float, cpu: float, server: tuple[float, int]) -> None:
         self.notifications += count
         self.seconds += seconds
         self.cpu += cpu
+        self.server_cpu += server[0]
+        self.commits += server[1]
         self.rates.append(count / seconds)
 
     @property
@@ -140,6 +146,45 @@ class Tally:
     @property
     def cpu_ms(self) -> float:
         return self.cpu / self.notifications * 1e3
+
+    @property
+    def server_ms(self) -> float:
+        return self.server_cpu / self.notifications * 1e3
+
+
+class PgProbe:
+    """PostgreSQL's side of a timed chunk: the CPU time of all the server's processes (the
+    postmaster's children, from ``/proc``: the server runs on this machine) and the write
+    transactions started on the server (transaction ids handed out: the next one is read
+    without taking one)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        with engine.connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            self.postmaster = _parent(pid)
+
+    def cpu(self) -> float:
+        total = cpu_seconds(self.postmaster) or 0.0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and _parent(int(entry.name)) == self.postmaster:
+                total += cpu_seconds(int(entry.name)) or 0.0
+        return total
+
+    def commits(self) -> int:
+        with self.engine.connect() as conn:
+            next_xid = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+            return int(conn.exec_driver_sql(next_xid).scalar_one())
+
+    def sample(self) -> tuple[float, int]:
+        return self.cpu(), self.commits()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int((Path(f"/proc/{pid}/stat").read_text()).rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 async def create_orders(base: str, count: int, concurrency: int = 8) -> list[Placed]:
@@ -175,25 +220,27 @@ async def create_orders(base: str, count: int, concurrency: int = 8) -> list[Pla
 
 
 async def send(
-    targets: Sequence[tuple[Instance, list[Request]]], concurrency: int
-) -> tuple[int, float, float]:
-    """Send each target its requests at once (connections split evenly); (count, seconds,
-    CPU seconds of the target processes)."""
-    per = max(1, concurrency // len(targets))
+    targets: Sequence[tuple[Instance, list[Request]]], per: int, probe: PgProbe
+) -> tuple[int, float, float, tuple[float, int]]:
+    """Send each target its requests at once, over ``per`` connections each; (count,
+    seconds, CPU seconds of the target processes, (PostgreSQL CPU seconds, commits))."""
     cpu_before = sum(cpu_seconds(t.process.pid) or 0.0 for t, _ in targets)
+    server_before = probe.sample()
     began = time.perf_counter()
     results = await asyncio.gather(
         *(run_rate(t.port, requests, per, 300.0) for t, requests in targets)
     )
     seconds = time.perf_counter() - began
     cpu = sum(cpu_seconds(t.process.pid) or 0.0 for t, _ in targets) - cpu_before
+    server_after = probe.sample()
+    server = (server_after[0] - server_before[0], server_after[1] - server_before[1])
     count = 0
     for (_, answers), (_, requests) in zip(results, targets, strict=True):
         refused = [a for a in answers if not acknowledged("v2", *a)]
         if refused or len(answers) != len(requests):
             raise RuntimeError(f"notifications refused or cut short: {refused[:1]!r}")
         count += len(answers)
-    return count, seconds, cpu
+    return count, seconds, cpu, server
 
 
 async def latency(
@@ -313,6 +360,7 @@ def postgres_server() -> str:
 
 async def main_async(args: argparse.Namespace, pg_url: str) -> None:
     pg = sa.create_engine(pg_url)
+    probe = PgProbe(pg)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="scanpay-bench-cluster-") as tmp:
@@ -333,21 +381,24 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
             s.orders = await create_orders(s.base, chunk * rounds)
             half = chunk // 2
             p1.orders = await create_orders(
-                p1.base, (2 * chunk + half) * rounds + 2 * args.latency_orders
+                p1.base, (2 * chunk + 2 * half) * rounds + 2 * args.latency_orders
             )
-            p2.orders = await create_orders(p2.base, half * rounds)
+            p2.orders = await create_orders(p2.base, 2 * half * rounds)
 
-            tallies = {name: Tally() for name in ("sqlite", "pg", "pg x2", "pg no notify")}
+            names = ["sqlite", "pg", "pg x2", "pg x2 full", "pg no notify"]
+            tallies = {name: Tally() for name in names}
             ratios: list[float] = []
             for n in range(rounds):
-                plan = ["sqlite", "pg", "pg x2", "pg no notify"]
-                plan = plan[n % 4 :] + plan[: n % 4]
+                plan = names[n % len(names) :] + names[: n % len(names)]
                 for name in plan:
+                    per = args.concurrency
                     if name == "sqlite":
                         targets = [(s, [build.v2(o) for o in s.take(chunk)])]
-                    elif name == "pg x2":
+                    elif name.startswith("pg x2"):
                         targets = [(p1, [build.v2(o) for o in p1.take(half)]),
                                    (p2, [build.v2(o) for o in p2.take(half)])]  # fmt: skip
+                        if name == "pg x2":
+                            per = max(1, args.concurrency // 2)  # the same connections in all
                     else:
                         targets = [(p1, [build.v2(o) for o in p1.take(chunk)])]
                     if name == "pg no notify":
@@ -355,13 +406,13 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
                             conn.exec_driver_sql(
                                 "ALTER TABLE orders DISABLE TRIGGER scanpay_orders_changed"
                             )
-                    count, seconds, cpu = await send(targets, args.concurrency)
+                    count, seconds, cpu, server = await send(targets, per, probe)
                     if name == "pg no notify":
                         with pg.begin() as conn:
                             conn.exec_driver_sql(
                                 "ALTER TABLE orders ENABLE TRIGGER scanpay_orders_changed"
                             )
-                    tallies[name].add(count, seconds, cpu)
+                    tallies[name].add(count, seconds, cpu, server)
                 ratios.append(tallies["pg"].rates[-1] / tallies["sqlite"].rates[-1])
 
             cross = await latency(p2, p1, p1.take(args.latency_orders), build)
@@ -375,18 +426,24 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"{rounds} rounds of {chunk} notifications per configuration, "
           f"{args.concurrency} connections")  # fmt: skip
-    print(f"{'configuration':<28} {'notify/s':>9} {'CPU ms/notification':>20}")
+    print(f"{'configuration':<34} {'notify/s':>8} {'CPU ms/notification: scanpay':>29}"
+          f" {'PostgreSQL':>10} {'sum':>6} {'write transactions/notification':>32}")  # fmt: skip
     labels = {
         "sqlite": "1 instance, SQLite",
         "pg": "1 instance, PostgreSQL",
-        "pg x2": "2 instances, PostgreSQL",
+        "pg x2": "2 instances, PG (same connections)",
+        "pg x2 full": "2 instances, PG (as many each)",
         "pg no notify": "1 instance, PG, no NOTIFY",
     }
-    for name, tally in tallies.items():
-        print(f"{labels[name]:<28} {tally.rate:>9.0f} {tally.cpu_ms:>20.3f}")
+    for name, t in tallies.items():
+        server = t.server_ms if name != "sqlite" else 0.0
+        commits = f"{t.commits / t.notifications:.3f}" if name != "sqlite" else "-"  # (32)
+        print(f"{labels[name]:<34} {t.rate:>8.0f} {t.cpu_ms:>29.3f} {server:>10.3f}"
+              f" {t.cpu_ms + server:>6.3f} {commits:>32}")  # fmt: skip
     print(f"PostgreSQL / SQLite (one instance): {tallies['pg'].rate / tallies['sqlite'].rate:.2f}"
           f" overall, per-round median {statistics.median(ratios):.2f}"
           f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"in-process path, {args.trip_orders} notifications 8 at a time: {per_batch:.1f}"
           f" notifications per transaction, so {2 / per_batch:.2f} round trips per notification"
           f" (2 per batch); {other:.2f} other statements per notification")  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -287,3 +288,37 @@ async def test_group_commit_hands_out_errors(one_thread: ThreadPoolExecutor) -> 
         await broken.submit(1)
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommit(one_thread, run, max_batch=0)
+
+
+async def test_gathering_waits_for_the_recent_peak_only(one_thread: ThreadPoolExecutor) -> None:
+    """With gathering, a batch waits until as many items as were recently outstanding are
+    queued (here the second batch for its fourth item, without reaching its bound), and a
+    lone item does not wait at all (the bound is far beyond the test's time limit)."""
+    seen: list[list[str]] = []
+    started, gate = threading.Event(), threading.Event()
+
+    def run(items: Sequence[str]) -> list[str | BaseException]:
+        seen.append(list(items))
+        if items[0] == "a":
+            started.set()
+            gate.wait(30)
+        return [item.upper() for item in items]
+
+    group: GroupCommit[str, str] = GroupCommit(one_thread, run, gather_seconds=600)
+    first = asyncio.ensure_future(group.submit("a"))
+    # "a" runs alone (nothing was outstanding before it) and is held there
+    assert await asyncio.to_thread(started.wait, 30)
+    queued = [asyncio.ensure_future(group.submit(item)) for item in "bcd"]
+    await asyncio.sleep(0.05)
+    gate.set()  # four were outstanding at once: the next batch waits for a fourth item
+    assert await first == "A"
+    late = asyncio.ensure_future(group.submit("e"))
+    async with asyncio.timeout(60):
+        assert await asyncio.gather(*queued, late) == ["B", "C", "D", "E"]
+    assert seen == [["a"], ["b", "c", "d", "e"]]
+
+    alone: GroupCommit[str, str] = GroupCommit(one_thread, run, gather_seconds=600)
+    async with asyncio.timeout(60):
+        assert await alone.submit("x") == "X"
+    with pytest.raises(ValueError, match="gather_seconds"):
+        GroupCommit(one_thread, run, gather_seconds=-1)

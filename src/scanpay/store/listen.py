@@ -10,6 +10,13 @@ up from the tables (the status hub asks for the ``last_seq`` of every watched or
 A dropped connection is retried with a growing pause (up to ``MAX_PAUSE``); a quiet connection
 is probed every ``probe_seconds`` so a silently dead one is noticed too.
 
+With ``wanted`` (the status hub: "is any stream open?"), the session LISTENs only while it
+returns true (looked at every ``CHECK_SECONDS``), and UNLISTENs after ``idle_seconds``
+without it: an instance without status streams is not woken by every other instance's
+commits, and PostgreSQL does not signal it (the notification path's cost when nobody
+watches, docs/benchmarks.md). Each LISTEN is followed by the catch-up, as after a
+reconnection, so a change made while it was not listening is not missed.
+
 The connection must be direct: a PgBouncer in transaction-pooling mode cannot carry LISTEN
 (``database_listen_url`` names a direct one; docs/deployment.md).
 """
@@ -30,6 +37,8 @@ log = logging.getLogger(__name__)
 CHANNEL: Final = "scanpay_orders"
 FIRST_PAUSE: Final = 0.2
 MAX_PAUSE: Final = 5.0
+CHECK_SECONDS: Final = 0.05  # how often ``wanted`` is looked at
+IDLE_SECONDS: Final = 5.0  # unwanted this long: UNLISTEN
 
 
 def conninfo(database_url: str) -> str:
@@ -61,16 +70,21 @@ class ChangeListener:
         on_connect: Callable[[], Awaitable[None]],
         *,
         probe_seconds: float = 15.0,
+        wanted: Callable[[], bool] | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self._conninfo = conninfo(database_url)
         self._on_change = on_change
         self._on_connect = on_connect
         self._probe_seconds = probe_seconds
+        self._wanted = wanted
+        self._idle_seconds = idle_seconds
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self.connected = asyncio.Event()
-        self.connections = 0  # successful LISTENs so far (tests and logs)
+        self.connections = 0  # sessions opened so far (tests and logs)
         self.received = 0
+        self.listening = False  # LISTEN in force on the current session
 
     async def _session(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
@@ -78,18 +92,41 @@ class ChangeListener:
         )
         self._conn = conn
         async with conn:
-            await conn.execute(f"LISTEN {CHANNEL}")
             self.connections += 1
-            self.connected.set()
             if self.connections > 1:
                 log.info("status streams: LISTEN connection restored; catching up")
-            await self._on_connect()  # after LISTEN: nothing slips between catch-up and live
+            if self._wanted is None or self._wanted():
+                await self._listen(conn)  # before `connected`: ready means listening
+            self.connected.set()
+            loop = asyncio.get_running_loop()
+            quiet_since = unwanted_since = loop.time()
+            wait = self._probe_seconds if self._wanted is None else CHECK_SECONDS
             while True:
-                async for note in conn.notifies(timeout=self._probe_seconds):
-                    for order_id, seq in parse_payload(note.payload):
-                        self.received += 1
-                        self._on_change(order_id, seq)
-                await conn.execute("SELECT 1")  # quiet for a while: is the server still there?
+                if self.listening:
+                    async for note in conn.notifies(timeout=wait):
+                        quiet_since = loop.time()
+                        for order_id, seq in parse_payload(note.payload):
+                            self.received += 1
+                            self._on_change(order_id, seq)
+                else:
+                    await asyncio.sleep(wait)
+                now = loop.time()
+                if self._wanted is not None:
+                    if self._wanted():
+                        unwanted_since = now
+                        if not self.listening:
+                            await self._listen(conn)
+                    elif self.listening and now - unwanted_since >= self._idle_seconds:
+                        await conn.execute(f"UNLISTEN {CHANNEL}")
+                        self.listening = False
+                if now - quiet_since >= self._probe_seconds:
+                    await conn.execute("SELECT 1")  # quiet for a while: still there?
+                    quiet_since = now
+
+    async def _listen(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        await conn.execute(f"LISTEN {CHANNEL}")
+        self.listening = True
+        await self._on_connect()  # after LISTEN: nothing slips between catch-up and live
 
     async def _run(self) -> None:
         pause = FIRST_PAUSE
@@ -107,6 +144,7 @@ class ChangeListener:
                 )
             finally:
                 self.connected.clear()
+                self.listening = False
                 self._conn = None
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE)

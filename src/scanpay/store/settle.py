@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -269,17 +270,10 @@ class SqliteOps:
         self.conn.execute(_RECEIPT, {**values, "received_at": sqlite_time(now)})
 
 
-class SqliteSettler:
-    """Runs batches of :class:`SettleRequest` on one ``sqlite3`` connection (the store's
-    database thread only): one ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch; if that fails,
-    a rollback and one transaction per request, so a failing request fails alone."""
-
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
-        if conn.isolation_level is not None:
-            raise ValueError("the connection must be in autocommit mode (isolation_level=None)")
-        self._conn = conn
-        self._ops = SqliteOps(conn)
-        self._clock = clock
+class BatchSettler(ABC):
+    """Runs a batch of :class:`SettleRequest` in one transaction (:meth:`_transaction`, the
+    back-end's); if that fails, one transaction per request, so a failing request fails
+    alone. The ``run_batch`` that :class:`~scanpay.store.group_commit.GroupCommit` calls."""
 
     def run_batch(
         self, requests: Sequence[SettleRequest]
@@ -291,6 +285,22 @@ class SqliteSettler:
                 raise
             return run_each_alone(requests, lambda request: self._transaction([request])[0])
         return list(outcomes)
+
+    @abstractmethod
+    def _transaction(self, requests: Sequence[SettleRequest]) -> list[ReportOutcome | None]:
+        """All of ``requests`` in one transaction, committed, or an exception (rolled back)."""
+
+
+class SqliteSettler(BatchSettler):
+    """Batches on one ``sqlite3`` connection (the store's database thread only): one
+    ``BEGIN IMMEDIATE`` ... ``COMMIT`` per batch."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
+        if conn.isolation_level is not None:
+            raise ValueError("the connection must be in autocommit mode (isolation_level=None)")
+        self._conn = conn
+        self._ops = SqliteOps(conn)
+        self._clock = clock
 
     def _transaction(self, requests: Sequence[SettleRequest]) -> list[ReportOutcome | None]:
         conn = self._conn
@@ -316,40 +326,45 @@ _PG_SELECT_BATCH: Final = (
     "SELECT "
     + ", ".join(f"a.{name}" for name in _ATTEMPT_COLUMNS)
     + ", o.status, o.last_seq FROM payment_attempts AS a JOIN orders AS o ON o.id = a.order_id"
-    " WHERE a.out_trade_no = ANY(%s) ORDER BY a.out_trade_no FOR UPDATE OF o"
+    " WHERE a.out_trade_no = ANY(%b) ORDER BY a.out_trade_no FOR UPDATE OF o"
 )
-# The batch's writes, one statement each for all its notifications (arrays unnested): one
-# UPDATE of orders, so migration 0010's statement trigger sends one NOTIFY per batch.
-_PG_BUMPS: Final = (
-    "UPDATE orders SET last_seq = v.seq, updated_at = v.now, status = v.status"
-    " FROM unnest(%s::text[], %s::int[], %s::text[], %s::timestamptz[]) AS v(id, seq, status, now)"
-    " WHERE orders.id = v.id"
-)
-_PG_EVENTS: Final = (
-    "INSERT INTO events (order_id, seq, type, status, data, created_at) SELECT * FROM"
-    " unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::json[], %s::timestamptz[])"
-)
-_PG_PAID: Final = (
-    "UPDATE payment_attempts SET status = %s, transaction_id = v.txn, updated_at = v.now,"
-    " next_query_at = NULL FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
-    " AS v(id, txn, now) WHERE payment_attempts.id = v.id"
+# The batch's writes in one statement (the notifications' rows as arrays, unnested): one
+# UPDATE of orders, so migration 0010's statement trigger sends one NOTIFY per batch; the
+# events, the attempts paid and the notifications received in the same statement. Parameters
+# go in binary (%b): psycopg's text format quotes every array element with a regex.
+_RECEIPT_COLUMNS: Final = (
+    "api", "received_at", "out_trade_no", "body", "outcome", "detail", "client",
+)  # fmt: skip
+_PG_WRITES: Final = (
+    "WITH bumped AS (UPDATE orders SET last_seq = v.seq, updated_at = v.now, status = v.status"
+    " FROM unnest(%b::text[], %b::int[], %b::text[], %b::timestamptz[]) AS v(id, seq, status, now)"
+    " WHERE orders.id = v.id),"
+    " evented AS (INSERT INTO events (order_id, seq, type, status, data, created_at) SELECT * FROM"
+    " unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::json[], %b::timestamptz[])),"
+    " paid AS (UPDATE payment_attempts SET status = %b, transaction_id = v.txn,"
+    " updated_at = v.now, next_query_at = NULL"
+    " FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS v(id, txn, now)"
+    " WHERE payment_attempts.id = v.id)"
+    f" INSERT INTO notifications_received ({', '.join(_RECEIPT_COLUMNS)}) SELECT * FROM unnest("
+    "%b::text[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::text[])"
 )
 
 
 class PgOps:
     """:class:`SettleOps` on a psycopg 3 connection in pipeline mode (PostgreSQL), inside its
     transaction: :meth:`lock` reads and locks the batch's rows in one round trip, the rest
-    answers from them and collects its writes; :meth:`flush` sends them, a few statements for
-    the whole batch (they travel with the commit)."""
+    answers from them and collects its writes; :meth:`flush` sends them, one statement for the
+    whole batch (it travels with the commit)."""
 
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         self.conn = conn
         self._attempts: dict[str, PaymentAttempt] = {}
+        self._numbers: dict[str, str] = {}  # attempt id -> out_trade_no
         self._orders: dict[str, tuple[OrderStatus, int]] = {}  # status, last_seq
         self._bumps: list[tuple[str, int, str, datetime]] = []
         self._events: list[tuple[str, int, str, str, str, datetime]] = []
         self._paid: list[tuple[str, str | None, datetime]] = []
-        self._receipts: dict[str, list[dict[str, Any]]] = {}
+        self._receipts: list[tuple[Any, ...]] = []
         self._bumped: set[str] = set()
 
     def lock(self, out_trade_nos: Sequence[str]) -> None:
@@ -377,6 +392,7 @@ class PgOps:
                 query_count=count,
                 last_query_at=_utc(last_query),
             )
+            self._numbers[ident] = trade_no
             self._orders[order_id] = (OrderStatus(order_status), last_seq)
 
     def attempt_with_status(self, out_trade_no: str) -> tuple[PaymentAttempt, OrderStatus] | None:
@@ -404,33 +420,34 @@ class PgOps:
 
     def attempt_paid(self, attempt_id: str, transaction_id: str | None, now: datetime) -> None:
         self._paid.append((attempt_id, transaction_id, now))
-        for number, attempt in self._attempts.items():
-            if attempt.id == attempt_id:
-                self._attempts[number] = replace(
-                    attempt, status=AttemptStatus.PAID, transaction_id=transaction_id
-                )
+        number = self._numbers.get(attempt_id)
+        if number is not None:
+            self._attempts[number] = replace(
+                self._attempts[number], status=AttemptStatus.PAID, transaction_id=transaction_id
+            )
 
     def keep_receipt(
         self, receipt: ReceivedNotification, outcome: str, detail: str, now: datetime
     ) -> None:
         values = receipt_values(receipt, outcome, detail, now)
-        names = tuple(values)  # the columns receipt_values gives, whatever they are
-        sql = (
-            f"INSERT INTO notifications_received ({', '.join(names)})"
-            f" VALUES ({', '.join(f'%({n})s' for n in names)})"
-        )
-        self._receipts.setdefault(sql, []).append(values)
+        if len(values) != len(_RECEIPT_COLUMNS):
+            raise RuntimeError("notifications_received columns changed: update _PG_WRITES")
+        self._receipts.append(tuple(values[name] for name in _RECEIPT_COLUMNS))
 
     def flush(self) -> None:
-        """Send the collected writes (pipelined: no waiting for answers here)."""
-        if self._bumps:
-            self.conn.execute(_PG_BUMPS, _columns(self._bumps, 4))
-            self.conn.execute(_PG_EVENTS, _columns(self._events, 6))
-        if self._paid:
-            self.conn.execute(_PG_PAID, [AttemptStatus.PAID.value, *_columns(self._paid, 3)])
-        for sql, rows in self._receipts.items():
-            self.conn.cursor().executemany(sql, rows)
-        self._bumps, self._events, self._paid, self._receipts = [], [], [], {}
+        """Send the collected writes, one statement (pipelined: no waiting for its answer)."""
+        if self._bumps or self._paid or self._receipts:
+            self.conn.execute(
+                _PG_WRITES,
+                [
+                    *_columns(self._bumps, 4),
+                    *_columns(self._events, 6),
+                    AttemptStatus.PAID.value,
+                    *_columns(self._paid, 3),
+                    *_columns(self._receipts, len(_RECEIPT_COLUMNS)),
+                ],
+            )
+        self._bumps, self._events, self._paid, self._receipts = [], [], [], []
         self._bumped.clear()
 
 
@@ -443,27 +460,15 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-class PgSettler:
-    """Runs batches of :class:`SettleRequest` in one transaction on a psycopg connection kept
-    for it (its own thread only); if the shared transaction fails, one transaction per
-    request. A connection the database dropped is replaced on the next batch."""
+class PgSettler(BatchSettler):
+    """Batches in one transaction each on a psycopg connection kept for it (its own thread
+    only). A connection the database dropped is replaced on the next batch."""
 
     def __init__(self, engine: sa.Engine, clock: Callable[[], datetime]) -> None:
         self._engine = engine
         self._clock = clock
         self._raw: PoolProxiedConnection | None = None
         self.transactions = 0  # for tests and benchmarks
-
-    def run_batch(
-        self, requests: Sequence[SettleRequest]
-    ) -> list[ReportOutcome | BaseException | None]:
-        try:
-            outcomes = self._transaction(requests)
-        except Exception:
-            if len(requests) == 1:
-                raise
-            return run_each_alone(requests, lambda request: self._transaction([request])[0])
-        return list(outcomes)
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._raw is None:

@@ -64,6 +64,9 @@ from scanpay.store.tables import (
 
 R = TypeVar("R")
 _CAS_ROUNDS = 16
+# PostgreSQL's group commit waits at most this long for a batch to fill up to the recent
+# concurrency (scanpay.store.group_commit; docs/benchmarks.md "Several instances ...").
+PG_GATHER_SECONDS: Final = 0.004
 _OPEN = (AttemptStatus.CREATING, AttemptStatus.ACTIVE)
 
 
@@ -89,7 +92,9 @@ class SqlStore(LifecycleStore):
         if engine.dialect.name == "postgresql":
             self._settler = PgSettler(engine, clock)
             self._settle_executor = ThreadPoolExecutor(1, "scanpay-settle")
-            self._group = GroupCommit(self._settle_executor, self._settler.run_batch)
+            self._group = GroupCommit(
+                self._settle_executor, self._settler.run_batch, gather_seconds=PG_GATHER_SECONDS
+            )
         if self._executor is not None:
             self._hot = engine.raw_connection()
             driver = self._hot.driver_connection

@@ -61,7 +61,10 @@ class ClusterRuntime:
         self.listener: ChangeListener | None = None
         if engine.dialect.name == "postgresql":
             url = settings.database_listen_url or settings.database_url
-            self.listener = ChangeListener(url, hub.changed, hub.catch_up)
+            # LISTEN only while this instance has status streams (scanpay.store.listen)
+            self.listener = ChangeListener(
+                url, hub.changed, hub.catch_up, wanted=lambda: hub.open_streams() > 0
+            )
             if not settings.database_prepared_statements and not settings.database_listen_url:
                 log.warning(LISTEN_THROUGH_POOLER)
 
