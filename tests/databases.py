@@ -22,18 +22,19 @@ BACKENDS: Final[list[Any]] = ["sqlite", pytest.param("postgres", marks=pytest.ma
 
 
 @contextmanager
-def scratch_postgres(prefix: str) -> Iterator[str]:
-    """The URL of a new, empty database named ``prefix`` + a random tail on the test server,
-    dropped on leaving (the test is skipped when no server is set)."""
-    if not POSTGRES_URL:
+def scratch_postgres(prefix: str, server: str = POSTGRES_URL) -> Iterator[str]:
+    """The URL of a new, empty database named ``prefix`` + a random tail on ``server`` (the
+    test server by default), dropped on leaving with whatever sessions still use it (the test
+    is skipped when no server is set)."""
+    if not server:
         pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
     name = prefix + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         try:
-            yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+            yield sa.make_url(server).set(database=name).render_as_string(False)
         finally:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

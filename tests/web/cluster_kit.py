@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scanpay.simulator import Simulator
+from tests.databases import scratch_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_TEMPLATE = ROOT / "deploy" / "haproxy.cfg"
@@ -343,20 +343,9 @@ def running_cluster(
 
 @contextmanager
 def fresh_database(postgres_url: str) -> Iterator[str]:
-    """A new, empty database on the server at ``postgres_url`` (its URL), dropped afterwards
-    (with whatever sessions still use it)."""
-    db_name = "scanpay_cluster_" + secrets.token_hex(5)
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{db_name}"')
-        try:
-            yield sa.make_url(postgres_url).set(database=db_name).render_as_string(False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    """A new, empty database on the server at ``postgres_url`` (its URL), dropped afterwards."""
+    with scratch_postgres("scanpay_cluster_", postgres_url) as url:
+        yield url
 
 
 # ---- a status stream client that behaves like EventSource ----------------------------------
