@@ -2,8 +2,9 @@
 instance, one vs two instances, what NOTIFY costs, database round trips per notification, and
 the time from a notification settled on instance A to the status stream on instance B.
 
-Run: ``.venv/bin/python benchmarks/bench_cluster.py`` (a few minutes) or ``--quick``. The
-PostgreSQL server is ``$SCANPAY_TEST_POSTGRES_URL`` or the one ``scripts/postgres.sh`` starts.
+Run: ``.venv/bin/python benchmarks/bench_cluster.py`` (a few minutes) or ``--quick``;
+``--configurations sqlite,pg`` times only those configurations. The PostgreSQL server is
+``$SCANPAY_TEST_POSTGRES_URL`` or the one ``scripts/postgres.sh`` starts.
 
 Method (loopback; API v2 notifications, built and signed as the simulator does, with
 ``bench_service.Notifications``; the driver is ``bench_service``'s HTTP/1.1 client):
@@ -76,6 +77,8 @@ from bench_service import (
 )
 from scanpay.simulator import credentials as credential_store
 from scanpay.simulator.credentials import MerchantCredentials
+
+NAMES = ["sqlite", "pg", "pg x2", "pg x2 full", "pg no notify"]  # configurations, in turn
 
 
 @dataclass
@@ -385,7 +388,7 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
             )
             p2.orders = await create_orders(p2.base, 2 * half * rounds)
 
-            names = ["sqlite", "pg", "pg x2", "pg x2 full", "pg no notify"]
+            names = [n for n in NAMES if n in args.configurations]
             tallies = {name: Tally() for name in names}
             ratios: list[float] = []
             for n in range(rounds):
@@ -413,7 +416,8 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
                                 "ALTER TABLE orders ENABLE TRIGGER scanpay_orders_changed"
                             )
                     tallies[name].add(count, seconds, cpu, server)
-                ratios.append(tallies["pg"].rates[-1] / tallies["sqlite"].rates[-1])
+                if "pg" in tallies and "sqlite" in tallies:
+                    ratios.append(tallies["pg"].rates[-1] / tallies["sqlite"].rates[-1])
 
             cross = await latency(p2, p1, p1.take(args.latency_orders), build)
             local = await latency(p1, p1, p1.take(args.latency_orders), build)
@@ -440,9 +444,11 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
         commits = f"{t.commits / t.notifications:.3f}" if name != "sqlite" else "-"  # (32)
         print(f"{labels[name]:<34} {t.rate:>8.0f} {t.cpu_ms:>29.3f} {server:>10.3f}"
               f" {t.cpu_ms + server:>6.3f} {commits:>32}")  # fmt: skip
-    print(f"PostgreSQL / SQLite (one instance): {tallies['pg'].rate / tallies['sqlite'].rate:.2f}"
-          f" overall, per-round median {statistics.median(ratios):.2f}"
-          f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    if ratios:
+        print(f"PostgreSQL / SQLite (one instance): "
+              f"{tallies['pg'].rate / tallies['sqlite'].rate:.2f}"
+              f" overall, per-round median {statistics.median(ratios):.2f}"
+              f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"in-process path, {args.trip_orders} notifications 8 at a time: {per_batch:.1f}"
           f" notifications per transaction, so {2 / per_batch:.2f} round trips per notification"
@@ -463,7 +469,16 @@ def main() -> int:
     parser.add_argument("--latency-orders", type=int, default=200, help="streams timed")
     parser.add_argument("--trip-orders", type=int, default=200, help="in-process notifications")
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts")
+    parser.add_argument(
+        "--configurations",
+        type=lambda text: [name.strip() for name in text.split(",")],
+        default=NAMES,
+        help=f"comma-separated subset of: {', '.join(NAMES)}",
+    )
     args = parser.parse_args()
+    unknown = set(args.configurations) - set(NAMES)
+    if unknown or not args.configurations:
+        parser.error(f"unknown configurations: {', '.join(sorted(unknown))}")
     if args.quick:
         args.chunk, args.rounds, args.latency_orders, args.trip_orders = 60, 2, 20, 40
     server = postgres_server()
