@@ -2,8 +2,9 @@
 instance, one vs two instances, what NOTIFY costs, database round trips per notification, and
 the time from a notification settled on instance A to the status stream on instance B.
 
-Run: ``.venv/bin/python benchmarks/bench_cluster.py`` (a few minutes) or ``--quick``. The
-PostgreSQL server is ``$SCANPAY_TEST_POSTGRES_URL`` or the one ``scripts/postgres.sh`` starts.
+Run: ``.venv/bin/python benchmarks/bench_cluster.py`` (a few minutes) or ``--quick``;
+``--configurations sqlite,pg`` times only those configurations. The PostgreSQL server is
+``$SCANPAY_TEST_POSTGRES_URL`` or the one ``scripts/postgres.sh`` starts.
 
 Method (loopback; API v2 notifications, built and signed as the simulator does, with
 ``bench_service.Notifications``; the driver is ``bench_service``'s HTTP/1.1 client):
@@ -14,14 +15,17 @@ Method (loopback; API v2 notifications, built and signed as the simulator does, 
 * *notifications/s*: ``--rounds`` rounds; in each, chunks of ``--chunk`` notifications (for
   orders created beforehand) are sent over ``--concurrency`` connections to: S alone; P1
   alone; P1 and P2 together (half the connections each, each its own orders); P1 and P2 with
-  ``--concurrency`` connections each; and P1 with the NOTIFY trigger switched off (``ALTER
-  TABLE orders DISABLE TRIGGER``), in a rotating order so every configuration sees the same
-  machine conditions. Reported: total notifications over total time per configuration, the
-  median of the per-round PostgreSQL/SQLite ratios, the CPU time per notification of the
-  instance processes (all threads, from ``/proc/PID/task/*/schedstat``; for two instances,
-  both processes' CPU over all notifications) and of PostgreSQL's processes (the server runs
-  on this machine and shares its cores), and the write transactions PostgreSQL started per
-  notification (transaction ids handed out: the group commit's batches);
+  ``--concurrency`` connections each; P1 with the NOTIFY trigger switched off (``ALTER TABLE
+  orders DISABLE TRIGGER``); and P1 beside a CPU burner (a process busy for ``--burn-share``
+  of every 10 ms: the calibration of "as many each", telling how much of its CPU per
+  notification is two busy processes sharing the cores), in a rotating order so every
+  configuration sees the same machine conditions. Reported: total notifications over total
+  time per configuration, the median of the per-round PostgreSQL/SQLite ratios, the CPU time
+  per notification of the instance processes (all threads, from
+  ``/proc/PID/task/*/schedstat``; for two instances, both processes' CPU over all
+  notifications) and of PostgreSQL's processes (the server runs on this machine and shares its
+  cores), and the write transactions PostgreSQL started per notification (transaction ids
+  handed out: the group commit's batches);
 * *round trips per notification*: the same notification path in this process (``create_app``
   on PostgreSQL, called through ``httpx.ASGITransport``, 8 at once): the group commit's
   counters give notifications per transaction; each transaction is two round trips by
@@ -76,6 +80,19 @@ from bench_service import (
 )
 from scanpay.simulator import credentials as credential_store
 from scanpay.simulator.credentials import MerchantCredentials
+
+NAMES = ["sqlite", "pg", "pg x2", "pg x2 full", "pg no notify", "pg burner"]  # in turn
+# A stand-in for a second busy process on the machine (calibration of "pg x2 full"): busy for
+# ``share`` of every 10 ms, asleep for the rest.
+BURNER = """
+import sys, time
+share = float(sys.argv[1])
+while True:
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.01 * share:
+        pass
+    time.sleep(0.01 * (1 - share))
+"""
 
 
 @dataclass
@@ -380,12 +397,13 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
             chunk, rounds = args.chunk, args.rounds
             s.orders = await create_orders(s.base, chunk * rounds)
             half = chunk // 2
+            names = [n for n in NAMES if n in args.configurations]
+            pairs = sum(1 for n in names if n.startswith("pg x2"))
+            singles = sum(1 for n in names if n.startswith("pg") and not n.startswith("pg x2"))
             p1.orders = await create_orders(
-                p1.base, (2 * chunk + 2 * half) * rounds + 2 * args.latency_orders
+                p1.base, (singles * chunk + pairs * half) * rounds + 2 * args.latency_orders
             )
-            p2.orders = await create_orders(p2.base, 2 * half * rounds)
-
-            names = ["sqlite", "pg", "pg x2", "pg x2 full", "pg no notify"]
+            p2.orders = await create_orders(p2.base, max(1, pairs * half * rounds))
             tallies = {name: Tally() for name in names}
             ratios: list[float] = []
             for n in range(rounds):
@@ -406,14 +424,25 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
                             conn.exec_driver_sql(
                                 "ALTER TABLE orders DISABLE TRIGGER scanpay_orders_changed"
                             )
-                    count, seconds, cpu, server = await send(targets, per, probe)
+                    burner = None
+                    if name == "pg burner":
+                        burner = await asyncio.create_subprocess_exec(
+                            sys.executable, "-c", BURNER, str(args.burn_share)
+                        )
+                    try:
+                        count, seconds, cpu, server = await send(targets, per, probe)
+                    finally:
+                        if burner is not None:
+                            burner.kill()
+                            await burner.wait()
                     if name == "pg no notify":
                         with pg.begin() as conn:
                             conn.exec_driver_sql(
                                 "ALTER TABLE orders ENABLE TRIGGER scanpay_orders_changed"
                             )
                     tallies[name].add(count, seconds, cpu, server)
-                ratios.append(tallies["pg"].rates[-1] / tallies["sqlite"].rates[-1])
+                if "pg" in tallies and "sqlite" in tallies:
+                    ratios.append(tallies["pg"].rates[-1] / tallies["sqlite"].rates[-1])
 
             cross = await latency(p2, p1, p1.take(args.latency_orders), build)
             local = await latency(p1, p1, p1.take(args.latency_orders), build)
@@ -434,15 +463,18 @@ async def main_async(args: argparse.Namespace, pg_url: str) -> None:
         "pg x2": "2 instances, PG (same connections)",
         "pg x2 full": "2 instances, PG (as many each)",
         "pg no notify": "1 instance, PG, no NOTIFY",
+        "pg burner": "1 instance, PG, beside a CPU burner",
     }
     for name, t in tallies.items():
         server = t.server_ms if name != "sqlite" else 0.0
         commits = f"{t.commits / t.notifications:.3f}" if name != "sqlite" else "-"  # (32)
         print(f"{labels[name]:<34} {t.rate:>8.0f} {t.cpu_ms:>29.3f} {server:>10.3f}"
               f" {t.cpu_ms + server:>6.3f} {commits:>32}")  # fmt: skip
-    print(f"PostgreSQL / SQLite (one instance): {tallies['pg'].rate / tallies['sqlite'].rate:.2f}"
-          f" overall, per-round median {statistics.median(ratios):.2f}"
-          f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    if ratios:
+        print(f"PostgreSQL / SQLite (one instance): "
+              f"{tallies['pg'].rate / tallies['sqlite'].rate:.2f}"
+              f" overall, per-round median {statistics.median(ratios):.2f}"
+              f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"in-process path, {args.trip_orders} notifications 8 at a time: {per_batch:.1f}"
           f" notifications per transaction, so {2 / per_batch:.2f} round trips per notification"
@@ -463,7 +495,24 @@ def main() -> int:
     parser.add_argument("--latency-orders", type=int, default=200, help="streams timed")
     parser.add_argument("--trip-orders", type=int, default=200, help="in-process notifications")
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts")
+    parser.add_argument(
+        "--burn-share",
+        type=float,
+        default=0.75,
+        help="pg burner: the share of one core the burner keeps busy (0-1)",
+    )
+    parser.add_argument(
+        "--configurations",
+        type=lambda text: [name.strip() for name in text.split(",")],
+        default=NAMES,
+        help=f"comma-separated subset of: {', '.join(NAMES)}",
+    )
     args = parser.parse_args()
+    if not 0 < args.burn_share <= 1:
+        parser.error("--burn-share must be in (0, 1]")
+    unknown = set(args.configurations) - set(NAMES)
+    if unknown or not args.configurations:
+        parser.error(f"unknown configurations: {', '.join(sorted(unknown))}")
     if args.quick:
         args.chunk, args.rounds, args.latency_orders, args.trip_orders = 60, 2, 20, 40
     server = postgres_server()

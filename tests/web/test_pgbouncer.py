@@ -9,7 +9,10 @@ Everything the instances do goes through it: orders created and closed, payments
 notifications (the group-commit settler's psycopg pipeline) and by the reconciler's queries
 (leases, ``FOR UPDATE SKIP LOCKED``), webhooks published (``pg_advisory_xact_lock``) and
 delivered (leases); status streams on one instance hear of payments settled on the other
-through the direct LISTEN connection only (the safety-net poll is out of reach).
+through the direct LISTEN connection only (the safety-net poll is out of reach). Then, on the
+same cluster, unpaid orders expire and paid ones are refunded, the outcomes left to the
+reconciler's attempt and refund leases (WeChat sends no notification): each close and each
+refund call is made once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -46,6 +50,7 @@ from tests.store.conftest import POSTGRES_URL
 from tests.web.cluster_kit import (
     SHOP_KEY,
     Balancer,
+    CallRecorder,
     Instance,
     free_port,
     fresh_database,
@@ -62,6 +67,8 @@ ORDERS = 40
 BY_QUERY = 4  # orders whose notification is dropped: paid by the reconciler's query
 CROSS = 3  # orders whose notification the test posts to instance a, streamed on b
 CLOSED = 3  # unpaid orders closed through the shop API
+EXPIRING = 3  # unpaid orders left to expire (the reconciler closes them at WeChat)
+REFUNDS = 3  # paid orders refunded in full; their outcome learnt by the reconciler's queries
 BOUND = 180.0  # seconds: a bound for a loaded 2-core machine, never a timing claim
 
 
@@ -177,12 +184,19 @@ def test_two_instances_through_pgbouncer_transaction_pooling(tmp_path: Path) -> 
         ports = {"a": free_port(), "b": free_port()}
         balancer = Balancer(tmp_path, ports)
         secret = generate_secret()
+        # the merchant's API certificate and key: v2 refunds (secapi) need them
+        key_file, cert_file = tmp_path / "apiclient_key.pem", tmp_path / "apiclient_cert.pem"
+        key_file.write_text(sim.credentials.merchant_private_key_pem.reveal())
+        key_file.chmod(0o600)
+        cert_file.write_text(sim.credentials.merchant_certificate_pem)
         env = {
             **instance_env(bouncer.url("scanpay"), balancer.url, sim, sim_url),
             "SCANPAY_DATABASE_PREPARED_STATEMENTS": "false",
             "SCANPAY_DATABASE_LISTEN_URL": direct_url,
             "SCANPAY_WEBHOOK_URL": receiver.url,
             "SCANPAY_WEBHOOK_SECRET": secret,
+            "SCANPAY_MERCHANT_KEY_FILE": str(key_file),
+            "SCANPAY_MERCHANT_CERT_FILE": str(cert_file),
             "SCANPAY_WEBHOOK_ALLOW_PRIVATE": "true",
             "SCANPAY_WEBHOOK_POLL_SECONDS": "0.2",
             # the streams' safety-net poll beyond the test's bound: only LISTEN can tell them
@@ -200,6 +214,7 @@ def test_two_instances_through_pgbouncer_transaction_pooling(tmp_path: Path) -> 
                 balancer.wait_up(name)
             a, b = instances["a"], instances["b"]
             run_the_shop(bouncer, direct_url, a, b, balancer.url, sim, sim_url, receiver)
+            expire_and_refund(direct_url, balancer.url, sim, recorder)
             # the day's bill reconciled by the command, through PgBouncer too
             day = shanghai_day(sim.clock.now()).isoformat()
             reconciled = subprocess.run(
@@ -213,7 +228,8 @@ def test_two_instances_through_pgbouncer_transaction_pooling(tmp_path: Path) -> 
                 instance.stop()
         assert "Traceback" not in logs, logs[-4000:]
         assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
-        assert f"reconciliation {day} (API v2): matched, {ORDERS} bill rows" in reconciled.stdout
+        bill_rows = ORDERS + REFUNDS  # the payments and the refunds
+        assert f"reconciliation {day} (API v2): matched, {bill_rows} bill rows" in reconciled.stdout
         check_signed(receiver.accepted(), secret)
         assert recorder.of("/pay/orderquery"), "the reconciler never queried"
         assert len(recorder.of("/pay/closeorder")) >= CLOSED
@@ -343,6 +359,117 @@ def run_the_shop(
     )
     assert len(listening) == 2, listening
     assert not {str(port) for (port,) in listening} & bouncer_ports
+
+
+def expire_and_refund(direct_url: str, url: str, sim: Simulator, recorder: CallRecorder) -> None:
+    """Order expiry and refunds through PgBouncer, left to the reconciler's leases (both
+    instances poll for due work): unpaid orders whose payment window and deadline have passed
+    are closed at WeChat and expire; full refunds whose notifications WeChat never sends are
+    settled by the reconciler's refund queries. Each is done once: one close per attempt, one
+    refund call per refund, one expired or refunded event per order."""
+    auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+    paid = rows(
+        direct_url,
+        "SELECT id, amount FROM orders WHERE status = 'paid' ORDER BY id LIMIT :n",
+        n=REFUNDS,
+    )
+    assert len(paid) == REFUNDS
+    # from now on WeChat sends no notification: the refunds' outcomes come from queries
+    sim.faults.set(parse_header("drop_notifications=1"), now=sim.clock.timestamp())
+    with httpx.Client(base_url=url, timeout=30, headers=auth) as client:
+        unpaid = []
+        for n in range(EXPIRING):
+            answer = client.post(
+                "/api/orders",
+                json={"amount": 300 + n, "description": "Oolong"},
+                headers={"Idempotency-Key": f"pgb-expiring-{n}"},
+            )
+            assert answer.status_code == 201, answer.text
+            unpaid.append(answer.json())
+        for order_id, amount in paid:
+            answer = client.post(
+                f"/api/orders/{order_id}/refunds",
+                json={"amount": amount, "reason": "returned"},
+                headers={"Idempotency-Key": f"pgb-refund-{order_id}"},
+            )
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["status"] in ("submitting", "processing"), answer.text
+    expiring = [o["id"] for o in unpaid]
+    # their payment window and deadline past, their next look due: the reconciler's to do
+    engine = sa.create_engine(direct_url)
+    try:
+        with engine.begin() as conn:
+            past = "now() - interval '1 second'"
+            conn.execute(
+                sa.text(f"UPDATE orders SET expires_at = {past} WHERE id = ANY(:ids)"),
+                {"ids": expiring},
+            )
+            conn.execute(
+                sa.text(
+                    f"UPDATE payment_attempts SET expires_at = {past}, next_query_at = now()"
+                    " WHERE order_id = ANY(:ids)"
+                ),
+                {"ids": expiring},
+            )
+    finally:
+        engine.dispose()
+
+    def settled() -> bool:
+        found = rows(
+            direct_url,
+            "SELECT count(*) FILTER (WHERE id = ANY(:expiring) AND status = 'expired'),"
+            " count(*) FILTER (WHERE id = ANY(:refunded) AND status = 'refunded') FROM orders",
+            expiring=expiring,
+            refunded=[order_id for order_id, _ in paid],
+        )
+        return found == [(EXPIRING, REFUNDS)]
+
+    wait_for("the orders expired and the refunds settled", settled)
+    sim.faults.clear()
+
+    numbers = dict(
+        rows(
+            direct_url,
+            "SELECT order_id, out_trade_no FROM payment_attempts WHERE order_id = ANY(:ids)",
+            ids=expiring + [order_id for order_id, _ in paid],
+        )
+    )
+    # expiry: one close at WeChat per attempt, one expired event per order
+    closes = Counter(c.out_trade_no for c in recorder.of("/pay/closeorder"))
+    assert {numbers[i]: closes[numbers[i]] for i in expiring} == {
+        numbers[i]: 1 for i in expiring
+    }, closes
+    expired = dict(
+        rows(
+            direct_url,
+            "SELECT order_id, count(*) FROM events WHERE status = 'expired' GROUP BY 1",
+        )
+    )
+    assert expired == dict.fromkeys(expiring, 1)
+    # refunds: one refund call each, settled by the reconciler's queries, one refunded event
+    refunded_ids = [order_id for order_id, _ in paid]
+    calls = Counter(c.out_trade_no for c in recorder.of("/secapi/pay/refund"))
+    assert {numbers[i]: calls[numbers[i]] for i in refunded_ids} == {
+        numbers[i]: 1 for i in refunded_ids
+    }, calls
+    assert len(recorder.of("/pay/refundquery")) >= REFUNDS
+    assert rows(
+        direct_url,
+        "SELECT status, count(*), bool_and(query_count > 0) FROM refunds GROUP BY 1",
+    ) == [("success", REFUNDS, True)]
+    events = dict(
+        rows(
+            direct_url,
+            "SELECT order_id, count(*) FROM events WHERE status = 'refunded' GROUP BY 1",
+        )
+    )
+    assert events == dict.fromkeys(refunded_ids, 1)
+    leases = rows(
+        direct_url,
+        "SELECT count(*) FROM payment_attempts WHERE lease_until > now()"
+        " UNION ALL SELECT count(*) FROM refunds WHERE lease_until > now()",
+    )
+    assert leases == [(0,), (0,)]
 
 
 def test_prepared_statements_off_without_a_listen_url_is_warned_about(

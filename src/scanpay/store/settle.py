@@ -317,16 +317,20 @@ class SqliteSettler(BatchSettler):
 
 # ---- psycopg directly (PostgreSQL) --------------------------------------------------------
 
-# A batch's attempts with their orders' status and last_seq, the orders locked (FOR UPDATE OF
-# o, in out_trade_no order so that two instances with overlapping batches lock in the same
-# order; orders before attempts, as the general path's compare-and-set does): under the lock
-# the compare-and-set cannot lose (a payment changes its attempt only after locking the
-# order), so the writes need no answer and are pipelined.
+# A batch's attempts with their orders' status and last_seq, the orders locked (FOR UPDATE, in
+# out_trade_no order so that two instances with overlapping batches lock in the same order;
+# orders before attempts, as the general path's compare-and-set does): under the lock the
+# compare-and-set cannot lose (a payment changes its attempt only after locking the order), so
+# the writes need no answer and are pipelined. Written as an ordered scan of the attempts and
+# a LATERAL lookup of each order that locks it, so the plan is index lookups whatever the
+# statistics say: as a plain join, the planner hashed a sequential scan of all orders for every
+# batch while the table's statistics were those of a young database.
 _PG_SELECT_BATCH: Final = (
     "SELECT "
     + ", ".join(f"a.{name}" for name in _ATTEMPT_COLUMNS)
-    + ", o.status, o.last_seq FROM payment_attempts AS a JOIN orders AS o ON o.id = a.order_id"
-    " WHERE a.out_trade_no = ANY(%b) ORDER BY a.out_trade_no FOR UPDATE OF o"
+    + ", o.status, o.last_seq FROM (SELECT * FROM payment_attempts WHERE out_trade_no = ANY(%b)"
+    " ORDER BY out_trade_no OFFSET 0) AS a CROSS JOIN LATERAL (SELECT status, last_seq FROM"
+    " orders WHERE orders.id = a.order_id FOR UPDATE) AS o"
 )
 # The batch's writes in one statement (the notifications' rows as arrays, unnested): one
 # UPDATE of orders, so migration 0010's statement trigger sends one NOTIFY per batch; the
