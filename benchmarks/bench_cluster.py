@@ -33,9 +33,10 @@ Method (loopback; API v2 notifications, built and signed as the simulator does, 
   the COMMIT; ``scanpay.store.settle.PgSettler``); anything else the path sends to the
   database goes through SQLAlchemy and is counted (statements, BEGINs, COMMITs);
 * *stream latency*: ``--latency-orders`` orders, each with a status stream open on P2
-  (snapshot received); one at a time, the clock starts when the notification is written to
-  P1 and stops when P2's stream delivers "paid" (LISTEN/NOTIFY); the same with the stream on
-  P1 itself as the reference. p50, p90, p99 and max.
+  (snapshot received, then the streams' first reads done: ``settled``); one at a time, the
+  clock starts when the notification is written to P1 and stops when P2's stream delivers
+  "paid" (LISTEN/NOTIFY); the same with the stream on P1 itself as the reference. p50, p90,
+  p99 and max.
 
 The two cores are shared by the driver, the instances and PostgreSQL: read rates as "this
 machine, this driver"; the ratios and CPU per notification are the comparable figures.
@@ -260,6 +261,21 @@ async def send(
     return count, seconds, cpu, server
 
 
+async def settled(http: httpx.AsyncClient) -> None:
+    """Return once the streams just opened on ``http``'s instance have made their first read.
+
+    A stream's snapshot arrives *before* its first read of the order's events, and the
+    instance's database calls share a few threads (asyncio's default executor, FIFO), so right
+    after hundreds of streams open hundreds of those reads are still queued: a payment timed
+    then waits behind them (the ~100-200 ms first orders under load, docs/benchmarks.md). A
+    request for an unknown order's stream (404 after one read) joins the back of that queue,
+    so its answer means the queue ahead of it has been served; the clock starts after it."""
+    for _ in range(2):  # the second confirms the threads are not busy any more
+        answer = await http.get(f"/api/orders/ord_{'0' * 22}/events")
+        if answer.status_code != 404:
+            raise RuntimeError(f"expected 404 for an unknown order, got {answer.status_code}")
+
+
 async def latency(
     stream_on: Instance, post_to: Instance, orders: list[Placed], build: Notifications
 ) -> list[float]:
@@ -275,6 +291,7 @@ async def latency(
         ]
         async with asyncio.timeout(60):
             await asyncio.gather(*(r.wait() for r in readies))
+            await settled(http)
         conn = await Connection.open(post_to.port)
         latencies: list[float] = []
         for order, paid in zip(orders, paids, strict=True):
