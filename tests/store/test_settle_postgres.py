@@ -145,3 +145,41 @@ async def test_psycopg_path_writes_the_rows_the_sqlalchemy_path_writes(engine: s
         assert "'paid'" in rows(order_b, attempt_b)[0]
     finally:
         store.close()
+
+
+async def test_single_statement_reads_open_no_transaction(
+    pg_store: SqlStore, engine: sa.Engine
+) -> None:
+    """The reads a status stream makes after every wake-up (and the order and attempt
+    look-ups) run in autocommit: no BEGIN or COMMIT round trip, so the connection is idle,
+    not in a transaction, right after the statement."""
+    store = pg_store
+    seen: list[tuple[str, psycopg.pq.TransactionStatus]] = []
+
+    def after(conn: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        seen.append((statement.split()[0], driver.info.transaction_status))
+
+    order, attempt = pair(0)
+    try:
+        await store.create_order(order, attempt, None)
+        sa.event.listen(engine, "after_cursor_execute", after)
+        try:
+            assert (await store.get_order(order.id)).id == order.id
+            assert (await store.current_attempt(order.id)).out_trade_no == attempt.out_trade_no
+            assert await store.find_attempt(attempt.out_trade_no) is not None
+            assert len(await store.events_after(order.id, 0)) >= 1
+            assert await store.last_seqs([order.id, "ord_missing"]) == {order.id: 1}
+        finally:
+            sa.event.remove(engine, "after_cursor_execute", after)
+        assert len(seen) == 5
+        assert {status for _, status in seen} == {psycopg.pq.TransactionStatus.IDLE}, seen
+        # the same engine's transactions are untouched: a write still runs in one
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            driver = conn.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ payment notification is one transaction (:meth:`SqlStore.settle_payment`).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -89,7 +90,9 @@ class SqlStore(LifecycleStore):
         # PostgreSQL: group commit through psycopg on a connection and thread of its own.
         self._settler: PgSettler | None = None
         self._settle_executor: ThreadPoolExecutor | None = None
+        self._autocommit: sa.Engine | None = None
         if engine.dialect.name == "postgresql":
+            self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._settler = PgSettler(engine, clock)
             self._settle_executor = ThreadPoolExecutor(1, "scanpay-settle")
             self._group = GroupCommit(
@@ -116,6 +119,15 @@ class SqlStore(LifecycleStore):
 
     # ---- reads -------------------------------------------------------------------------
 
+    def _read(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A connection for a read of one statement (or of chunks that need no common
+        snapshot). On PostgreSQL it runs in autocommit, without the BEGIN and COMMIT round
+        trips a transaction adds (a status stream's read after each wake-up is one of these);
+        on SQLite, whose reads cost no round trip, in a transaction as every other call."""
+        if self._autocommit is not None:
+            return self._autocommit.connect()
+        return self.engine.begin()
+
     def _get_order(self, conn: sa.Connection, order_id: str) -> Order:
         row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).first()
         if row is None:
@@ -123,7 +135,7 @@ class SqlStore(LifecycleStore):
         return _order(row)
 
     def get_order_sync(self, order_id: str) -> Order:
-        with self.engine.begin() as conn:
+        with self._read() as conn:
             return self._get_order(conn, order_id)
 
     async def get_order(self, order_id: str) -> Order:
@@ -144,14 +156,14 @@ class SqlStore(LifecycleStore):
         return _attempt(row)
 
     def current_attempt_sync(self, order_id: str) -> PaymentAttempt:
-        with self.engine.begin() as conn:
+        with self._read() as conn:
             return self._current_attempt(conn, order_id)
 
     async def current_attempt(self, order_id: str) -> PaymentAttempt:
         return await self._run(self.current_attempt_sync, order_id)
 
     def find_attempt_sync(self, out_trade_no: str) -> PaymentAttempt | None:
-        with self.engine.begin() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(payment_attempts).where(payment_attempts.c.out_trade_no == out_trade_no)
             ).first()
@@ -161,7 +173,7 @@ class SqlStore(LifecycleStore):
         return await self._run(self.find_attempt_sync, out_trade_no)
 
     def events_after_sync(self, order_id: str, seq: int) -> list[Event]:
-        with self.engine.begin() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(events)
                 .where(events.c.order_id == order_id, events.c.seq > seq)
@@ -175,7 +187,7 @@ class SqlStore(LifecycleStore):
     def last_seqs_sync(self, order_ids: Collection[str]) -> dict[str, int]:
         """``{order_id: last_seq}`` for the orders that exist (one query per 500 ids)."""
         ids, found = list(order_ids), {}
-        with self.engine.begin() as conn:
+        with self._read() as conn:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 rows = conn.execute(_LAST_SEQS, {"ids": chunk})
