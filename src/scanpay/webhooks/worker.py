@@ -79,6 +79,15 @@ class WebhookWorker:
             self._looked = float("-inf")
         self._poke()
 
+    def new_events(self) -> None:
+        """Events were written elsewhere (``scanpay deliver``'s watch): publish them soon."""
+        self._changed = True
+        self._poke()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
     def _poke(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
