@@ -46,9 +46,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -169,21 +171,25 @@ async def measure(
     receivers: Receivers,
     build: Notifications,
     pid: int,
-) -> None:
+    deliverers: Sequence[int] = (),
+) -> dict[str, float]:
+    """Latency with one endpoint, then throughput with 8; the figures of both."""
     auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+    found: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as http:
         for _ in range(8):
             url = await receivers.add()
             answer = await http.post("/api/webhook-endpoints", json={"url": url})
             answer.raise_for_status()
             if len(receivers.servers) == 1:  # latency first, with one endpoint
-                await latency(args, base, port, receivers, build)
-    await throughput(args, base, port, receivers, build, pid)
+                found |= await latency(args, base, port, receivers, build)
+    found |= await throughput(args, base, port, receivers, build, pid, deliverers)
+    return found
 
 
 async def latency(
     args: argparse.Namespace, base: str, port: int, receivers: Receivers, build: Notifications
-) -> None:
+) -> dict[str, float]:
     orders = await create_orders(base, args.latency_orders + 20)
     conn = await Connection.open(port)
     from_ack: list[float] = []
@@ -196,7 +202,8 @@ async def latency(
         accepted = time.perf_counter()
         if not acknowledged("v2", status, body):
             raise RuntimeError(f"notification refused: {status} {body!r}")
-        arrived = await receivers.wait((0, order.id))
+        # the first may wait for a delivery process still starting
+        arrived = await receivers.wait((0, order.id), 120.0 if n == 0 else 30.0)
         if n >= 20:  # the first few warm the service up
             from_ack.append(max(0.0, arrived - accepted) * 1000)
             from_send.append((arrived - sent) * 1000)
@@ -208,6 +215,7 @@ async def latency(
         print(f"  {name:<14} p50 {statistics.median(values):6.1f}  p90 "
               f"{percentile(values, 90):6.1f}  p99 {percentile(values, 99):6.1f}  "
               f"max {max(values):6.1f}")  # fmt: skip
+    return {"p50": statistics.median(from_ack), "p99": percentile(from_ack, 99)}
 
 
 async def throughput(
@@ -217,13 +225,15 @@ async def throughput(
     receivers: Receivers,
     build: Notifications,
     pid: int,
-) -> None:
+    deliverers: Sequence[int] = (),
+) -> dict[str, float]:
     endpoints = len(receivers.servers)
     orders = await create_orders(base, args.orders)
     requests = [build.build("v2", o) for o in orders]
     before = receivers.count
     await asyncio.sleep(1.0)  # the worker done with the orders' creation
     cpu_start = cpu_seconds(pid)
+    deliver_start = sum(cpu_seconds(p) or 0.0 for p in deliverers)
     began = time.perf_counter()
     _rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
     acked = time.perf_counter()
@@ -232,6 +242,7 @@ async def throughput(
     keys = [(e, o.id) for o in orders for e in range(endpoints)]
     last = max([await receivers.wait(key, 120.0) for key in keys])
     cpu_end = cpu_seconds(pid)
+    deliver_used = (sum(cpu_seconds(p) or 0.0 for p in deliverers) - deliver_start) * 1e3
     delivered = receivers.count - before
     notify_rate = len(orders) / (acked - began)
     delivery_rate = delivered / (last - began)
@@ -241,11 +252,23 @@ async def throughput(
           f"({delivery_rate / endpoints:5.0f} per endpoint)   "
           f"lag after last ack {(last - acked) * 1000:7.0f} ms   "
           f"deliveries {delivered} (duplicates {delivered - len(keys)})")  # fmt: skip
+    found = {"notify": notify_rate, "deliveries": delivery_rate,
+             "per_endpoint": delivery_rate / endpoints, "lag": last - acked,
+             "load": os.getloadavg()[0]}  # fmt: skip
     if cpu_start is not None and cpu_end is not None:
         used = (cpu_end - cpu_start) * 1e3
-        print(f"  service CPU {used / len(orders):.3f} ms per notification (with its "
-              f"{endpoints} deliveries), {used / delivered:.3f} ms per delivery; load average "
+        found["service_ms"] = used / len(orders)
+        what = f"(with its {endpoints} deliveries)" if not deliverers else "(worker off)"
+        print(f"  service CPU {used / len(orders):.3f} ms per notification {what}, "
+              f"{used / delivered:.3f} ms per delivery; load average "
               f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    if deliverers:
+        found["deliver_ms"] = deliver_used / delivered
+        print(
+            f"  {len(deliverers)} delivery process(es): CPU {deliver_used / delivered:.3f} ms "
+            f"per delivery ({delivered / deliver_used * 1e3:.0f} deliveries per CPU-second)"
+        )
+    return found
 
 
 async def published(base: str, kind: str) -> int:
@@ -406,6 +429,82 @@ async def worker_cost(args: argparse.Namespace) -> None:
           f"best {min(ratios):.2f}, worst {max(ratios):.2f}  (goal: <= 1.15)")  # fmt: skip
 
 
+def spawn_deliverers(folder: Path, env_file: Path, count: int) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for n in range(count):
+        with (folder / f"deliver-{n}.log").open("wb") as out:
+            procs.append(subprocess.Popen(
+                [str(SCANPAY), "deliver", "--env-file", str(env_file), "--log-level", "warning"],
+                stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
+    return procs
+
+
+async def split_run(
+    args: argparse.Namespace, folder: Path, sim_url: str, build: Notifications, deliverers: int
+) -> dict[str, float]:
+    """One fresh service (fresh database): with ``deliverers`` 0 its own worker delivers;
+    otherwise its worker is off and that many ``scanpay deliver`` processes run beside it."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    env_file = mode_env(folder, build, sim_url, base, "off" if deliverers else "on")
+    service = start([str(SCANPAY), "serve", "--host", HOST, "--port", str(port),
+                     "--env-file", str(env_file), "--log-level", "warning"],
+                    folder / "service.log", f"{base}/healthz")  # fmt: skip
+    receivers = Receivers()
+    procs = spawn_deliverers(folder, env_file, deliverers)  # after serve: the schema is there
+    try:
+        pids = [p.pid for p in procs]
+        found = await measure(args, base, port, receivers, build, service.pid, pids)
+        if pids:  # what the delivery processes cost while nothing happens
+            await asyncio.sleep(1.0)
+            idle = sum(cpu_seconds(p) or 0.0 for p in pids)
+            await asyncio.sleep(3.0)
+            found["idle_ms_per_s"] = (sum(cpu_seconds(p) or 0.0 for p in pids) - idle) / 3 * 1e3
+            print(f"  delivery process(es) idle: {found['idle_ms_per_s']:.1f} ms CPU per second")
+        return found
+    finally:
+        await receivers.close()
+        for proc in procs:
+            stop(proc)
+        stop(service)
+
+
+async def split(args: argparse.Namespace) -> None:
+    """``--split``: the worker inside ``serve`` against ``--deliverers`` delivery processes
+    beside it, each in ``--rounds`` rounds, interleaved (order alternating per round)."""
+    configs = [0, *args.deliverers]
+    runs: dict[int, list[dict[str, float]]] = {c: [] for c in configs}
+    with tempfile.TemporaryDirectory(prefix="scanpay-bench-webhooks-") as tmp:
+        folder = Path(tmp)
+        creds, keys = credential_store.load_or_create(folder / "simulator")
+        sim_port = free_port()
+        sim_url = f"http://{HOST}:{sim_port}"
+        sim = start([str(SCANPAY), "simulator", "--state-dir", str(folder / "simulator"),
+                     "--port", str(sim_port), "--log-level", "warning"],
+                    folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
+        build = Notifications(creds, keys)
+        try:
+            for n in range(args.rounds):
+                for config in configs if n % 2 == 0 else configs[::-1]:
+                    label = "worker in serve" if not config else f"serve + {config} deliver"
+                    print(f"== round {n + 1}: {label}; load average {os.getloadavg()[0]:.2f}")
+                    runs[config].append(
+                        await split_run(args, folder / f"{n}-{config}", sim_url, build, config)
+                    )
+        finally:
+            stop(sim)
+    print("summary (one line per run):")
+    for config, found in runs.items():
+        label = "worker in serve" if not config else f"serve + {config} deliver"
+        for f in found:
+            deliver = (f"deliver CPU {f['deliver_ms']:.3f} ms/delivery, idle "
+                       f"{f['idle_ms_per_s']:.1f} ms/s" if config else "")  # fmt: skip
+            print(f"  {label:<17} p50 {f['p50']:5.1f} p99 {f['p99']:5.1f} ms | notify/s "
+                  f"{f['notify']:5.0f} | per endpoint/s {f['per_endpoint']:5.0f} | lag "
+                  f"{f['lag'] * 1e3:6.0f} ms | service {f.get('service_ms', 0):.2f} "
+                  f"ms/notification | {deliver} | load {f['load']:.2f}")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1000, help="notifications (throughput)")
@@ -424,12 +523,28 @@ def main() -> int:
         help="--worker-cost: load the three services at the same time",
     )
     parser.add_argument("--sender", action="store_true", help="the sender alone (CPU per POST)")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the worker in serve against serve (worker off) + delivery processes, interleaved",
+    )
+    parser.add_argument(
+        "--deliverers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="--split: delivery process counts to compare (default 1)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.orders, args.latency_orders, args.rounds = 100, 30, 1
+    if args.split and "--rounds" not in sys.argv[1:] and not args.quick:
+        args.rounds = 2
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     if args.sender:
         asyncio.run(sender_cost(args))
+    elif args.split:
+        asyncio.run(split(args))
     else:
         asyncio.run(worker_cost(args) if args.worker_cost else run(args))
     return 0

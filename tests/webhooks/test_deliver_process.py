@@ -5,6 +5,7 @@ by ``standardwebhooks`` and scanpay's helper."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,8 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from scanpay.simulator import Simulator
+from scanpay.store.migrate import make_engine, upgrade
+from scanpay.webhooks import deliver
 from scanpay.webhooks.signing import generate_secret
 from tests.databases import scratch_postgres
 from tests.simulator.live import serve_simulator
@@ -262,3 +266,37 @@ def test_deliver_refuses_bad_settings_clearly(tmp_path: Path) -> None:
         assert cases[name][1] in text, (name, text)
         assert "Traceback" not in text, (name, text)
         assert password not in text, (name, text)
+
+
+@pytest.mark.parametrize("mode", ["inotify", "poll"])
+async def test_sqlite_watch_hears_commits_of_another_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The watch of ``scanpay deliver`` on SQLite: inotify on the write-ahead log (Linux) and
+    the polling it falls back to elsewhere both report events committed by another
+    connection, and nothing while the database is idle."""
+    if mode == "poll":  # what a system without inotify gets
+        monkeypatch.setattr(deliver, "_inotify", lambda _folder: None)
+    path = tmp_path / "shop.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    heard = asyncio.Event()
+    watch = deliver.SqliteWatch(str(path), heard.set, 0.01)
+    await watch.start()
+    try:
+        assert watch.mode == mode
+        await asyncio.sleep(0.2)
+        assert not heard.is_set()
+        for seq in range(3):
+            heard.clear()
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO events (order_id, seq, type, data, created_at) "
+                                     "VALUES (NULL, :seq, 'alert.raised', '{}', "
+                                     "'2026-12-03 12:00:00')"), {"seq": seq})  # fmt: skip
+            await asyncio.wait_for(heard.wait(), 10)
+        heard.clear()
+        await asyncio.sleep(0.2)
+        assert not heard.is_set()  # a read that finds nothing new reports nothing
+    finally:
+        await watch.stop()
+        engine.dispose()
