@@ -77,6 +77,20 @@ from scanpay.webhooks.sender import Sender
 from scanpay.webhooks.signing import generate_secret, sign_headers
 
 
+def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds so far per thread name (``/proc/PID/task/*/comm``) over ``pids``."""
+    found: dict[str, float] = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                used = int((task / "schedstat").read_text().split()[0]) / 1e9
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+            found[name] = found.get(name, 0.0) + used
+    return found
+
+
 class Receivers:
     """HTTP/1.1 receivers on loopback; ``arrivals[(endpoint, order_id)] = perf_counter``."""
 
@@ -234,6 +248,7 @@ async def throughput(
     await asyncio.sleep(1.0)  # the worker done with the orders' creation
     cpu_start = cpu_seconds(pid)
     deliver_start = sum(cpu_seconds(p) or 0.0 for p in deliverers)
+    threads_start = thread_cpu(deliverers)
     began = time.perf_counter()
     _rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
     acked = time.perf_counter()
@@ -243,6 +258,7 @@ async def throughput(
     last = max([await receivers.wait(key, 120.0) for key in keys])
     cpu_end = cpu_seconds(pid)
     deliver_used = (sum(cpu_seconds(p) or 0.0 for p in deliverers) - deliver_start) * 1e3
+    threads = {k: v - threads_start.get(k, 0.0) for k, v in thread_cpu(deliverers).items()}
     delivered = receivers.count - before
     notify_rate = len(orders) / (acked - began)
     delivery_rate = delivered / (last - began)
@@ -268,6 +284,10 @@ async def throughput(
             f"  {len(deliverers)} delivery process(es): CPU {deliver_used / delivered:.3f} ms "
             f"per delivery ({delivered / deliver_used * 1e3:.0f} deliveries per CPU-second)"
         )
+        shares = {name: used * 1e3 / delivered for name, used in threads.items()}
+        found |= {f"thread {name}": ms for name, ms in shares.items()}
+        print("    by thread (ms per delivery): " + ", ".join(
+            f"{name} {ms:.3f}" for name, ms in sorted(shares.items()) if ms >= 0.001))  # fmt: skip
     return found
 
 
@@ -429,21 +449,45 @@ async def worker_cost(args: argparse.Namespace) -> None:
           f"best {min(ratios):.2f}, worst {max(ratios):.2f}  (goal: <= 1.15)")  # fmt: skip
 
 
-def spawn_deliverers(folder: Path, env_file: Path, count: int) -> list[subprocess.Popen[bytes]]:
+def spawn_deliverers(
+    folder: Path, env_file: Path, count: int, profile: Path | None = None, src: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` delivery processes; with ``profile``, the first under cProfile (its stats
+    written there when it stops); with ``src``, scanpay imported from that source folder
+    (another checkout, to compare two versions of the deliverer in one run)."""
     procs = []
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     for n in range(count):
+        command = [sys.executable, "-m", "scanpay.cli.main"]
+        if profile is not None and n == 0:
+            command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m",
+                       "scanpay.cli.main"]  # fmt: skip
         with (folder / f"deliver-{n}.log").open("wb") as out:
             procs.append(subprocess.Popen(
-                [str(SCANPAY), "deliver", "--env-file", str(env_file), "--log-level", "warning"],
-                stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
+                [*command, "deliver", "--env-file", str(env_file), "--log-level", "warning"],
+                stdout=out, stderr=subprocess.STDOUT, env=env))  # fmt: skip
     return procs
 
 
+Config = tuple[int, Path | None]  # delivery processes (0: the worker in serve), source
+
+
+def label_of(config: Config) -> str:
+    count, src = config
+    if not count:
+        return "worker in serve"
+    shown = src.parent.name if src is not None and src.name == "src" else str(src)
+    return f"serve + {count} deliver" + (f" [{shown}]" if src is not None else "")
+
+
 async def split_run(
-    args: argparse.Namespace, folder: Path, sim_url: str, build: Notifications, deliverers: int
+    args: argparse.Namespace, folder: Path, sim_url: str, build: Notifications, config: Config
 ) -> dict[str, float]:
     """One fresh service (fresh database): with ``deliverers`` 0 its own worker delivers;
     otherwise its worker is off and that many ``scanpay deliver`` processes run beside it."""
+    deliverers, src = config
     port = free_port()
     base = f"http://{HOST}:{port}"
     env_file = mode_env(folder, build, sim_url, base, "off" if deliverers else "on")
@@ -451,7 +495,8 @@ async def split_run(
                      "--env-file", str(env_file), "--log-level", "warning"],
                     folder / "service.log", f"{base}/healthz")  # fmt: skip
     receivers = Receivers()
-    procs = spawn_deliverers(folder, env_file, deliverers)  # after serve: the schema is there
+    # after serve: the schema is there
+    procs = spawn_deliverers(folder, env_file, deliverers, args.profile_deliver, src)
     try:
         pids = [p.pid for p in procs]
         found = await measure(args, base, port, receivers, build, service.pid, pids)
@@ -472,8 +517,11 @@ async def split_run(
 async def split(args: argparse.Namespace) -> None:
     """``--split``: the worker inside ``serve`` against ``--deliverers`` delivery processes
     beside it, each in ``--rounds`` rounds, interleaved (order alternating per round)."""
-    configs = [0, *args.deliverers]
-    runs: dict[int, list[dict[str, float]]] = {c: [] for c in configs}
+    configs: list[Config] = [] if args.no_inline else [(0, None)]
+    configs += [(n, None) for n in args.deliverers]
+    if args.compare_src is not None:
+        configs += [(n, args.compare_src) for n in args.deliverers]
+    runs: dict[Config, list[dict[str, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="scanpay-bench-webhooks-") as tmp:
         folder = Path(tmp)
         creds, keys = credential_store.load_or_create(folder / "simulator")
@@ -485,21 +533,21 @@ async def split(args: argparse.Namespace) -> None:
         build = Notifications(creds, keys)
         try:
             for n in range(args.rounds):
-                for config in configs if n % 2 == 0 else configs[::-1]:
-                    label = "worker in serve" if not config else f"serve + {config} deliver"
+                for m, config in enumerate(configs if n % 2 == 0 else configs[::-1]):
+                    label = label_of(config)
                     print(f"== round {n + 1}: {label}; load average {os.getloadavg()[0]:.2f}")
                     runs[config].append(
-                        await split_run(args, folder / f"{n}-{config}", sim_url, build, config)
+                        await split_run(args, folder / f"{n}-{m}", sim_url, build, config)
                     )
         finally:
             stop(sim)
     print("summary (one line per run):")
     for config, found in runs.items():
-        label = "worker in serve" if not config else f"serve + {config} deliver"
+        label = label_of(config)
         for f in found:
             deliver = (f"deliver CPU {f['deliver_ms']:.3f} ms/delivery, idle "
-                       f"{f['idle_ms_per_s']:.1f} ms/s" if config else "")  # fmt: skip
-            print(f"  {label:<17} p50 {f['p50']:5.1f} p99 {f['p99']:5.1f} ms | notify/s "
+                       f"{f['idle_ms_per_s']:.1f} ms/s" if config[0] else "")  # fmt: skip
+            print(f"  {label:<26} p50 {f['p50']:5.1f} p99 {f['p99']:5.1f} ms | notify/s "
                   f"{f['notify']:5.0f} | per endpoint/s {f['per_endpoint']:5.0f} | lag "
                   f"{f['lag'] * 1e3:6.0f} ms | service {f.get('service_ms', 0):.2f} "
                   f"ms/notification | {deliver} | load {f['load']:.2f}")  # fmt: skip
@@ -534,6 +582,22 @@ def main() -> int:
         nargs="+",
         default=[1],
         help="--split: delivery process counts to compare (default 1)",
+    )
+    parser.add_argument(
+        "--profile-deliver",
+        type=Path,
+        default=None,
+        help="--split: run the first delivery process under cProfile, stats to this file",
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        default=None,
+        help="--split: also run the delivery processes from this source folder (another "
+        "checkout's src/), interleaved with this one's",
+    )
+    parser.add_argument(
+        "--no-inline", action="store_true", help="--split: leave out the worker-in-serve runs"
     )
     args = parser.parse_args()
     if args.quick:
