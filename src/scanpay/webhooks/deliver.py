@@ -236,6 +236,11 @@ class Deliverer:
             listen_url = settings.database_listen_url or settings.database_url
             self.watch = ChangeListener(listen_url, self._changed, self._caught_up)
             self.how = "LISTEN scanpay_orders"
+            if not settings.database_prepared_statements and not settings.database_listen_url:
+                log.warning("deliver: SCANPAY_DATABASE_PREPARED_STATEMENTS=false but no "
+                            "SCANPAY_DATABASE_LISTEN_URL: behind a transaction pooler LISTEN "
+                            "hears nothing, and new events are found by the "
+                            "SCANPAY_WEBHOOK_POLL_SECONDS poll only")  # fmt: skip
 
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
