@@ -50,10 +50,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from bench_service import (
     HOST,
@@ -305,14 +306,49 @@ async def published(base: str, kind: str) -> int:
                 return count
 
 
-def mode_env(folder: Path, build: Notifications, sim_url: str, base: str, mode: str) -> Path:
+def mode_env(
+    folder: Path, build: Notifications, sim_url: str, base: str, mode: str, db: str | None = None
+) -> Path:
+    """The service's env file; ``db`` another database URL than the SQLite file."""
     folder.mkdir()
     env_file = service_env(folder, build.creds, sim_url, "v2")
     extra = f"SCANPAY_PUBLIC_BASE_URL={base}\nSCANPAY_WEBHOOK_ALLOW_PRIVATE=true\n"
     if mode == "off":
         extra += "SCANPAY_WEBHOOKS_ENABLED=false\n"
-    env_file.write_text(env_file.read_text() + extra)
+    lines = env_file.read_text().splitlines(keepends=True)
+    if db is not None:
+        lines = [x for x in lines if not x.startswith("SCANPAY_DATABASE_URL=")]
+        lines.append(f"SCANPAY_DATABASE_URL={db}\n")
+    env_file.write_text("".join(lines) + extra)
     return env_file
+
+
+def postgres_server() -> str:
+    """``$SCANPAY_TEST_POSTGRES_URL`` or the server ``scripts/postgres.sh`` starts."""
+    url = os.environ.get("SCANPAY_TEST_POSTGRES_URL")
+    if url:
+        return url
+    script = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
+    return subprocess.run(
+        ["bash", str(script)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@contextlib.contextmanager
+def scratch_database(server: str) -> Iterator[str]:
+    """A new database on ``server`` for one run, dropped afterwards."""
+    name = "bench_webhooks_" + os.urandom(5).hex()
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield sa.make_url(server).set(database=name).render_as_string(False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
 
 
 async def worker_cost_run(
@@ -488,9 +524,23 @@ async def split_run(
     """One fresh service (fresh database): with ``deliverers`` 0 its own worker delivers;
     otherwise its worker is off and that many ``scanpay deliver`` processes run beside it."""
     deliverers, src = config
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(scratch_database(args.pg)) if args.pg else None
+        return await split_one(args, folder, sim_url, build, deliverers, src, db)
+
+
+async def split_one(
+    args: argparse.Namespace,
+    folder: Path,
+    sim_url: str,
+    build: Notifications,
+    deliverers: int,
+    src: Path | None,
+    db: str | None,
+) -> dict[str, float]:
     port = free_port()
     base = f"http://{HOST}:{port}"
-    env_file = mode_env(folder, build, sim_url, base, "off" if deliverers else "on")
+    env_file = mode_env(folder, build, sim_url, base, "off" if deliverers else "on", db)
     service = start([str(SCANPAY), "serve", "--host", HOST, "--port", str(port),
                      "--env-file", str(env_file), "--log-level", "warning"],
                     folder / "service.log", f"{base}/healthz")  # fmt: skip
@@ -541,7 +591,7 @@ async def split(args: argparse.Namespace) -> None:
                     )
         finally:
             stop(sim)
-    print("summary (one line per run):")
+    print(f"summary (one line per run; {'PostgreSQL' if args.pg else 'SQLite'}):")
     for config, found in runs.items():
         label = label_of(config)
         for f in found:
@@ -599,7 +649,14 @@ def main() -> int:
     parser.add_argument(
         "--no-inline", action="store_true", help="--split: leave out the worker-in-serve runs"
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="--split: PostgreSQL ($SCANPAY_TEST_POSTGRES_URL or scripts/postgres.sh; a fresh "
+        "database per run) instead of a SQLite file",
+    )
     args = parser.parse_args()
+    args.pg = postgres_server() if args.postgres else None
     if args.quick:
         args.orders, args.latency_orders, args.rounds = 100, 30, 1
     if args.split and "--rounds" not in sys.argv[1:] and not args.quick:
