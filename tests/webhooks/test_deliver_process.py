@@ -55,7 +55,7 @@ def _env(db_url: str, port: int, sim: Simulator, sim_url: str, receiver: Receive
         "SCANPAY_WEBHOOK_ALLOW_PRIVATE": "true",
         "SCANPAY_WEBHOOK_RETRY_SCHEDULE": "0,0.2,0.2,0.2",
         "SCANPAY_WEBHOOK_POLL_SECONDS": POLL_SECONDS,
-        "SCANPAY_WEBHOOK_LEASE_SECONDS": "2",
+        "SCANPAY_WEBHOOK_LEASE_SECONDS": "4",  # the SIGKILL phase waits it out
         "SCANPAY_WEBHOOKS_ENABLED": "false",  # the API instance; deliver ignores it
     }
 
