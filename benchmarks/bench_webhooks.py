@@ -46,12 +46,15 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from bench_service import (
     HOST,
@@ -73,6 +76,20 @@ from bench_service import (
 from scanpay.simulator import credentials as credential_store
 from scanpay.webhooks.sender import Sender
 from scanpay.webhooks.signing import generate_secret, sign_headers
+
+
+def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds so far per thread name (``/proc/PID/task/*/comm``) over ``pids``."""
+    found: dict[str, float] = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                used = int((task / "schedstat").read_text().split()[0]) / 1e9
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+            found[name] = found.get(name, 0.0) + used
+    return found
 
 
 class Receivers:
@@ -169,21 +186,25 @@ async def measure(
     receivers: Receivers,
     build: Notifications,
     pid: int,
-) -> None:
+    deliverers: Sequence[int] = (),
+) -> dict[str, float]:
+    """Latency with one endpoint, then throughput with 8; the figures of both."""
     auth = {"Authorization": f"Bearer {SHOP_KEY}"}
+    found: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as http:
         for _ in range(8):
             url = await receivers.add()
             answer = await http.post("/api/webhook-endpoints", json={"url": url})
             answer.raise_for_status()
             if len(receivers.servers) == 1:  # latency first, with one endpoint
-                await latency(args, base, port, receivers, build)
-    await throughput(args, base, port, receivers, build, pid)
+                found |= await latency(args, base, port, receivers, build)
+    found |= await throughput(args, base, port, receivers, build, pid, deliverers)
+    return found
 
 
 async def latency(
     args: argparse.Namespace, base: str, port: int, receivers: Receivers, build: Notifications
-) -> None:
+) -> dict[str, float]:
     orders = await create_orders(base, args.latency_orders + 20)
     conn = await Connection.open(port)
     from_ack: list[float] = []
@@ -196,7 +217,8 @@ async def latency(
         accepted = time.perf_counter()
         if not acknowledged("v2", status, body):
             raise RuntimeError(f"notification refused: {status} {body!r}")
-        arrived = await receivers.wait((0, order.id))
+        # the first may wait for a delivery process still starting
+        arrived = await receivers.wait((0, order.id), 120.0 if n == 0 else 30.0)
         if n >= 20:  # the first few warm the service up
             from_ack.append(max(0.0, arrived - accepted) * 1000)
             from_send.append((arrived - sent) * 1000)
@@ -208,6 +230,7 @@ async def latency(
         print(f"  {name:<14} p50 {statistics.median(values):6.1f}  p90 "
               f"{percentile(values, 90):6.1f}  p99 {percentile(values, 99):6.1f}  "
               f"max {max(values):6.1f}")  # fmt: skip
+    return {"p50": statistics.median(from_ack), "p99": percentile(from_ack, 99)}
 
 
 async def throughput(
@@ -217,13 +240,16 @@ async def throughput(
     receivers: Receivers,
     build: Notifications,
     pid: int,
-) -> None:
+    deliverers: Sequence[int] = (),
+) -> dict[str, float]:
     endpoints = len(receivers.servers)
     orders = await create_orders(base, args.orders)
     requests = [build.build("v2", o) for o in orders]
     before = receivers.count
     await asyncio.sleep(1.0)  # the worker done with the orders' creation
     cpu_start = cpu_seconds(pid)
+    deliver_start = sum(cpu_seconds(p) or 0.0 for p in deliverers)
+    threads_start = thread_cpu(deliverers)
     began = time.perf_counter()
     _rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
     acked = time.perf_counter()
@@ -232,6 +258,8 @@ async def throughput(
     keys = [(e, o.id) for o in orders for e in range(endpoints)]
     last = max([await receivers.wait(key, 120.0) for key in keys])
     cpu_end = cpu_seconds(pid)
+    deliver_used = (sum(cpu_seconds(p) or 0.0 for p in deliverers) - deliver_start) * 1e3
+    threads = {k: v - threads_start.get(k, 0.0) for k, v in thread_cpu(deliverers).items()}
     delivered = receivers.count - before
     notify_rate = len(orders) / (acked - began)
     delivery_rate = delivered / (last - began)
@@ -241,11 +269,27 @@ async def throughput(
           f"({delivery_rate / endpoints:5.0f} per endpoint)   "
           f"lag after last ack {(last - acked) * 1000:7.0f} ms   "
           f"deliveries {delivered} (duplicates {delivered - len(keys)})")  # fmt: skip
+    found = {"notify": notify_rate, "deliveries": delivery_rate,
+             "per_endpoint": delivery_rate / endpoints, "lag": last - acked,
+             "load": os.getloadavg()[0]}  # fmt: skip
     if cpu_start is not None and cpu_end is not None:
         used = (cpu_end - cpu_start) * 1e3
-        print(f"  service CPU {used / len(orders):.3f} ms per notification (with its "
-              f"{endpoints} deliveries), {used / delivered:.3f} ms per delivery; load average "
+        found["service_ms"] = used / len(orders)
+        what = f"(with its {endpoints} deliveries)" if not deliverers else "(worker off)"
+        print(f"  service CPU {used / len(orders):.3f} ms per notification {what}, "
+              f"{used / delivered:.3f} ms per delivery; load average "
               f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    if deliverers:
+        found["deliver_ms"] = deliver_used / delivered
+        print(
+            f"  {len(deliverers)} delivery process(es): CPU {deliver_used / delivered:.3f} ms "
+            f"per delivery ({delivered / deliver_used * 1e3:.0f} deliveries per CPU-second)"
+        )
+        shares = {name: used * 1e3 / delivered for name, used in threads.items()}
+        found |= {f"thread {name}": ms for name, ms in shares.items()}
+        print("    by thread (ms per delivery): " + ", ".join(
+            f"{name} {ms:.3f}" for name, ms in sorted(shares.items()) if ms >= 0.001))  # fmt: skip
+    return found
 
 
 async def published(base: str, kind: str) -> int:
@@ -262,14 +306,49 @@ async def published(base: str, kind: str) -> int:
                 return count
 
 
-def mode_env(folder: Path, build: Notifications, sim_url: str, base: str, mode: str) -> Path:
+def mode_env(
+    folder: Path, build: Notifications, sim_url: str, base: str, mode: str, db: str | None = None
+) -> Path:
+    """The service's env file; ``db`` another database URL than the SQLite file."""
     folder.mkdir()
     env_file = service_env(folder, build.creds, sim_url, "v2")
     extra = f"SCANPAY_PUBLIC_BASE_URL={base}\nSCANPAY_WEBHOOK_ALLOW_PRIVATE=true\n"
     if mode == "off":
         extra += "SCANPAY_WEBHOOKS_ENABLED=false\n"
-    env_file.write_text(env_file.read_text() + extra)
+    lines = env_file.read_text().splitlines(keepends=True)
+    if db is not None:
+        lines = [x for x in lines if not x.startswith("SCANPAY_DATABASE_URL=")]
+        lines.append(f"SCANPAY_DATABASE_URL={db}\n")
+    env_file.write_text("".join(lines) + extra)
     return env_file
+
+
+def postgres_server() -> str:
+    """``$SCANPAY_TEST_POSTGRES_URL`` or the server ``scripts/postgres.sh`` starts."""
+    url = os.environ.get("SCANPAY_TEST_POSTGRES_URL")
+    if url:
+        return url
+    script = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
+    return subprocess.run(
+        ["bash", str(script)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@contextlib.contextmanager
+def scratch_database(server: str) -> Iterator[str]:
+    """A new database on ``server`` for one run, dropped afterwards."""
+    name = "bench_webhooks_" + os.urandom(5).hex()
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield sa.make_url(server).set(database=name).render_as_string(False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
 
 
 async def worker_cost_run(
@@ -406,6 +485,124 @@ async def worker_cost(args: argparse.Namespace) -> None:
           f"best {min(ratios):.2f}, worst {max(ratios):.2f}  (goal: <= 1.15)")  # fmt: skip
 
 
+def spawn_deliverers(
+    folder: Path, env_file: Path, count: int, profile: Path | None = None, src: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` delivery processes; with ``profile``, the first under cProfile (its stats
+    written there when it stops); with ``src``, scanpay imported from that source folder
+    (another checkout, to compare two versions of the deliverer in one run)."""
+    procs = []
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    for n in range(count):
+        command = [sys.executable, "-m", "scanpay.cli.main"]
+        if profile is not None and n == 0:
+            command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m",
+                       "scanpay.cli.main"]  # fmt: skip
+        with (folder / f"deliver-{n}.log").open("wb") as out:
+            procs.append(subprocess.Popen(
+                [*command, "deliver", "--env-file", str(env_file), "--log-level", "warning"],
+                stdout=out, stderr=subprocess.STDOUT, env=env))  # fmt: skip
+    return procs
+
+
+Config = tuple[int, Path | None]  # delivery processes (0: the worker in serve), source
+
+
+def label_of(config: Config) -> str:
+    count, src = config
+    if not count:
+        return "worker in serve"
+    shown = src.parent.name if src is not None and src.name == "src" else str(src)
+    return f"serve + {count} deliver" + (f" [{shown}]" if src is not None else "")
+
+
+async def split_run(
+    args: argparse.Namespace, folder: Path, sim_url: str, build: Notifications, config: Config
+) -> dict[str, float]:
+    """One fresh service (fresh database): with ``deliverers`` 0 its own worker delivers;
+    otherwise its worker is off and that many ``scanpay deliver`` processes run beside it."""
+    deliverers, src = config
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(scratch_database(args.pg)) if args.pg else None
+        return await split_one(args, folder, sim_url, build, deliverers, src, db)
+
+
+async def split_one(
+    args: argparse.Namespace,
+    folder: Path,
+    sim_url: str,
+    build: Notifications,
+    deliverers: int,
+    src: Path | None,
+    db: str | None,
+) -> dict[str, float]:
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    env_file = mode_env(folder, build, sim_url, base, "off" if deliverers else "on", db)
+    service = start([str(SCANPAY), "serve", "--host", HOST, "--port", str(port),
+                     "--env-file", str(env_file), "--log-level", "warning"],
+                    folder / "service.log", f"{base}/healthz")  # fmt: skip
+    receivers = Receivers()
+    # after serve: the schema is there
+    procs = spawn_deliverers(folder, env_file, deliverers, args.profile_deliver, src)
+    try:
+        pids = [p.pid for p in procs]
+        found = await measure(args, base, port, receivers, build, service.pid, pids)
+        if pids:  # what the delivery processes cost while nothing happens
+            await asyncio.sleep(1.0)
+            idle = sum(cpu_seconds(p) or 0.0 for p in pids)
+            await asyncio.sleep(3.0)
+            found["idle_ms_per_s"] = (sum(cpu_seconds(p) or 0.0 for p in pids) - idle) / 3 * 1e3
+            print(f"  delivery process(es) idle: {found['idle_ms_per_s']:.1f} ms CPU per second")
+        return found
+    finally:
+        await receivers.close()
+        for proc in procs:
+            stop(proc)
+        stop(service)
+
+
+async def split(args: argparse.Namespace) -> None:
+    """``--split``: the worker inside ``serve`` against ``--deliverers`` delivery processes
+    beside it, each in ``--rounds`` rounds, interleaved (order alternating per round)."""
+    configs: list[Config] = [] if args.no_inline else [(0, None)]
+    configs += [(n, None) for n in args.deliverers]
+    if args.compare_src is not None:
+        configs += [(n, args.compare_src) for n in args.deliverers]
+    runs: dict[Config, list[dict[str, float]]] = {c: [] for c in configs}
+    with tempfile.TemporaryDirectory(prefix="scanpay-bench-webhooks-") as tmp:
+        folder = Path(tmp)
+        creds, keys = credential_store.load_or_create(folder / "simulator")
+        sim_port = free_port()
+        sim_url = f"http://{HOST}:{sim_port}"
+        sim = start([str(SCANPAY), "simulator", "--state-dir", str(folder / "simulator"),
+                     "--port", str(sim_port), "--log-level", "warning"],
+                    folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
+        build = Notifications(creds, keys)
+        try:
+            for n in range(args.rounds):
+                for m, config in enumerate(configs if n % 2 == 0 else configs[::-1]):
+                    label = label_of(config)
+                    print(f"== round {n + 1}: {label}; load average {os.getloadavg()[0]:.2f}")
+                    runs[config].append(
+                        await split_run(args, folder / f"{n}-{m}", sim_url, build, config)
+                    )
+        finally:
+            stop(sim)
+    print(f"summary (one line per run; {'PostgreSQL' if args.pg else 'SQLite'}):")
+    for config, found in runs.items():
+        label = label_of(config)
+        for f in found:
+            deliver = (f"deliver CPU {f['deliver_ms']:.3f} ms/delivery, idle "
+                       f"{f['idle_ms_per_s']:.1f} ms/s" if config[0] else "")  # fmt: skip
+            print(f"  {label:<26} p50 {f['p50']:5.1f} p99 {f['p99']:5.1f} ms | notify/s "
+                  f"{f['notify']:5.0f} | per endpoint/s {f['per_endpoint']:5.0f} | lag "
+                  f"{f['lag'] * 1e3:6.0f} ms | service {f.get('service_ms', 0):.2f} "
+                  f"ms/notification | {deliver} | load {f['load']:.2f}")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1000, help="notifications (throughput)")
@@ -424,12 +621,51 @@ def main() -> int:
         help="--worker-cost: load the three services at the same time",
     )
     parser.add_argument("--sender", action="store_true", help="the sender alone (CPU per POST)")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the worker in serve against serve (worker off) + delivery processes, interleaved",
+    )
+    parser.add_argument(
+        "--deliverers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="--split: delivery process counts to compare (default 1)",
+    )
+    parser.add_argument(
+        "--profile-deliver",
+        type=Path,
+        default=None,
+        help="--split: run the first delivery process under cProfile, stats to this file",
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        default=None,
+        help="--split: also run the delivery processes from this source folder (another "
+        "checkout's src/), interleaved with this one's",
+    )
+    parser.add_argument(
+        "--no-inline", action="store_true", help="--split: leave out the worker-in-serve runs"
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="--split: PostgreSQL ($SCANPAY_TEST_POSTGRES_URL or scripts/postgres.sh; a fresh "
+        "database per run) instead of a SQLite file",
+    )
     args = parser.parse_args()
+    args.pg = postgres_server() if args.postgres else None
     if args.quick:
         args.orders, args.latency_orders, args.rounds = 100, 30, 1
+    if args.split and "--rounds" not in sys.argv[1:] and not args.quick:
+        args.rounds = 2
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     if args.sender:
         asyncio.run(sender_cost(args))
+    elif args.split:
+        asyncio.run(split(args))
     else:
         asyncio.run(worker_cost(args) if args.worker_cost else run(args))
     return 0

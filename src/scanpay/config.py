@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     # a delivery leased by a process that died is tried again after this (keep it above the
     # 15 s HTTP timeout so two instances never send the same attempt at once)
     webhook_lease_seconds: float = Field(default=60.0, gt=0)
+    # `scanpay deliver` on SQLite: how often it looks for new events (docs/webhooks.md)
+    webhook_watch_seconds: float = Field(default=0.01, gt=0, le=5)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

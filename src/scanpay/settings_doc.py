@@ -104,6 +104,8 @@ MEANINGS: Final[dict[str, str]] = {
     "woken by a change",
     "webhook_lease_seconds": "a delivery leased by a process that died is tried again after "
     "this (above the 15 s HTTP timeout)",
+    "webhook_watch_seconds": "how often `scanpay deliver` on SQLite looks for new events "
+    "(PostgreSQL: LISTEN)",
     # operator console (issue 12, docs/console.md)
     "console_enabled": "serve the operator console at `/console`",
     "console_idle_minutes": "a console session ends after this long without a request",

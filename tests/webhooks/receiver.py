@@ -42,6 +42,8 @@ class Receiver:
     # answers to give, in order: (status, extra headers); then 200
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0  # seconds before each answer (a slow shop)
+    arriving: int = 0  # requests whose body was read (answered or not yet)
     changed: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +76,10 @@ def serve_receiver(path: str = "/webhooks") -> Iterator[Receiver]:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
+            with receiver.lock:
+                receiver.arriving += 1
+            if receiver.delay:
+                time.sleep(receiver.delay)
             with receiver.changed:  # kept even if the sender is gone before our answer
                 status, extra = receiver.answer()
                 receiver.received.append(Received(headers, body, time.monotonic(), status))

@@ -26,6 +26,8 @@ COMMANDS: Final = {
     # webhooks (issue 11)
     "listen": ("listen_cmd", "forward a service's events to a local URL, signed (development)"),
     "trigger": ("trigger_cmd", "make an event happen (order.paid) on a service with the simulator"),
+    # webhooks (issue 11): delivery in processes of its own
+    "deliver": ("deliver_cmd", "deliver webhooks only (beside `serve` with the worker off)"),
 }
 
 

@@ -36,24 +36,30 @@ class WebhookRuntime:
         self.worker.wake(order_id)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    async def running(self, *, worker: bool | None = None) -> AsyncIterator[None]:
         """The app's lifespan: the settings endpoint brought up to date, then the worker
-        (when enabled) until the app stops."""
+        (when enabled, or when ``worker`` says so: ``scanpay deliver``) until the app stops."""
         s = self.settings
         secret = s.webhook_secret.get_secret_value() if s.webhook_secret is not None else None
-        await self.outbox.call(
-            self.outbox.configure_settings_endpoint_sync,
-            s.webhook_url,
-            secret,
-            s.webhook_event_types,
-        )
+        for tries_left in (1, 0):
+            try:
+                await self.outbox.call(
+                    self.outbox.configure_settings_endpoint_sync,
+                    s.webhook_url,
+                    secret,
+                    s.webhook_event_types,
+                )
+                break
+            except sa.exc.IntegrityError:  # another process inserted it at the same moment
+                if not tries_left:
+                    raise
         if s.webhook_url is not None:
             try:
                 await check_url(s.webhook_url, allow_private=s.webhook_allow_private)
             except UnsafeUrlError as exc:  # checked again at each delivery; say so now
                 log.error("SCANPAY_WEBHOOK_URL will not receive webhooks: %s", exc.message)
         try:
-            if s.webhooks_enabled:
+            if s.webhooks_enabled if worker is None else worker:
                 async with self.worker.running():
                     yield
             else:

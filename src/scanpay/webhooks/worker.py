@@ -79,6 +79,15 @@ class WebhookWorker:
             self._looked = float("-inf")
         self._poke()
 
+    def new_events(self) -> None:
+        """Events were written elsewhere (``scanpay deliver``'s watch): publish them soon."""
+        self._changed = True
+        self._poke()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
     def _poke(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
@@ -159,7 +168,11 @@ class WebhookWorker:
             self._wakeup.clear()
             began = loop.time()
             try:
-                await self.run_once()
+                started = await self.run_once()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("webhook pass: %.1f ms, %d started, %d published, %d in flight",
+                              (loop.time() - began) * 1e3, started, self.published,
+                              len(self._inflight))  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - a pass failing must not end the task
                 log.warning("webhook pass failed: %s", type(exc).__name__)
             if self.published:
