@@ -10,7 +10,7 @@ endpoint that wants the type — all in one transaction. :meth:`claim` leases du
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) whose order has no earlier delivery pending for
 the same endpoint, so an order's events arrive in order and nothing else waits.
 :meth:`cycle_sync` is the worker's pass: record, publish and claim in one transaction, a
-few statements (built once, executemany for many rows) whatever the batch size.
+few statements (built once, executemany or arrays for many rows) whatever the batch size.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from scanpay.domain.events import SHOP_FACING, STORED_FOR, ShopEventType, shop_t
 from scanpay.domain.model import EventType
 from scanpay.errors import NotFoundError
 from scanpay.store.migrate import writer
-from scanpay.store.tables import events, orders, payment_attempts
+from scanpay.store.tables import UtcDateTime, events, orders, payment_attempts
 from scanpay.store.webhook_tables import webhook_attempts, webhook_deliveries, webhook_endpoints
 
 PENDING: Final = "pending"
@@ -92,11 +92,14 @@ _MOVE: Final = (
     )
 )
 _NOW = sa.bindparam("now", type_=D.next_attempt_at.type)
-# The claim in two steps, so that no plan can read the table once per candidate (PostgreSQL
-# did, with statistics from when the table was nearly empty: 0.2-1.4 s per claim at 2,400
-# pending; docs/benchmarks.md, "Delivery processes"): the due rows by the due index, then,
-# in one keyed query, the first pending event of each of their (endpoint, order) pairs; a
-# candidate whose order has an earlier event still pending for its endpoint waits.
+# Ordered by the due time alone (ties in index order), so PostgreSQL reads the due index and
+# stops after ``limit`` rows; with ``id`` as well it read and sorted every due row (2.5 ms a
+# pass at 8,000 pending). The claim in two steps, so that no plan can read the table once
+# per candidate (PostgreSQL did, with statistics from when the table was nearly empty:
+# 0.2-1.4 s per claim at 2,400 pending; docs/benchmarks.md, "Delivery processes"): the due
+# rows by the due index, then, in one keyed query, the first pending event of each of their
+# (endpoint, order) pairs; a candidate whose order has an earlier event still pending for
+# its endpoint waits.
 _CLAIM_PICK: Final = (
     sa.select(D.id, D.endpoint_id, D.order_key, D.event_id)
     .where(
@@ -105,7 +108,7 @@ _CLAIM_PICK: Final = (
         sa.or_(D.lease_until.is_(None), D.lease_until < _NOW),
         D.endpoint_id.in_(sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()),
     )
-    .order_by(D.next_attempt_at, D.id)
+    .order_by(D.next_attempt_at)
     .limit(sa.bindparam("limit", type_=sa.Integer))
     .with_for_update(skip_locked=True)
 )
@@ -168,7 +171,31 @@ _HELD: Final = sa.select(D.id).where(
     D.leased_by == sa.bindparam("worker", type_=D.leased_by.type),
     D.status == PENDING,
 )
-_HELD_LOCKED: Final = _HELD.with_for_update()
+# PostgreSQL: a pass's record and its lease each in one statement over arrays (unnest), not
+# a locking read then an executemany (a round trip or more each): the deliveries still held
+# move, every attempt is kept, the ids moved come back; the lease returns what it leased.
+_PG_RECORD: Final = sa.text(
+    "WITH moved AS (UPDATE webhook_deliveries AS d SET status = m.st,"
+    " attempts = d.attempts + 1, next_attempt_at = m.nxt, lease_until = NULL,"
+    " leased_by = NULL, last_status = m.last, updated_at = m.at"
+    " FROM unnest(CAST(:ids AS integer[]), CAST(:st AS varchar[]),"
+    " CAST(:nxt AS timestamptz[]), CAST(:last AS integer[]), CAST(:at AS timestamptz[]))"
+    " AS m(id, st, nxt, last, at)"
+    " WHERE d.id = m.id AND d.leased_by = :worker AND d.status = 'pending' RETURNING d.id),"
+    " kept AS (INSERT INTO webhook_attempts"
+    " (delivery_id, attempted_at, status_code, latency_ms, response, error)"
+    " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:at AS timestamptz[]),"
+    " CAST(:code AS integer[]), CAST(:ms AS integer[]), CAST(:resp AS varchar[]),"
+    " CAST(:err AS varchar[])))"
+    " SELECT id FROM moved"
+)
+_PG_LEASE: Final = sa.text(
+    "UPDATE webhook_deliveries AS d SET lease_until = :until, leased_by = :worker"
+    " FROM events AS e, webhook_endpoints AS w"
+    " WHERE d.id = ANY(CAST(:ids AS integer[])) AND e.id = d.event_id AND w.id = d.endpoint_id"
+    " RETURNING d.id, d.event_id, d.attempts, e.public_id, e.body, w.id AS endpoint_id, w.url,"
+    " w.secret, w.previous_secret, w.previous_until"
+).columns(previous_until=UtcDateTime)
 _INSERT_ATTEMPT: Final = sa.insert(webhook_attempts)
 _INSERT_DELIVERY: Final = sa.insert(webhook_deliveries)
 _ANY_DUE: Final = (
@@ -374,8 +401,12 @@ class OutboxStore:
         if not picked:
             return []
         until = now + timedelta(seconds=lease_seconds)
-        conn.execute(_CLAIM_LEASE, {"ids": picked, "until": until, "worker": worker})
-        rows = conn.execute(_CLAIMED, {"ids": picked}).all()
+        if self._postgres:
+            leased = conn.execute(_PG_LEASE, {"ids": picked, "until": until, "worker": worker})
+            rows = sorted(leased, key=lambda row: row.event_id)
+        else:
+            conn.execute(_CLAIM_LEASE, {"ids": picked, "until": until, "worker": worker})
+            rows = list(conn.execute(_CLAIMED, {"ids": picked}))
         found = []
         for row in rows:
             keys = [row.secret]
@@ -437,12 +468,13 @@ class OutboxStore:
     def _record_many(
         self, conn: sa.Connection, worker: str, outcomes: Sequence[Outcome]
     ) -> list[bool]:
-        """Keep every attempt; move the deliveries ``worker`` still holds (one query finds
-        them, locked on PostgreSQL; one executemany moves them)."""
+        """Keep every attempt; move the deliveries ``worker`` still holds (SQLite: one query
+        finds them, one executemany moves them; PostgreSQL: one statement, ``_PG_RECORD``)."""
         if not outcomes:
             return []
-        held_query = _HELD_LOCKED if self._postgres else _HELD
-        found = conn.execute(held_query, {"ids": [o.due.delivery_id for o in outcomes],
+        if self._postgres:
+            return self._record_pg(conn, worker, outcomes)
+        found = conn.execute(_HELD, {"ids": [o.due.delivery_id for o in outcomes],
                                           "worker": worker})  # fmt: skip
         held = set(found.scalars())
         moves = [
@@ -454,7 +486,7 @@ class OutboxStore:
                 "last": attempt.status_code,
                 "at": attempt.attempted_at,
             }
-            for due, attempt, next_at, delivered, _disable in outcomes
+            for due, attempt, next_at, delivered, _reason in outcomes
             if due.delivery_id in held
         ]
         if moves:
@@ -473,13 +505,29 @@ class OutboxStore:
                 for o in outcomes
             ],
         )
-        for o in outcomes:
-            if o.disable is not None:
-                conn.execute(
-                    sa.update(webhook_endpoints)
-                    .where(W.id == o.due.endpoint_id, W.disabled_at.is_(None))
-                    .values(disabled_at=o.attempt.attempted_at, disabled_reason=o.disable[:64])
-                )
+        _disable(conn, outcomes)
+        return [o.due.delivery_id in held for o in outcomes]
+
+    @staticmethod
+    def _record_pg(conn: sa.Connection, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
+        """:meth:`_record_many` on PostgreSQL: one statement (``_PG_RECORD``)."""
+        names = ("ids", "st", "nxt", "last", "at", "code", "ms", "resp", "err")
+        params: dict[str, Any] = {name: [] for name in names}
+        params["worker"] = worker
+        for due, attempt, next_at, delivered, _disable_reason in outcomes:
+            params["ids"].append(due.delivery_id)
+            params["st"].append(
+                DELIVERED if delivered else PENDING if next_at is not None else FAILED
+            )
+            params["nxt"].append(next_at)
+            params["last"].append(attempt.status_code)
+            params["at"].append(attempt.attempted_at)
+            params["code"].append(attempt.status_code)
+            params["ms"].append(attempt.latency_ms)
+            params["resp"].append(attempt.response[:256])
+            params["err"].append(attempt.error and attempt.error[:128])
+        held = set(conn.execute(_PG_RECORD, params).scalars())
+        _disable(conn, outcomes)
         return [o.due.delivery_id in held for o in outcomes]
 
     # ---- one worker pass ---------------------------------------------------------------
@@ -760,6 +808,17 @@ class OutboxStore:
                 .order_by(D.id)
             ).all()
         return [(r.public_id, r.endpoint_id, r.status, r.attempts) for r in rows]
+
+
+def _disable(conn: sa.Connection, outcomes: Sequence[Outcome]) -> None:
+    """Turn off the endpoints an outcome disables (a 410)."""
+    for o in outcomes:
+        if o.disable is not None:
+            conn.execute(
+                sa.update(webhook_endpoints)
+                .where(W.id == o.due.endpoint_id, W.disabled_at.is_(None))
+                .values(disabled_at=o.attempt.attempted_at, disabled_reason=o.disable[:64])
+            )
 
 
 def _new_delivery(
