@@ -149,20 +149,27 @@ class Receivers:
             server.close()
 
 
+def start_simulator(folder: Path) -> tuple[subprocess.Popen[bytes], str, Notifications]:
+    """``scanpay simulator`` on a free loopback port, its state in ``folder``: the process (for
+    ``stop``), its URL, and a builder of notifications signed as it signs them."""
+    creds, keys = credential_store.load_or_create(folder / "simulator")
+    sim_port = free_port()
+    sim_url = f"http://{HOST}:{sim_port}"
+    sim = start([str(SCANPAY), "simulator", "--state-dir", str(folder / "simulator"),
+                 "--port", str(sim_port), "--log-level", "warning"],
+                folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
+    return sim, sim_url, Notifications(creds, keys)
+
+
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="scanpay-bench-webhooks-") as tmp:
         folder = Path(tmp)
-        creds, keys = credential_store.load_or_create(folder / "simulator")
-        sim_port = free_port()
-        sim_url = f"http://{HOST}:{sim_port}"
-        sim = start([str(SCANPAY), "simulator", "--state-dir", str(folder / "simulator"),
-                     "--port", str(sim_port), "--log-level", "warning"],
-                    folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
+        sim, sim_url, build = start_simulator(folder)
         receivers = Receivers()
         try:
             port = free_port()
             base = f"http://{HOST}:{port}"
-            env_file = service_env(folder, creds, sim_url, "v2")
+            env_file = service_env(folder, build.creds, sim_url, "v2")
             env_file.write_text(
                 env_file.read_text()
                 + f"SCANPAY_PUBLIC_BASE_URL={base}\nSCANPAY_WEBHOOK_ALLOW_PRIVATE=true\n"
@@ -171,7 +178,7 @@ async def run(args: argparse.Namespace) -> None:
                              "--env-file", str(env_file), "--log-level", "warning"],
                             folder / "service.log", f"{base}/healthz")  # fmt: skip
             try:
-                await measure(args, base, port, receivers, Notifications(creds, keys), service.pid)
+                await measure(args, base, port, receivers, build, service.pid)
             finally:
                 stop(service)
         finally:
@@ -439,13 +446,7 @@ async def worker_cost(args: argparse.Namespace) -> None:
     rates: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="scanpay-bench-webhooks-") as tmp:
         folder = Path(tmp)
-        creds, keys = credential_store.load_or_create(folder / "simulator")
-        sim_port = free_port()
-        sim_url = f"http://{HOST}:{sim_port}"
-        sim = start([str(SCANPAY), "simulator", "--state-dir", str(folder / "simulator"),
-                     "--port", str(sim_port), "--log-level", "warning"],
-                    folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
-        build = Notifications(creds, keys)
+        sim, sim_url, build = start_simulator(folder)
         try:
             print(f"worker cost, v2, {args.orders} notifications over {args.concurrency} "
                   f"connections; load average {os.getloadavg()[0]:.2f} at start")  # fmt: skip
@@ -574,13 +575,7 @@ async def split(args: argparse.Namespace) -> None:
     runs: dict[Config, list[dict[str, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="scanpay-bench-webhooks-") as tmp:
         folder = Path(tmp)
-        creds, keys = credential_store.load_or_create(folder / "simulator")
-        sim_port = free_port()
-        sim_url = f"http://{HOST}:{sim_port}"
-        sim = start([str(SCANPAY), "simulator", "--state-dir", str(folder / "simulator"),
-                     "--port", str(sim_port), "--log-level", "warning"],
-                    folder / "simulator.log", f"{sim_url}/sim/clock")  # fmt: skip
-        build = Notifications(creds, keys)
+        sim, sim_url, build = start_simulator(folder)
         try:
             for n in range(args.rounds):
                 for m, config in enumerate(configs if n % 2 == 0 else configs[::-1]):
