@@ -11,6 +11,7 @@ import pytest
 from scanpay.cli.main import main
 from scanpay.config import Settings
 from scanpay.simulator import Simulator
+from tests.service_env import scanpay_settings
 from tests.simulator.live import serve_simulator
 
 
@@ -27,15 +28,8 @@ def env_file(folder: Path, values: dict[str, str]) -> Path:
 
 
 def base(sim: Simulator, url: str, folder: Path) -> dict[str, str]:
-    creds = sim.credentials
-    return {
-        "SCANPAY_SHOP_API_KEY": "shop-key-0123456789abcdef",
-        "SCANPAY_APPID": creds.appid,
-        "SCANPAY_MCHID": creds.mchid,
-        "SCANPAY_API_V2_KEY": creds.api_v2_key.reveal(),
-        "SCANPAY_WECHAT_BASE_URL": url,
-        "SCANPAY_DATABASE_URL": f"sqlite:///{folder / 'check.sqlite3'}",
-    }
+    return scanpay_settings(f"sqlite:///{folder / 'check.sqlite3'}", sim.credentials, url,
+                            shop_key="shop-key-0123456789abcdef")  # fmt: skip
 
 
 def v3(sim: Simulator, folder: Path, api_v3_key: str | None = None) -> dict[str, str]:

@@ -4,7 +4,6 @@ the simulator (uvicorn on loopback in a thread), talking real HTTP both ways."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
@@ -22,8 +21,10 @@ import pytest
 import sqlalchemy as sa
 
 from scanpay.domain.model import PaymentAttempt
+from scanpay.simulator.credentials import MerchantCredentials
 from scanpay.store.migrate import make_engine
 from scanpay.store.sql import SqlStore
+from tests.service_env import FAST_RECONCILER, service_env
 from tests.simulator.live import serve_simulator
 
 SHOP_KEY = "crash-test-shop-key-0123456789"
@@ -74,26 +75,15 @@ class Service:
 
 
 @contextmanager
-def running_service(tmp_path: Path, sim_url: str, creds: object) -> Iterator[Service]:
+def running_service(tmp_path: Path, sim_url: str, creds: MerchantCredentials) -> Iterator[Service]:
     port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")},
-        "SCANPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.sqlite3'}",
-        "SCANPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "SCANPAY_SHOP_API_KEY": SHOP_KEY,
-        "SCANPAY_WECHAT_BASE_URL": sim_url,
-        "SCANPAY_APPID": creds.appid,  # type: ignore[attr-defined]
-        "SCANPAY_MCHID": creds.mchid,  # type: ignore[attr-defined]
-        "SCANPAY_API_V2_KEY": creds.api_v2_key.reveal(),  # type: ignore[attr-defined]
-        "SCANPAY_QUERY_FIRST_DELAY_SECONDS": "1",
-        "SCANPAY_QUERY_MAX_DELAY_SECONDS": "2",
-        "SCANPAY_RECONCILER_POLL_SECONDS": "0.2",
-        "SCANPAY_RECONCILER_LEASE_SECONDS": "3",
-        "SCANPAY_WECHAT_TIMEOUT_SECONDS": "2",
+    env = service_env(
+        f"sqlite:///{tmp_path / 'shop.sqlite3'}", creds, sim_url, shop_key=SHOP_KEY,
+        public_url=f"http://127.0.0.1:{port}", **FAST_RECONCILER,
         # the shortest window: the test waits it out to see expiry after kills
-        "SCANPAY_PAYMENT_WINDOW_SECONDS": str(WINDOW_SECONDS),
-        "SCANPAY_ORDER_DEADLINE_SECONDS": str(WINDOW_SECONDS),
-    }
+        payment_window_seconds=str(WINDOW_SECONDS),
+        order_deadline_seconds=str(WINDOW_SECONDS),
+    )  # fmt: skip
     service = Service(env, port)
     service.start()
     try:

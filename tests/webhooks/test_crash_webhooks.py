@@ -6,7 +6,6 @@ service (subprocess, SQLite file), the simulator and the receiver on loopback th
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from scanpay.webhooks.signing import generate_secret
+from tests.service_env import FAST_RECONCILER, service_env
 from tests.simulator.live import serve_simulator
 from tests.web.test_crash import SHOP_KEY, Service, _call, _free_port
 from tests.webhooks.receiver import check_signed, serve_receiver
@@ -35,27 +35,12 @@ def test_sigkill_during_payments_every_order_paid_arrives(tmp_path: Path) -> Non
     auth = {"Authorization": f"Bearer {SHOP_KEY}"}
     with serve_receiver() as receiver, serve_simulator() as (sim, sim_url):
         port = _free_port()
-        creds = sim.credentials
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")},
-            "SCANPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.sqlite3'}",
-            "SCANPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "SCANPAY_SHOP_API_KEY": SHOP_KEY,
-            "SCANPAY_WECHAT_BASE_URL": sim_url,
-            "SCANPAY_APPID": creds.appid,
-            "SCANPAY_MCHID": creds.mchid,
-            "SCANPAY_API_V2_KEY": creds.api_v2_key.reveal(),
-            "SCANPAY_QUERY_FIRST_DELAY_SECONDS": "1",
-            "SCANPAY_QUERY_MAX_DELAY_SECONDS": "2",
-            "SCANPAY_RECONCILER_POLL_SECONDS": "0.2",
-            "SCANPAY_RECONCILER_LEASE_SECONDS": "3",
-            "SCANPAY_WECHAT_TIMEOUT_SECONDS": "2",
-            "SCANPAY_WEBHOOK_URL": receiver.url,
-            "SCANPAY_WEBHOOK_SECRET": secret,
-            "SCANPAY_WEBHOOK_ALLOW_PRIVATE": "true",
-            "SCANPAY_WEBHOOK_POLL_SECONDS": "0.2",
-            "SCANPAY_WEBHOOK_LEASE_SECONDS": "2",
-        }
+        env = service_env(
+            f"sqlite:///{tmp_path / 'shop.sqlite3'}", sim.credentials, sim_url,
+            shop_key=SHOP_KEY, public_url=f"http://127.0.0.1:{port}", **FAST_RECONCILER,
+            webhook_url=receiver.url, webhook_secret=secret,
+            webhook_allow_private="true", webhook_poll_seconds="0.2", webhook_lease_seconds="2",
+        )  # fmt: skip
         svc = Service(env, port)
         svc.start()
         try:

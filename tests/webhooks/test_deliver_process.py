@@ -6,7 +6,6 @@ by ``standardwebhooks`` and scanpay's helper."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -23,11 +22,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from scanpay.simulator import Simulator
 from scanpay.store.migrate import make_engine, upgrade
 from scanpay.webhooks import deliver
 from scanpay.webhooks.signing import generate_secret
 from tests.databases import scratch_postgres
+from tests.service_env import child_environ, service_env
 from tests.simulator.live import serve_simulator
 from tests.web.test_crash import SHOP_KEY, Service, _free_port
 from tests.webhooks.receiver import Receiver, check_signed, serve_receiver
@@ -35,29 +34,6 @@ from tests.webhooks.receiver import Receiver, check_signed, serve_receiver
 AUTH = {"Authorization": f"Bearer {SHOP_KEY}"}
 # long: a delivery process that hears of new events only through its poll would be seen late
 POLL_SECONDS = "30"
-
-
-def _env(db_url: str, port: int, sim: Simulator, sim_url: str, receiver: Receiver,
-         secret: str) -> dict[str, str]:  # fmt: skip
-    creds = sim.credentials
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")},
-        "SCANPAY_DATABASE_URL": db_url,
-        "SCANPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "SCANPAY_SHOP_API_KEY": SHOP_KEY,
-        "SCANPAY_WECHAT_BASE_URL": sim_url,
-        "SCANPAY_APPID": creds.appid,
-        "SCANPAY_MCHID": creds.mchid,
-        "SCANPAY_API_V2_KEY": creds.api_v2_key.reveal(),
-        "SCANPAY_RECONCILER_ENABLED": "false",
-        "SCANPAY_WEBHOOK_URL": receiver.url,
-        "SCANPAY_WEBHOOK_SECRET": secret,
-        "SCANPAY_WEBHOOK_ALLOW_PRIVATE": "true",
-        "SCANPAY_WEBHOOK_RETRY_SCHEDULE": "0,0.2,0.2,0.2",
-        "SCANPAY_WEBHOOK_POLL_SECONDS": POLL_SECONDS,
-        "SCANPAY_WEBHOOK_LEASE_SECONDS": "4",  # the SIGKILL phase waits it out
-        "SCANPAY_WEBHOOKS_ENABLED": "false",  # the API instance; deliver ignores it
-    }
 
 
 class Deliver:
@@ -92,7 +68,14 @@ def stack(tmp_path: Path, db_url: str) -> Iterator[tuple[Service, Receiver, str,
     with serve_receiver() as receiver, serve_simulator() as (sim, sim_url):
         port = _free_port()
         secret = generate_secret()
-        env = _env(db_url, port, sim, sim_url, receiver, secret)
+        env = service_env(
+            db_url, sim.credentials, sim_url, shop_key=SHOP_KEY,
+            public_url=f"http://127.0.0.1:{port}", reconciler_enabled="false",
+            webhook_url=receiver.url, webhook_secret=secret, webhook_allow_private="true",
+            webhook_retry_schedule="0,0.2,0.2,0.2", webhook_poll_seconds=POLL_SECONDS,
+            webhook_lease_seconds="4",  # the SIGKILL phase waits it out
+            webhooks_enabled="false",  # the API instance; deliver ignores it
+        )  # fmt: skip
         svc = Service(env, port)
         svc.start()
         try:
@@ -235,7 +218,7 @@ def test_deliver_on_postgres_hears_new_events_by_listen(tmp_path: Path) -> None:
 
 def test_deliver_refuses_bad_settings_clearly(tmp_path: Path) -> None:
     base = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")},
+        **child_environ(),
         "SCANPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.sqlite3'}",
         "SCANPAY_SHOP_API_KEY": SHOP_KEY,
         "SCANPAY_APPID": "wx0000000000000000",

@@ -6,7 +6,6 @@ printed; ``scanpay trigger order.paid`` makes one happen."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import threading
@@ -20,15 +19,12 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.service_env import child_environ
 from tests.web.test_crash import _free_port
 from tests.webhooks.receiver import check_signed, serve_receiver
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_shop" / "shop.py"
 CLI = [sys.executable, "-m", "scanpay.cli.main"]
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")}
 
 
 def _wait(check: Any, what: str, within: float = 120.0) -> Any:
@@ -50,7 +46,7 @@ def running_demo(data_dir: Path) -> Iterator[tuple[str, str, str]]:
     proc = subprocess.Popen(
         [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
          "--data-dir", str(data_dir)],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=child_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
     try:
@@ -107,7 +103,7 @@ def test_example_shop_listen_and_trigger_against_the_demo(tmp_path: Path) -> Non
         listen = subprocess.Popen(
             [*CLI, "listen", "--forward-to", receiver.url, "--service", url, "--api-key", key,
              "--events", "order.paid", "--max-events", "2", "--poll", "0.2"],
-            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=child_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             assert listen.stdout is not None
@@ -143,7 +139,7 @@ def test_example_shop_listen_and_trigger_against_the_demo(tmp_path: Path) -> Non
             trigger = subprocess.run(
                 [*CLI, "trigger", "order.paid", "--service", url, "--simulator", sim_url,
                  "--api-key", key],
-                env=_env(), capture_output=True, text=True, timeout=120,
+                env=child_environ(), capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             assert trigger.returncode == 0, trigger.stderr
             assert "is paid" in trigger.stdout
