@@ -6,7 +6,6 @@ client that reconnects with ``Last-Event-ID`` as a browser's EventSource does.""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -27,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scanpay.simulator import Simulator
 from tests.databases import scratch_postgres
+from tests.service_env import service_env
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_TEMPLATE = ROOT / "deploy" / "haproxy.cfg"
@@ -276,32 +276,27 @@ class Cluster:
 
 
 def instance_env(
-    database_url: str, public_url: str, sim: Simulator, sim_url: str
+    database_url: str, public_url: str, sim: Simulator, sim_url: str, **settings: str
 ) -> dict[str, str]:
-    creds = sim.credentials
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")},
-        "SCANPAY_DATABASE_URL": database_url,
-        "SCANPAY_MIGRATE_ON_STARTUP": "false",  # `scanpay db upgrade` ran first, as documented
-        "SCANPAY_PUBLIC_BASE_URL": public_url,
-        "SCANPAY_SHOP_API_KEY": SHOP_KEY,
-        "SCANPAY_WECHAT_BASE_URL": sim_url,
-        "SCANPAY_APPID": creds.appid,
-        "SCANPAY_MCHID": creds.mchid,
-        "SCANPAY_API_V2_KEY": creds.api_v2_key.reveal(),
-        "SCANPAY_WECHAT_TIMEOUT_SECONDS": "5",
-        "SCANPAY_QUERY_FIRST_DELAY_SECONDS": "3",
-        "SCANPAY_QUERY_MAX_DELAY_SECONDS": "3",
-        "SCANPAY_RECONCILER_POLL_SECONDS": "0.2",
-        "SCANPAY_RECONCILER_LEASE_SECONDS": "3",
-        "SCANPAY_RECONCILER_BATCH": "5",
+    """The environment of a cluster's instance; ``settings`` (by field name) add to what it
+    sets or replace it."""
+    cluster = {
+        "migrate_on_startup": "false",  # `scanpay db upgrade` ran first, as documented
+        "wechat_timeout_seconds": "5",
+        "query_first_delay_seconds": "3",
+        "query_max_delay_seconds": "3",
+        "reconciler_poll_seconds": "0.2",
+        "reconciler_lease_seconds": "3",
+        "reconciler_batch": "5",
         # the safety-net poll out of reach during a run: streams learn of changes made on
         # other instances through LISTEN/NOTIFY only
-        "SCANPAY_STREAM_POLL_SECONDS": "120",
-        "SCANPAY_SSE_HEARTBEAT_SECONDS": "5",
-        "SCANPAY_SHUTDOWN_GRACE_SECONDS": "5",
-        "SCANPAY_DATABASE_POOL_SIZE": "4",
+        "stream_poll_seconds": "120",
+        "sse_heartbeat_seconds": "5",
+        "shutdown_grace_seconds": "5",
+        "database_pool_size": "4",
     }
+    return service_env(database_url, sim.credentials, sim_url, shop_key=SHOP_KEY,
+                       public_url=public_url, **(cluster | settings))  # fmt: skip
 
 
 @contextmanager

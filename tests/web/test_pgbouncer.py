@@ -189,20 +189,23 @@ def test_two_instances_through_pgbouncer_transaction_pooling(tmp_path: Path) -> 
         key_file.write_text(sim.credentials.merchant_private_key_pem.reveal())
         key_file.chmod(0o600)
         cert_file.write_text(sim.credentials.merchant_certificate_pem)
-        env = {
-            **instance_env(bouncer.url("scanpay"), balancer.url, sim, sim_url),
-            "SCANPAY_DATABASE_PREPARED_STATEMENTS": "false",
-            "SCANPAY_DATABASE_LISTEN_URL": direct_url,
-            "SCANPAY_WEBHOOK_URL": receiver.url,
-            "SCANPAY_WEBHOOK_SECRET": secret,
-            "SCANPAY_MERCHANT_KEY_FILE": str(key_file),
-            "SCANPAY_MERCHANT_CERT_FILE": str(cert_file),
-            "SCANPAY_WEBHOOK_ALLOW_PRIVATE": "true",
-            "SCANPAY_WEBHOOK_POLL_SECONDS": "0.2",
+        env = instance_env(
+            bouncer.url("scanpay"),
+            balancer.url,
+            sim,
+            sim_url,
+            database_prepared_statements="false",
+            database_listen_url=direct_url,
+            webhook_url=receiver.url,
+            webhook_secret=secret,
+            merchant_key_file=str(key_file),
+            merchant_cert_file=str(cert_file),
+            webhook_allow_private="true",
+            webhook_poll_seconds="0.2",
             # the streams' safety-net poll beyond the test's bound: only LISTEN can tell them
             # (without the direct LISTEN URL, the streams wait in vain: tried)
-            "SCANPAY_STREAM_POLL_SECONDS": "300",
-        }
+            stream_poll_seconds="300",
+        )
         instances = {name: Instance(name, port, env, tmp_path) for name, port in ports.items()}
         try:
             for instance in instances.values():

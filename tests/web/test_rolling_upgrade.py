@@ -15,7 +15,6 @@ after the upgrade refuses the newer schema with its clear message.
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import pytest
 import sqlalchemy as sa
 
 from scanpay.store.migrate import known_revisions
+from tests.service_env import child_environ
 from tests.store.conftest import POSTGRES_URL
 from tests.web.cluster_kit import (
     ROOT,
@@ -88,7 +88,7 @@ def old_release_env(env: dict[str, str], src: Path) -> dict[str, str]:
 
 def scanpay(args: list[str], pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m scanpay.cli.main ARGS`` with this code, or the code at ``pythonpath``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCANPAY_")}
+    env = child_environ()
     if pythonpath is not None:
         env = old_release_env(env, pythonpath)
     return subprocess.run(
