@@ -229,7 +229,7 @@ class Deliverer:
                     "SCANPAY_DATABASE_URL: an in-memory SQLite database cannot be shared with "
                     "scanpay serve; name a file"
                 )
-            self.watch = SqliteWatch(path, self.worker.new_events, settings.webhook_watch_seconds)
+            self.watch = SqliteWatch(path, self._written, settings.webhook_watch_seconds)
             self.how = (f"watching the SQLite file (inotify, else a poll every "
                         f"{settings.webhook_watch_seconds:g} s)")  # fmt: skip
         else:
@@ -244,6 +244,9 @@ class Deliverer:
 
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _written(self) -> None:
+        self.worker.wake(look=False)  # new events, orders unknown; due ones wait for the poll
 
     def _changed(self, order_id: str, _seq: int) -> None:
         self.worker.wake(order_id)

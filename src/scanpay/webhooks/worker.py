@@ -71,17 +71,16 @@ class WebhookWorker:
         self.published = 0  # rows the last pass published
         self._looked = float("-inf")  # when a pass last looked for due deliveries
 
-    def wake(self, order_id: str | None = None) -> None:
-        """This process wrote events (of ``order_id``): publish them soon. Without an order
-        (a resend, say) the next pass also looks for due deliveries."""
+    def wake(self, order_id: str | None = None, *, look: bool | None = None) -> None:
+        """Events were written (of ``order_id``): publish them soon. ``look`` says whether
+        the next pass also looks for due deliveries rather than waiting for its poll; by
+        default it does when no order is named (a resend, say). ``look=False`` without an
+        order: events of orders unknown here (``scanpay deliver``'s SQLite watch)."""
         self._changed = True
-        if order_id is None:
+        if look is None:
+            look = order_id is None
+        if look:
             self._looked = float("-inf")
-        self._poke()
-
-    def new_events(self) -> None:
-        """Events were written elsewhere (``scanpay deliver``'s watch): publish them soon."""
-        self._changed = True
         self._poke()
 
     @property
