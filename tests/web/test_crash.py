@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,6 +106,35 @@ def _call(fn: object, *args: object, **kwargs: object) -> httpx.Response:
             time.sleep(0.05)
 
 
+def create_order(svc: Service, key: str, amount: int) -> dict[str, Any]:
+    """``POST /api/orders`` with Idempotency-Key ``key`` until the answer has a code_url (an
+    order whose service was killed before WeChat was reached has none: the same key again)."""
+    headers = {"Idempotency-Key": key, "Authorization": f"Bearer {SHOP_KEY}"}
+    body = {"amount": amount, "description": "Tea"}
+    for _ in range(100):
+        answer = _call(httpx.post, f"{svc.url}/api/orders", json=body, headers=headers)
+        if answer.status_code in (200, 201) and answer.json().get("code_url"):
+            order: dict[str, Any] = answer.json()
+            return order
+        time.sleep(0.1)
+    raise AssertionError(f"order {key} never got a code_url: {answer.status_code} {answer.text}")
+
+
+def kill_at_random(
+    svc: Service, rnd: random.Random, stop: threading.Event, pause: tuple[float, float],
+    most: int | None = None,
+) -> None:  # fmt: skip
+    """Until ``stop`` is set (or ``most`` kills): SIGKILL the service after a random pause of
+    ``pause`` seconds, start it again 0 to 0.3 s later."""
+    while not stop.is_set() and (most is None or svc.kills < most):
+        time.sleep(rnd.uniform(*pause))
+        if stop.is_set():
+            break
+        svc.kill()
+        time.sleep(rnd.uniform(0.0, 0.3))
+        svc.start()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
@@ -114,34 +144,16 @@ def test_sigkill_during_payments_loses_nothing(tmp_path: Path) -> None:
         running_service(tmp_path, sim_url, sim.credentials) as svc,
     ):
         stop = threading.Event()
-
-        def killer() -> None:
-            while not stop.is_set():
-                time.sleep(rnd.uniform(0.3, 1.2))
-                if stop.is_set():
-                    break
-                svc.kill()
-                time.sleep(rnd.uniform(0.0, 0.3))
-                svc.start()
-
-        thread = threading.Thread(target=killer, daemon=True)
+        thread = threading.Thread(
+            target=kill_at_random, args=(svc, rnd, stop, (0.3, 1.2)), daemon=True
+        )
         thread.start()
         paid: dict[str, str] = {}
         unpaid: list[str] = []  # every 4th order is left for the reconciler to look after
-        auth = {"Authorization": f"Bearer {SHOP_KEY}"}
         i = 0
         # at least ORDERS payments, and keep paying until the service was killed 3 times
         while i < ORDERS or (svc.kills < 3 and i < 20 * ORDERS):
-            key = {"Idempotency-Key": f"crash-{i}", **auth}
-            body = {"amount": 100 + i, "description": "Tea"}
-            for _ in range(100):
-                answer = _call(httpx.post, f"{svc.url}/api/orders", json=body, headers=key)
-                if answer.status_code in (200, 201) and answer.json().get("code_url"):
-                    break
-                time.sleep(0.1)  # WeChat not reached before the kill: same key again
-            else:
-                pytest.fail(f"order {i} never got a code_url: {answer.status_code} {answer.text}")
-            order = answer.json()
+            order = create_order(svc, f"crash-{i}", 100 + i)
             i += 1
             if i % 4 == 0:
                 unpaid.append(order["id"])

@@ -20,7 +20,7 @@ import pytest
 from scanpay.webhooks.signing import generate_secret
 from tests.service_env import FAST_RECONCILER, service_env
 from tests.simulator.live import serve_simulator
-from tests.web.test_crash import SHOP_KEY, Service, _call, _free_port
+from tests.web.test_crash import SHOP_KEY, Service, _call, _free_port, create_order, kill_at_random
 from tests.webhooks.receiver import check_signed, serve_receiver
 
 ORDERS = 200
@@ -46,33 +46,17 @@ def test_sigkill_during_payments_every_order_paid_arrives(tmp_path: Path) -> Non
         try:
             stop = threading.Event()
 
-            def killer() -> None:
-                # a few kills at random moments while orders are paid (each restart costs
-                # seconds of imports on a loaded machine, so their number is bounded)
-                while not stop.is_set() and svc.kills < KILLS:
-                    time.sleep(rnd.uniform(1.0, 3.0))
-                    if stop.is_set():
-                        break
-                    svc.kill()
-                    time.sleep(rnd.uniform(0.0, 0.3))
-                    svc.start()
-
             def one(i: int) -> str:
-                key = {"Idempotency-Key": f"wh-crash-{i}", **auth}
-                body = {"amount": 100 + i, "description": "Tea"}
-                for _ in range(100):
-                    answer = _call(httpx.post, f"{svc.url}/api/orders", json=body, headers=key)
-                    if answer.status_code in (200, 201) and answer.json().get("code_url"):
-                        break
-                    time.sleep(0.1)
-                else:
-                    raise AssertionError(f"order {i}: {answer.status_code} {answer.text}")
-                order = answer.json()
+                order = create_order(svc, f"wh-crash-{i}", 100 + i)
                 pay = httpx.post(f"{sim_url}/sim/pay", json={"code_url": order["code_url"]})
                 assert pay.status_code == 200, pay.text
                 return str(order["id"])
 
-            thread = threading.Thread(target=killer, daemon=True)
+            # a few kills at random moments while orders are paid (each restart costs seconds
+            # of imports on a loaded machine, so their number is bounded)
+            thread = threading.Thread(
+                target=kill_at_random, args=(svc, rnd, stop, (1.0, 3.0), KILLS), daemon=True
+            )
             thread.start()
             with ThreadPoolExecutor(8) as pool:
                 made = list(pool.map(one, range(ORDERS)))
