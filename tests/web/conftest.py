@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from scanpay.config import Settings
-from scanpay.simulator import Simulator
+from scanpay.simulator import Simulator, generate_credentials
+from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.web.app import create_app
 from scanpay.web.context import AppContext
 
@@ -144,3 +145,9 @@ async def shop(make_settings: SettingsFactory) -> AsyncIterator[Shop]:
     )
     async with running_shop(sim, late, settings) as opened:
         yield opened
+
+
+@pytest.fixture(scope="module")
+def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
+    """Merchant and simulator keys, made once per test module (making them is slow)."""
+    return generate_credentials()

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from scanpay.domain.model import utcnow
 from scanpay.domain.operators import Role
-from scanpay.simulator import generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.store.operators import OperatorStore
 from scanpay.web.console.passwords import hash_password
@@ -22,11 +21,6 @@ from tests.web.v3kit import open_shop
 
 PASSWORD = "a-long-enough-password"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 @pytest.fixture

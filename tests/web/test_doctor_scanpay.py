@@ -14,7 +14,7 @@ import pytest
 
 from scanpay.cli.doctor_cmd import exit_status, render_text
 from scanpay.cli.main import main
-from scanpay.simulator import Simulator, generate_credentials
+from scanpay.simulator import Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.web.app import create_app
 from tests.simulator.live import serve_asgi
@@ -32,11 +32,6 @@ V3_CASES = (V2_CASES - {"xml_entity", "xml_external_entity"}) | {
     "unknown_serial",
     "malformed_resource",
 }
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 @pytest.fixture(params=MODES)

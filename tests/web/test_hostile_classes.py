@@ -16,7 +16,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from scanpay.simulator import generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.store.tables import notifications_received
 from scanpay.wechat.keys import load_private_key
@@ -58,11 +57,6 @@ CASES = [
 
 Request = tuple[bytes, dict[str, str]]
 Builder = Callable[[dict[str, Any], Case], Request | None]
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 def v2_fields(shop: Shop, order: dict[str, Any], case: Case) -> dict[str, str | int]:

@@ -18,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scanpay.observability import logs
 from scanpay.observability.logs import NOTIFICATION_KEYS, JsonFormatter, RequestIdFilter
-from scanpay.simulator import generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from tests.web.conftest import SHOP_KEY, SettingsFactory, Shop
 from tests.web.test_hostile_classes import CASES, v2_builder, v3_builder
@@ -28,11 +27,6 @@ from tests.web.v3kit import open_shop
 TOKEN = "metrics-token-0123456789"
 GENUINE = next(c for c in CASES if c.name == "genuine")
 BAD_SIGNATURE = next(c for c in CASES if c.name == "bad signature")
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 @pytest.fixture

@@ -12,17 +12,12 @@ import pytest
 
 from scanpay.client.v3 import V3Client
 from scanpay.errors import UnknownKeyError
-from scanpay.simulator import PayOutcome, SimClock, Simulator, generate_credentials
+from scanpay.simulator import PayOutcome, SimClock, Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.web.app import create_app
 from scanpay.wechat.keys import TrustStore, load_private_key, load_public_key
 from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop
 from tests.web.v3kit import v3_settings
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 async def sim_post(sim: Simulator, path: str, body: Any = None) -> dict[str, Any]:

@@ -13,15 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from scanpay.simulator import PayOutcome, generate_credentials
+from scanpay.simulator import PayOutcome
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from tests.web.conftest import SettingsFactory, Shop
 from tests.web.v3kit import open_shop
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 @pytest.fixture(params=["v2", "v3-public-key"])

@@ -10,15 +10,10 @@ from typing import Any
 
 import pytest
 
-from scanpay.simulator import PayOutcome, generate_credentials
+from scanpay.simulator import PayOutcome
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from tests.web.conftest import SettingsFactory, Shop
 from tests.web.v3kit import MODES, open_shop
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 @pytest.fixture(params=MODES)

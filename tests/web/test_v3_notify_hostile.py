@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanpay.simulator import generate_credentials
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.wechat.keys import load_private_key
 from scanpay.wechat.secret import Secret
@@ -26,11 +25,6 @@ from tests.web.conftest import SettingsFactory, Shop
 from tests.web.v3kit import open_shop
 
 Build = Callable[..., tuple[bytes, dict[str, str]]]
-
-
-@pytest.fixture(scope="module")
-def credentials() -> tuple[MerchantCredentials, SimulatorKeys]:
-    return generate_credentials()
 
 
 @pytest.fixture
