@@ -30,14 +30,9 @@ def child_environ() -> dict[str, str]:
 
 
 def scanpay_settings(
-    database_url: str,
-    credentials: MerchantCredentials,
-    wechat_url: str,
-    *,
-    shop_key: str,
-    public_url: str | None = None,
-    **settings: str,
-) -> dict[str, str]:
+    database_url: str, credentials: MerchantCredentials, wechat_url: str, *, shop_key: str,
+    public_url: str | None = None, **settings: str,
+) -> dict[str, str]:  # fmt: skip
     """``SCANPAY_*`` variables only: the database, the simulator at ``wechat_url`` with its
     merchant ``credentials`` (v2), the shop's API key; then ``settings`` by field name."""
     values = {
@@ -58,14 +53,9 @@ def scanpay_settings(
 
 
 def service_env(
-    database_url: str,
-    credentials: MerchantCredentials,
-    wechat_url: str,
-    *,
-    shop_key: str,
-    public_url: str,
-    **settings: str,
-) -> dict[str, str]:
+    database_url: str, credentials: MerchantCredentials, wechat_url: str, *, shop_key: str,
+    public_url: str, **settings: str,
+) -> dict[str, str]:  # fmt: skip
     """The whole environment of a child process: :func:`child_environ` and
     :func:`scanpay_settings` (``public_url`` is where the service is reached)."""
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,28 +19,23 @@ from scanpay.wechat.v2.notify import ACK_SUCCESS
 READY_WAIT_SECONDS = 15.0
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a child process to bind)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @contextmanager
 def serve_simulator(state_dir: Path | None = None) -> Iterator[tuple[Simulator, str]]:
     """A simulator served by uvicorn on 127.0.0.1 and a free port; yields (sim, base URL)."""
     sim = Simulator.create(state_dir)
-    config = uvicorn.Config(
-        sim.app, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="sim-uvicorn", daemon=True)
-    thread.start()
-    ready = threading.Event()
-    while not server.started and thread.is_alive():
-        ready.wait(0.02)
-    if not server.started:
-        raise RuntimeError("the simulator did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    sim.public_url = f"http://127.0.0.1:{port}"
     try:
-        yield sim, sim.public_url
+        with serve_asgi(sim.app, "sim-uvicorn", lifespan="on") as url:
+            sim.public_url = url
+            yield sim, url
     finally:
-        server.should_exit = True
-        thread.join(READY_WAIT_SECONDS)
         sim.close()
 
 

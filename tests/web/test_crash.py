@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,18 +25,11 @@ from scanpay.simulator.credentials import MerchantCredentials
 from scanpay.store.migrate import make_engine
 from scanpay.store.sql import SqlStore
 from tests.service_env import FAST_RECONCILER, service_env
-from tests.simulator.live import serve_simulator
+from tests.simulator.live import free_port, serve_simulator
 
 SHOP_KEY = "crash-test-shop-key-0123456789"
 ORDERS = 16
 WINDOW_SECONDS = 360  # the shortest window the service allows (WeChat: >= 5 min ahead)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Service:
@@ -77,7 +69,7 @@ class Service:
 
 @contextmanager
 def running_service(tmp_path: Path, sim_url: str, creds: MerchantCredentials) -> Iterator[Service]:
-    port = _free_port()
+    port = free_port()
     env = service_env(
         f"sqlite:///{tmp_path / 'shop.sqlite3'}", creds, sim_url, shop_key=SHOP_KEY,
         public_url=f"http://127.0.0.1:{port}", **FAST_RECONCILER,

@@ -4,7 +4,6 @@ form and exit status say so."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from scanpay.cli.main import main
 from scanpay.simulator import Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
 from scanpay.web.app import create_app
-from tests.simulator.live import serve_asgi
+from tests.simulator.live import free_port, serve_asgi
 from tests.web.conftest import BASE_URL, SHOP_KEY, SettingsFactory, Shop
 from tests.web.v3kit import MODES, open_shop, v3_settings
 
@@ -120,13 +119,6 @@ async def test_doctor_refuses_what_it_cannot_check(v2_shop: Shop) -> None:
     # nothing was sent: the order is still unpaid at both ends
     assert shop.sim.notification_log() == []
     assert (await shop.http.get(f"/api/orders/{order['id']}")).json()["status"] == "pending"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_doctor_command_against_the_served_service(

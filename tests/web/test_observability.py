@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from scanpay.observability import logs
 from scanpay.observability.logs import NOTIFICATION_KEYS, JsonFormatter, RequestIdFilter
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
+from tests.simulator.live import free_port
 from tests.web.conftest import SHOP_KEY, SettingsFactory, Shop
 from tests.web.test_hostile_classes import CASES, v2_builder, v3_builder
-from tests.web.test_rotation_under_attack import free_port
 from tests.web.v3kit import open_shop
 
 TOKEN = "metrics-token-0123456789"

@@ -25,18 +25,11 @@ import pytest
 import uvicorn
 
 from scanpay.web.app import create_app
-from tests.simulator.live import serve_simulator
+from tests.simulator.live import free_port, serve_simulator
 from tests.web.conftest import SHOP_KEY, SettingsFactory
 from tests.web.v3kit import v3_settings
 
 ATTACKER = "127.0.0.2"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -5,7 +5,6 @@ HTTPS; the refund reaches ``/secapi/pay/refund`` with the merchant certificate."
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -15,17 +14,10 @@ import pytest
 from scanpay.simulator import Simulator
 from scanpay.simulator.tls import prepare
 from scanpay.web.app import create_app
-from tests.simulator.live import serve_asgi
+from tests.simulator.live import free_port, serve_asgi
 from tests.web.conftest import SHOP_KEY, SettingsFactory
 
 AUTH = {"Authorization": f"Bearer {SHOP_KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(check: object, what: str, seconds: float = 15.0) -> None:

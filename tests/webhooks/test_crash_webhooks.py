@@ -19,8 +19,8 @@ import pytest
 
 from scanpay.webhooks.signing import generate_secret
 from tests.service_env import FAST_RECONCILER, service_env
-from tests.simulator.live import serve_simulator
-from tests.web.test_crash import SHOP_KEY, Service, _call, _free_port, create_order, kill_at_random
+from tests.simulator.live import free_port, serve_simulator
+from tests.web.test_crash import SHOP_KEY, Service, _call, create_order, kill_at_random
 from tests.webhooks.receiver import check_signed, serve_receiver
 
 ORDERS = 200
@@ -34,7 +34,7 @@ def test_sigkill_during_payments_every_order_paid_arrives(tmp_path: Path) -> Non
     secret = generate_secret()
     auth = {"Authorization": f"Bearer {SHOP_KEY}"}
     with serve_receiver() as receiver, serve_simulator() as (sim, sim_url):
-        port = _free_port()
+        port = free_port()
         env = service_env(
             f"sqlite:///{tmp_path / 'shop.sqlite3'}", sim.credentials, sim_url,
             shop_key=SHOP_KEY, public_url=f"http://127.0.0.1:{port}", **FAST_RECONCILER,

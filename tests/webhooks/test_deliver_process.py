@@ -27,8 +27,8 @@ from scanpay.webhooks import deliver
 from scanpay.webhooks.signing import generate_secret
 from tests.databases import scratch_postgres
 from tests.service_env import child_environ, service_env
-from tests.simulator.live import serve_simulator
-from tests.web.test_crash import SHOP_KEY, Service, _free_port
+from tests.simulator.live import free_port, serve_simulator
+from tests.web.test_crash import SHOP_KEY, Service
 from tests.webhooks.receiver import Receiver, check_signed, serve_receiver
 
 AUTH = {"Authorization": f"Bearer {SHOP_KEY}"}
@@ -66,7 +66,7 @@ class Deliver:
 @contextmanager
 def stack(tmp_path: Path, db_url: str) -> Iterator[tuple[Service, Receiver, str, str, Any]]:
     with serve_receiver() as receiver, serve_simulator() as (sim, sim_url):
-        port = _free_port()
+        port = free_port()
         secret = generate_secret()
         env = service_env(
             db_url, sim.credentials, sim_url, shop_key=SHOP_KEY,

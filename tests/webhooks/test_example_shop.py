@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from tests.service_env import child_environ
-from tests.web.test_crash import _free_port
+from tests.simulator.live import free_port
 from tests.webhooks.receiver import check_signed, serve_receiver
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_shop" / "shop.py"
@@ -42,7 +42,7 @@ def _wait(check: Any, what: str, within: float = 120.0) -> Any:
 
 @contextmanager
 def running_demo(data_dir: Path) -> Iterator[tuple[str, str, str]]:
-    port, sim_port = _free_port(), _free_port()
+    port, sim_port = free_port(), free_port()
     proc = subprocess.Popen(
         [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
          "--data-dir", str(data_dir)],
@@ -64,7 +64,7 @@ def running_example(scanpay_url: str, key: str, db: Path) -> Iterator[str]:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    port = _free_port()
+    port = free_port()
     shop_url = f"http://127.0.0.1:{port}"
     app = module.create_shop(scanpay_url, key, shop_url, str(db))
     server = uvicorn.Server(
