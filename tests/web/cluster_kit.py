@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,24 +20,17 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scanpay.simulator import Simulator
 from tests.databases import scratch_postgres
 from tests.service_env import service_env
+from tests.simulator.live import free_port, serve_asgi
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_TEMPLATE = ROOT / "deploy" / "haproxy.cfg"
 SHOP_KEY = "cluster-test-shop-key-0123456789"
 START_SECONDS = 120.0  # a bound for a loaded machine, not a timing claim
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def haproxy_config(port: int, servers: dict[str, int], *, stats_port: int | None = None) -> str:
@@ -52,6 +44,16 @@ def haproxy_config(port: int, servers: dict[str, int], *, stats_port: int | None
         text += f"\nlisten stats\n    bind 127.0.0.1:{stats_port}\n    stats enable\n"
         text += "    stats uri /stats\n"
     return text
+
+
+def rows(database_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows ``sql`` finds in the database at ``database_url`` (an engine of its own)."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
 
 
 # ---- the simulator, with a record of the API calls it answered ----------------------------
@@ -104,23 +106,11 @@ class CallRecorder:
 def serve_recorded_simulator() -> Iterator[tuple[Simulator, str, CallRecorder]]:
     sim = Simulator.create()
     recorder = CallRecorder(sim.app)
-    config = uvicorn.Config(
-        recorder, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="sim-uvicorn", daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        time.sleep(0.02)
-    if not server.started:
-        raise RuntimeError("the simulator did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    sim.public_url = f"http://127.0.0.1:{port}"
     try:
-        yield sim, sim.public_url, recorder
+        with serve_asgi(recorder, "sim-uvicorn", lifespan="on") as url:
+            sim.public_url = url
+            yield sim, url, recorder
     finally:
-        server.should_exit = True
-        thread.join(15)
         sim.close()
 
 
@@ -258,12 +248,7 @@ class Cluster:
         return self.balancer.url
 
     def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-        engine = sa.create_engine(self.database_url)
-        try:
-            with engine.connect() as conn:
-                return [tuple(row) for row in conn.execute(sa.text(sql), params)]
-        finally:
-            engine.dispose()
+        return rows(self.database_url, sql, **params)
 
     def restart(self, name: str) -> int:
         """Graceful stop (SIGTERM), start again, wait until HAProxy sends it traffic."""
@@ -299,6 +284,18 @@ def instance_env(
                        public_url=public_url, **(cluster | settings))  # fmt: skip
 
 
+def start_behind(balancer: Balancer, instances: dict[str, Instance]) -> None:
+    """Start the instances side by side and wait until each is ready, then HAProxy, until it
+    sees every one of them up."""
+    for instance in instances.values():
+        instance.start()
+    for instance in instances.values():
+        instance.wait_ready()
+    balancer.start()
+    for name in instances:
+        balancer.wait_up(name)
+
+
 @contextmanager
 def running_cluster(
     postgres_url: str, folder: Path, names: tuple[str, ...] = ("a", "b", "c")
@@ -321,13 +318,7 @@ def running_cluster(
                 instances = {
                     name: Instance(name, port, env, folder) for name, port in ports.items()
                 }
-                for instance in instances.values():
-                    instance.start()
-                for instance in instances.values():
-                    instance.wait_ready()
-                balancer.start()
-                for name in names:
-                    balancer.wait_up(name)
+                start_behind(balancer, instances)
                 yield Cluster(database_url, sim, sim_url, recorder, instances, balancer)
         finally:
             if balancer is not None:

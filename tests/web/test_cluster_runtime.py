@@ -5,7 +5,6 @@ waking streams for changes committed elsewhere, with catch-up after the connecti
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from scanpay.store.sql import SqlStore
 from scanpay.web.app import create_app
 from scanpay.web.cluster import ClusterRuntime
 from scanpay.web.events import DRAIN_RETRY_MS
-from tests.store.conftest import POSTGRES_URL
+from tests.databases import scratch_postgres
 from tests.web.cluster_kit import HAPROXY_TEMPLATE, haproxy_config
 from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop
 from tests.web.test_events import parse_sse
@@ -108,18 +107,8 @@ def test_listen_payloads() -> None:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    if not POSTGRES_URL:
-        pytest.skip("SCANPAY_TEST_POSTGRES_URL is not set")
-    name = "scanpay_listen_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    with scratch_postgres("scanpay_listen_") as url:
+        yield url
 
 
 @pytest.fixture

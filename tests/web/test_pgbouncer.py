@@ -46,17 +46,19 @@ from scanpay.web.cluster import LISTEN_THROUGH_POOLER, ClusterRuntime
 from scanpay.web.hub import ChangeHub
 from scanpay.webhooks.signing import generate_secret
 from scanpay.wechat.v2.notify import is_success_ack
+from tests.simulator.live import free_port
 from tests.store.conftest import POSTGRES_URL
 from tests.web.cluster_kit import (
     SHOP_KEY,
     Balancer,
     CallRecorder,
     Instance,
-    free_port,
     fresh_database,
     instance_env,
     open_streams,
+    rows,
     serve_recorded_simulator,
+    start_behind,
 )
 from tests.web.conftest import SettingsFactory
 from tests.webhooks.receiver import Receiver, check_signed, serve_receiver
@@ -155,15 +157,6 @@ def wait_for(what: str, check: Callable[[], bool]) -> None:
         time.sleep(0.1)
 
 
-def rows(database_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_instances_through_pgbouncer_transaction_pooling(tmp_path: Path) -> None:
@@ -208,13 +201,7 @@ def test_two_instances_through_pgbouncer_transaction_pooling(tmp_path: Path) -> 
         )
         instances = {name: Instance(name, port, env, tmp_path) for name, port in ports.items()}
         try:
-            for instance in instances.values():
-                instance.start()
-            for instance in instances.values():
-                instance.wait_ready()
-            balancer.start()
-            for name in ports:
-                balancer.wait_up(name)
+            start_behind(balancer, instances)
             a, b = instances["a"], instances["b"]
             run_the_shop(bouncer, direct_url, a, b, balancer.url, sim, sim_url, receiver)
             expire_and_refund(direct_url, balancer.url, sim, recorder)

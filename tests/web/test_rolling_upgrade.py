@@ -27,21 +27,22 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from scanpay.store.migrate import known_revisions
 from tests.service_env import child_environ
+from tests.simulator.live import free_port
 from tests.store.conftest import POSTGRES_URL
 from tests.web.cluster_kit import (
     ROOT,
     SHOP_KEY,
     Balancer,
     Instance,
-    free_port,
     fresh_database,
     instance_env,
     open_streams,
+    rows,
     serve_recorded_simulator,
+    start_behind,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -95,15 +96,6 @@ def scanpay(args: list[str], pythonpath: Path | None = None) -> subprocess.Compl
         [sys.executable, "-m", "scanpay.cli.main", *args],
         env=env, capture_output=True, text=True, timeout=BOUND,
     )  # fmt: skip
-
-
-def rows(database_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
-    finally:
-        engine.dispose()
 
 
 def readyz(instance: Instance) -> dict[str, Any]:
@@ -246,13 +238,7 @@ def test_rolling_upgrade_from_the_previous_release(tmp_path: Path) -> None:
             }
             shop = Shop(balancer.url, sim_url)
             try:
-                for instance in instances.values():
-                    instance.start()
-                for instance in instances.values():
-                    instance.wait_ready()
-                balancer.start()
-                for name in ports:
-                    balancer.wait_up(name)
+                start_behind(balancer, instances)
                 for instance in instances.values():  # the old code runs, on its own schema
                     assert readyz(instance)["head"] == OLD_HEAD
                     assert readyz(instance)["schema"] == OLD_HEAD
