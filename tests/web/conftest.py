@@ -132,19 +132,31 @@ async def running_shop(
         sim.close()
 
 
-@pytest.fixture
-async def shop(make_settings: SettingsFactory) -> AsyncIterator[Shop]:
+@asynccontextmanager
+async def simulated_shop(
+    make_settings: SettingsFactory,
+    credentials: tuple[MerchantCredentials, SimulatorKeys] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Shop]:
+    """:func:`running_shop` with a new in-memory simulator (of ``credentials`` when given) as
+    WeChat Pay and its merchant's v2 credentials in ``make_settings(**overrides)``."""
     late = LateASGITransport()
-    sim = Simulator.create(notify_transport=late)
+    sim = Simulator.create(notify_transport=late, credentials=credentials)
     creds = sim.credentials
     settings = make_settings(
         appid=creds.appid,
         mchid=creds.mchid,
         api_v2_key=creds.api_v2_key.reveal(),
-        simulator_phone_url="http://sim.test/sim/scan",
+        **overrides,
     )
     async with running_shop(sim, late, settings) as opened:
         yield opened
+
+
+@pytest.fixture
+async def shop(make_settings: SettingsFactory) -> AsyncIterator[Shop]:
+    async with simulated_shop(make_settings, simulator_phone_url="http://sim.test/sim/scan") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from scanpay.simulator import Simulator
 from scanpay.store.housekeeping import Retention, pages_in_use, prune, refused_values
 from scanpay.store.tables import events, idempotency_keys, notifications_received, orders
 from scanpay.web.operations import Housekeeper
 from tests.databases import BACKENDS
 from tests.databases import database_url as fresh_database_url
-from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop, running_shop
+from tests.web.conftest import BASE_URL, SettingsFactory, Shop, simulated_shop
 
 JUNK_BODIES = 5_000
 JUNK_SIZE = 60 * 1024
@@ -34,17 +33,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 async def open_service(make_settings: SettingsFactory, **overrides: Any) -> AsyncIterator[Shop]:
-    late = LateASGITransport()
-    sim = Simulator.create(notify_transport=late)
-    creds = sim.credentials
-    settings = make_settings(
-        appid=creds.appid,
-        mchid=creds.mchid,
-        api_v2_key=creds.api_v2_key.reveal(),
-        reconciler_enabled=False,
-        **overrides,
-    )
-    async with running_shop(sim, late, settings) as opened:
+    async with simulated_shop(make_settings, reconciler_enabled=False, **overrides) as opened:
         yield opened
 
 

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from scanpay.simulator import SimClock, Simulator
 from scanpay.simulator.credentials import MerchantCredentials, SimulatorKeys
-from tests.web.conftest import LateASGITransport, SettingsFactory, Shop, running_shop
+from tests.web.conftest import SettingsFactory, Shop, simulated_shop
 
 MODES = ("v2", "v3-public-key", "v3-certificates")
 
@@ -35,16 +34,7 @@ async def open_shop(
     credentials: tuple[MerchantCredentials, SimulatorKeys],
     mode: str,
 ) -> AsyncIterator[Shop]:
-    late = LateASGITransport()
-    sim = Simulator.create(notify_transport=late, clock=SimClock(), credentials=credentials)
-    creds = sim.credentials
+    creds = credentials[0]
     extra = {} if mode == "v2" else v3_settings(creds, folder, public_key=mode == "v3-public-key")
-    settings = make_settings(
-        appid=creds.appid,
-        mchid=creds.mchid,
-        api_v2_key=creds.api_v2_key.reveal(),
-        reconciler_enabled=False,
-        **extra,
-    )
-    async with running_shop(sim, late, settings) as opened:
-        yield opened
+    async with simulated_shop(make_settings, credentials, reconciler_enabled=False, **extra) as s:
+        yield s
