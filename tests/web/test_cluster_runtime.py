@@ -18,7 +18,6 @@ from scanpay.domain.machine import Trigger
 from scanpay.domain.model import AttemptStatus
 from scanpay.domain.ports import AttemptUpdate
 from scanpay.errors import ConfigurationError
-from scanpay.simulator import Simulator
 from scanpay.store.listen import parse_payload
 from scanpay.store.migrate import check_schema, known_revisions, make_engine, schema_state
 from scanpay.store.sql import SqlStore
@@ -27,7 +26,7 @@ from scanpay.web.cluster import ClusterRuntime
 from scanpay.web.events import DRAIN_RETRY_MS
 from tests.databases import scratch_postgres
 from tests.web.cluster_kit import HAPROXY_TEMPLATE, haproxy_config
-from tests.web.conftest import BASE_URL, LateASGITransport, SettingsFactory, Shop
+from tests.web.conftest import SettingsFactory, Shop, simulated_shop
 from tests.web.test_events import parse_sse
 
 HEAD = known_revisions()[-1]
@@ -115,30 +114,12 @@ def pg_url() -> Iterator[str]:
 async def pg_shop(make_settings: SettingsFactory, pg_url: str) -> AsyncIterator[Shop]:
     """The service on PostgreSQL with the safety-net poll out of reach (300 s): only LISTEN
     (or its catch-up) can wake a stream for a change committed by another instance."""
-    late = LateASGITransport()
-    sim = Simulator.create(notify_transport=late)
-    creds = sim.credentials
-    settings = make_settings(
-        database_url=pg_url,
-        appid=creds.appid,
-        mchid=creds.mchid,
-        api_v2_key=creds.api_v2_key.reveal(),
-        stream_poll_seconds=300,
-    )
-    app = create_app(settings, wechat_transport=httpx.ASGITransport(app=sim.app))
-    late.app = app
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
-    cluster: ClusterRuntime = app.state.cluster
-    try:
+    async with simulated_shop(make_settings, database_url=pg_url, stream_poll_seconds=300) as s:
+        cluster: ClusterRuntime = s.app.state.cluster
         async with cluster.running():
             assert cluster.listener is not None
             await asyncio.wait_for(cluster.listener.connected.wait(), 10)
-            yield Shop(app, sim, http, settings)
-    finally:
-        await http.aclose()
-        await app.state.scanpay.aclose()
-        await sim.stop()
-        sim.close()
+            yield s
 
 
 def pay_elsewhere(url: str, order_id: str) -> None:
