@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from scanpay.domain.events import SHOP_FACING, STORED_FOR, ShopEventType, shop_type
 from scanpay.domain.model import EventType
@@ -92,24 +93,27 @@ _MOVE: Final = (
     )
 )
 _NOW = sa.bindparam("now", type_=D.next_attempt_at.type)
-# Ordered by the due time alone (ties in index order), so PostgreSQL reads the due index and
-# stops after ``limit`` rows; with ``id`` as well it read and sorted every due row (2.5 ms a
-# pass at 8,000 pending). The claim in two steps, so that no plan can read the table once
+_TEXTS = postgresql.ARRAY(sa.String)
+_DUE = (
+    D.status == PENDING,
+    D.next_attempt_at <= _NOW,
+    sa.or_(D.lease_until.is_(None), D.lease_until < _NOW),
+    D.endpoint_id.in_(sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()),
+)
+# The due rows in due order, ties by id: ids run across the endpoints event by event, so a
+# pick of n rows is spread over the endpoints (ordered by the due time alone, PostgreSQL
+# returned the ties of a burst one endpoint after another, and an endpoint at its limit
+# then filled the pick). The claim in two steps, so that no plan can read the table once
 # per candidate (PostgreSQL did, with statistics from when the table was nearly empty:
 # 0.2-1.4 s per claim at 2,400 pending; docs/benchmarks.md, "Delivery processes"): the due
-# rows by the due index, then, in one keyed query, the first pending event of each of their
-# (endpoint, order) pairs; a candidate whose order has an earlier event still pending for
-# its endpoint waits.
+# rows, then, in one keyed query, the first pending event of each of their (endpoint,
+# order) pairs; a candidate whose order has an earlier event still pending for its endpoint
+# waits. Lists go to PostgreSQL as arrays (one parameter): a statement with a placeholder
+# per item is a new, long text each time, parsed again and never prepared.
 _CLAIM_PICK: Final = (
     sa.select(D.id, D.endpoint_id, D.order_key, D.event_id)
-    .where(
-        D.status == PENDING,
-        D.next_attempt_at <= _NOW,
-        sa.or_(D.lease_until.is_(None), D.lease_until < _NOW),
-        D.endpoint_id.in_(sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()),
-        D.endpoint_id.not_in(sa.bindparam("full", expanding=True)),  # at their limit
-    )
-    .order_by(D.next_attempt_at)
+    .where(*_DUE, D.endpoint_id != sa.all_(sa.bindparam("full", type_=_TEXTS)))
+    .order_by(D.next_attempt_at, D.id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
     .with_for_update(skip_locked=True)
 )
@@ -128,16 +132,16 @@ _BLOCKED = (  # an earlier event of the same order still pending for the same en
 # statement costs it less than two (0.07 against 0.12 ms of database work per delivery)
 _CLAIM_PICK_ONE: Final = (
     sa.select(D.id, D.endpoint_id)
-    .where(*_CLAIM_PICK.whereclause.clauses, ~_BLOCKED)  # type: ignore[union-attr]
+    .where(*_DUE, D.endpoint_id.not_in(sa.bindparam("full", expanding=True)), ~_BLOCKED)
     .order_by(D.next_attempt_at, D.id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
-_FIRST_PENDING: Final = (
+_FIRST_PENDING: Final = (  # PostgreSQL
     sa.select(D.endpoint_id, D.order_key, sa.func.min(D.event_id).label("first"))
     .where(
         D.status == PENDING,
-        D.endpoint_id.in_(sa.bindparam("endpoints", expanding=True)),
-        D.order_key.in_(sa.bindparam("orders", expanding=True)),
+        D.endpoint_id == sa.any_(sa.bindparam("endpoints", type_=_TEXTS)),
+        D.order_key == sa.any_(sa.bindparam("orders", type_=_TEXTS)),
     )
     .group_by(D.endpoint_id, D.order_key)
 )
@@ -182,7 +186,8 @@ _PG_RECORD: Final = sa.text(
     " FROM unnest(CAST(:ids AS integer[]), CAST(:st AS varchar[]),"
     " CAST(:nxt AS timestamptz[]), CAST(:last AS integer[]), CAST(:at AS timestamptz[]))"
     " AS m(id, st, nxt, last, at)"
-    " WHERE d.id = m.id AND d.leased_by = :worker AND d.status = 'pending' RETURNING d.id),"
+    " WHERE d.id = m.id AND d.id = ANY(CAST(:ids AS integer[]))"  # (the key: plans look it up)
+    " AND d.leased_by = :worker AND d.status = 'pending' RETURNING d.id),"
     " kept AS (INSERT INTO webhook_attempts"
     " (delivery_id, attempted_at, status_code, latency_ms, response, error)"
     " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:at AS timestamptz[]),"
