@@ -92,6 +92,42 @@ def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
     return found
 
 
+class _Receiving(asyncio.Protocol):
+    """One receiver connection: requests framed by Content-Length, each answered 200 at once
+    (a protocol rather than asyncio streams: the receivers stand for shops on other machines,
+    so what they cost this machine should stay small)."""
+
+    def __init__(self, receivers: Receivers, index: int) -> None:
+        self.receivers = receivers
+        self.index = index
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower()
+            length = 0
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                length = int(head[at + 17 : stop if stop >= 0 else None])
+            start = end + 4
+            if len(self.buffer) < start + length:
+                return
+            body = self.buffer[start : start + length]
+            self.buffer = self.buffer[start + length :]
+            self.receivers.arrived(self.index, body, time.perf_counter())
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
 class Receivers:
     """HTTP/1.1 receivers on loopback; ``arrivals[(endpoint, order_id)] = perf_counter``."""
 
@@ -101,36 +137,20 @@ class Receivers:
         self.waiters: dict[tuple[int, str], asyncio.Future[float]] = {}
         self.servers: list[asyncio.Server] = []
 
+    def arrived(self, index: int, body: bytes, at: float) -> None:
+        event = json.loads(body)
+        if event["type"] == "order.paid":
+            key = (index, event["data"]["id"])
+            self.arrivals.setdefault(key, at)
+            self.count += 1
+            waiter = self.waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(at)
+
     async def add(self) -> str:
         index = len(self.servers)
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in head.decode("latin-1").split("\r\n")[1:]:
-                        name, _, value = line.partition(":")
-                        if name.strip().lower() == "content-length":
-                            length = int(value)
-                    body = await reader.readexactly(length)
-                    at = time.perf_counter()
-                    event = json.loads(body)
-                    if event["type"] == "order.paid":
-                        key = (index, event["data"]["id"])
-                        self.arrivals.setdefault(key, at)
-                        self.count += 1
-                        waiter = self.waiters.pop(key, None)
-                        if waiter is not None and not waiter.done():
-                            waiter.set_result(at)
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(handle, HOST, 0)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Receiving(self, index), HOST, 0)
         self.servers.append(server)
         port = server.sockets[0].getsockname()[1]
         return f"http://{HOST}:{port}/hook"

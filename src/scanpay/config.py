@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     webhook_lease_seconds: float = Field(default=60.0, gt=0)
     # `scanpay deliver` on SQLite: how often it looks for new events (docs/webhooks.md)
     webhook_watch_seconds: float = Field(default=0.01, gt=0, le=5)
+    # deliveries in flight at once per delivering process, and to one endpoint of them
+    webhook_concurrency: int = Field(default=256, ge=1, le=4096)
+    webhook_endpoint_concurrency: int = Field(default=32, ge=1, le=4096)
 
     @field_validator("public_base_url", "wechat_base_url")
     @classmethod

@@ -106,6 +106,9 @@ MEANINGS: Final[dict[str, str]] = {
     "this (above the 15 s HTTP timeout)",
     "webhook_watch_seconds": "how often `scanpay deliver` on SQLite looks for new events "
     "(PostgreSQL: LISTEN)",
+    "webhook_concurrency": "webhook deliveries in flight at once in one process",
+    "webhook_endpoint_concurrency": "webhook deliveries in flight at once to one endpoint, per "
+    "process (a slow or hanging endpoint holds at most this many)",
     # operator console (issue 12, docs/console.md)
     "console_enabled": "serve the operator console at `/console`",
     "console_idle_minutes": "a console session ends after this long without a request",

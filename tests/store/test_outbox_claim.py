@@ -10,7 +10,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from scanpay.domain.model import EventType, OrderStatus
-from scanpay.store.outbox import Attempt
+from scanpay.store.outbox import SETTINGS_ENDPOINT, Attempt, EndpointRoom
 from tests.store.test_outbox import Clock, _event, _order, _outbox
 
 WAITING = 12
@@ -39,3 +39,28 @@ def test_many_waiting_deliveries_do_not_crowd_out_one_that_may_go(engine: sa.Eng
         ("order.paid", free)
     ]
     assert outbox.claim_sync("w", 30, 100) == []  # the refunds still wait
+
+
+def test_an_endpoint_at_its_limit_is_left_out_and_the_others_trimmed(engine: sa.Engine) -> None:
+    """EndpointRoom: an endpoint with ``limit`` deliveries in flight gets none, even when its
+    rows come first in the due order; another gets at most its room."""
+    clock = Clock()
+    outbox = _outbox(engine, clock)
+    outbox.configure_settings_endpoint_sync("http://shop.example/hook", "whsec_x", None)
+    slow = SETTINGS_ENDPOINT
+    paid = [_order(engine, n) for n in range(6)]
+    for order_id in paid[:3]:  # the slow endpoint's rows come first in the due order
+        _event(engine, order_id, EventType.PAID, OrderStatus.PAID)
+    outbox.publish_sync()
+    other = outbox.create_endpoint_sync("http://other.example/hook", "whsec_y", None).id
+    clock.now += timedelta(seconds=1)
+    for order_id in paid[3:]:
+        _event(engine, order_id, EventType.PAID, OrderStatus.PAID)
+    outbox.publish_sync()  # the slow endpoint has 6 rows (3 due a second earlier), the other 3
+    full = EndpointRoom(2, {slow: 2})
+    got = outbox.claim_sync("w", 30, 2, full)
+    assert [d.endpoint_id for d in got] == [other, other]
+    room = EndpointRoom(2, {other: 1})  # one more to the other; the slow one's first two
+    got = outbox.claim_sync("w", 30, 10, room)
+    assert sorted(d.endpoint_id for d in got) == sorted([other, slow, slow])
+    assert [d.endpoint_id for d in outbox.claim_sync("w", 30, 10)] == [slow] * 4  # no limit

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 
 import httpx
 
-from tests.webhooks.conftest import AUTH, HookedShop
-from tests.webhooks.receiver import check_signed
+from tests.webhooks.conftest import AUTH, HookedShop, open_hooked
+from tests.webhooks.receiver import Receiver, check_signed
 
 
 async def test_paid_order_is_delivered_signed(hooked: HookedShop) -> None:
@@ -161,3 +162,38 @@ async def test_unauthenticated_calls_are_refused(hooked: HookedShop) -> None:
         response = await hooked.http.request(method, path)
         assert response.status_code == 401, path
     assert isinstance(hooked.http, httpx.AsyncClient)
+
+
+async def test_a_hanging_endpoint_does_not_hold_up_the_others(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A second endpoint reads each request and never answers (until the 15 s timeout): it
+    holds at most ``webhook_endpoint_concurrency`` of the worker's slots, so the healthy
+    endpoint hears of every payment at once. (With no per-endpoint limit the hanging one
+    fills all six slots after a few payments, and the rest wait for its timeouts.)"""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async for shop in open_hooked(tmp_path, receiver, webhook_concurrency=6,
+                                      webhook_endpoint_concurrency=2):  # fmt: skip
+            url = f"http://127.0.0.1:{port}/hook"
+            created = await shop.http.post(
+                "/api/webhook-endpoints", headers=AUTH, json={"url": url}
+            )
+            assert created.status_code == 201, created.text
+            for n in range(10):
+                await shop.pay(await shop.create_order(100 + n, "Tea"))
+            check_signed(await shop.arrived(10, within=8), shop.secret)
+            assert len(held) == 2  # the hanging endpoint's two slots, no more
+            for writer in held:  # its deliveries end now (no answer), not at the timeout
+                writer.close()
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()

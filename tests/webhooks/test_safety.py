@@ -27,6 +27,8 @@ REFUSED = [
     ("http://user:pw@example.com/hook", "must not contain a user name or password"),
     ("http:///hook", "has no host"),
     ("http://example.com:99999/", "port"),
+    ("http://shop.example/回调", "must be ASCII"),  # would not fit in an HTTP/1.1 request line
+    ("http://商店.example/hook", "xn-- (punycode) form"),
 ]
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -214,3 +215,61 @@ async def test_tls_checks_the_urls_name(tmp_path: Path) -> None:
     finally:
         await trusting_sender.aclose()
         await default_sender.aclose()
+
+
+async def test_answers_that_are_not_plain_http() -> None:
+    """Malformed and unusual answers: each becomes an Answer (never an exception), and a
+    connection is reused only after an answer that allows it."""
+    sender = Sender(allow_private=True, timeout=2.0)
+
+    def scripted(answer: bytes, close: bool = False) -> Handler:
+        async def handle(s: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while await s.read_request(r):
+                w.write(answer)
+                await w.drain()
+                if close:
+                    return
+
+        return handle  # type: ignore[return-value]
+
+    cases: list[tuple[bytes, bool, int | None, str, str | None, int]] = [
+        # answer bytes, server closes after it, status, excerpt, error, connections for 2
+        (b"SMTP ready\r\n\r\n", False, None, "", "no answer: not an HTTP/1.1 answer", 2),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20000, False, None, "",
+         "no answer: not an HTTP/1.1 answer", 2),  # a head past the 16 KiB cap
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", False, 204, "",
+         None, 1),  # an informational answer first: the real one counts
+        (b"HTTP/1.1 200 OK\r\n\r\nno length, ended by the close", True, 200,
+         "no length, ended by the close", None, 2),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False, 200, "ok", None, 2),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
+         b"Content-Length: 2\r\n\r\nno", False, 200, "ok", None, 2),  # two answers to one
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", True, 200, "short", None, 2),
+        (b"HTTP/1.1 2000 Odd\r\nContent-Length: 0\r\n\r\n", False, None, "",
+         "no answer: not an HTTP/1.1 answer", 2),
+        (b"", True, None, "", "no answer: EOFError", 2),  # closed without a byte
+    ]  # fmt: skip
+    try:
+        for raw, close, status, excerpt, error, connections in cases:
+            async with serving(scripted(raw, close)) as server:  # type: ignore[arg-type]
+                url = f"http://127.0.0.1:{server.port}/"
+                for _ in range(2):
+                    answer = await sender.post(url, HEADERS, b"{}")
+                    assert (answer.status, answer.excerpt, answer.error) == (
+                        status,
+                        excerpt,
+                        error,
+                    ), raw[:40]
+                assert server.connections == connections, raw[:40]
+    finally:
+        await sender.aclose()
+
+
+async def test_header_values_that_http_cannot_carry_are_refused() -> None:
+    sender = Sender(allow_private=True)
+    try:
+        for headers in ({"webhook-id": "evt\r\nx-injected: 1"}, {"bad name": "v"}):
+            with pytest.raises(ValueError):
+                await sender.post("http://127.0.0.1:9/", headers, b"{}")
+    finally:
+        await sender.aclose()

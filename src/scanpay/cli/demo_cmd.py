@@ -100,7 +100,7 @@ async def serve(
 ) -> None:
     sim, app = build(data_dir, host, port, simulator_port, payment_window)
     servers = [
-        uvicorn.Server(uvicorn.Config(asgi, host=host, port=p, log_level="warning"))
+        uvicorn.Server(uvicorn.Config(asgi, host=host, port=p, log_level="warning", http="h11"))
         for asgi, p in ((app, port), (sim.app, simulator_port))
     ]
     async with sim:

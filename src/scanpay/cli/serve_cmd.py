@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        # uvicorn's h11 parser, chosen rather than left to chance: httptools (installed for the
+        # webhook sender) would otherwise become the parser of every request the service reads
+        http="h11",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
     DrainingServer(config, app.state.cluster.drain).run()

@@ -221,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
+            http="h11",  # as serve (serve_cmd.py)
             **options,  # type: ignore[arg-type]
         )
     finally:

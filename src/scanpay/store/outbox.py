@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from scanpay.domain.events import SHOP_FACING, STORED_FOR, ShopEventType, shop_type
 from scanpay.domain.model import EventType
@@ -92,23 +93,27 @@ _MOVE: Final = (
     )
 )
 _NOW = sa.bindparam("now", type_=D.next_attempt_at.type)
-# Ordered by the due time alone (ties in index order), so PostgreSQL reads the due index and
-# stops after ``limit`` rows; with ``id`` as well it read and sorted every due row (2.5 ms a
-# pass at 8,000 pending). The claim in two steps, so that no plan can read the table once
+_TEXTS = postgresql.ARRAY(sa.String)
+_DUE = (
+    D.status == PENDING,
+    D.next_attempt_at <= _NOW,
+    sa.or_(D.lease_until.is_(None), D.lease_until < _NOW),
+    D.endpoint_id.in_(sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()),
+)
+# The due rows in due order, ties by id: ids run across the endpoints event by event, so a
+# pick of n rows is spread over the endpoints (ordered by the due time alone, PostgreSQL
+# returned the ties of a burst one endpoint after another, and an endpoint at its limit
+# then filled the pick). The claim in two steps, so that no plan can read the table once
 # per candidate (PostgreSQL did, with statistics from when the table was nearly empty:
 # 0.2-1.4 s per claim at 2,400 pending; docs/benchmarks.md, "Delivery processes"): the due
-# rows by the due index, then, in one keyed query, the first pending event of each of their
-# (endpoint, order) pairs; a candidate whose order has an earlier event still pending for
-# its endpoint waits.
+# rows, then, in one keyed query, the first pending event of each of their (endpoint,
+# order) pairs; a candidate whose order has an earlier event still pending for its endpoint
+# waits. Lists go to PostgreSQL as arrays (one parameter): a statement with a placeholder
+# per item is a new, long text each time, parsed again and never prepared.
 _CLAIM_PICK: Final = (
     sa.select(D.id, D.endpoint_id, D.order_key, D.event_id)
-    .where(
-        D.status == PENDING,
-        D.next_attempt_at <= _NOW,
-        sa.or_(D.lease_until.is_(None), D.lease_until < _NOW),
-        D.endpoint_id.in_(sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()),
-    )
-    .order_by(D.next_attempt_at)
+    .where(*_DUE, D.endpoint_id != sa.all_(sa.bindparam("full", type_=_TEXTS)))
+    .order_by(D.next_attempt_at, D.id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
     .with_for_update(skip_locked=True)
 )
@@ -126,17 +131,17 @@ _BLOCKED = (  # an earlier event of the same order still pending for the same en
 # SQLite plans the check in one query well (through ix_webhook_deliveries_order), and one
 # statement costs it less than two (0.07 against 0.12 ms of database work per delivery)
 _CLAIM_PICK_ONE: Final = (
-    sa.select(D.id)
-    .where(*_CLAIM_PICK.whereclause.clauses, ~_BLOCKED)  # type: ignore[union-attr]
+    sa.select(D.id, D.endpoint_id)
+    .where(*_DUE, D.endpoint_id.not_in(sa.bindparam("full", expanding=True)), ~_BLOCKED)
     .order_by(D.next_attempt_at, D.id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
-_FIRST_PENDING: Final = (
+_FIRST_PENDING: Final = (  # PostgreSQL
     sa.select(D.endpoint_id, D.order_key, sa.func.min(D.event_id).label("first"))
     .where(
         D.status == PENDING,
-        D.endpoint_id.in_(sa.bindparam("endpoints", expanding=True)),
-        D.order_key.in_(sa.bindparam("orders", expanding=True)),
+        D.endpoint_id == sa.any_(sa.bindparam("endpoints", type_=_TEXTS)),
+        D.order_key == sa.any_(sa.bindparam("orders", type_=_TEXTS)),
     )
     .group_by(D.endpoint_id, D.order_key)
 )
@@ -181,7 +186,8 @@ _PG_RECORD: Final = sa.text(
     " FROM unnest(CAST(:ids AS integer[]), CAST(:st AS varchar[]),"
     " CAST(:nxt AS timestamptz[]), CAST(:last AS integer[]), CAST(:at AS timestamptz[]))"
     " AS m(id, st, nxt, last, at)"
-    " WHERE d.id = m.id AND d.leased_by = :worker AND d.status = 'pending' RETURNING d.id),"
+    " WHERE d.id = m.id AND d.id = ANY(CAST(:ids AS integer[]))"  # (the key: plans look it up)
+    " AND d.leased_by = :worker AND d.status = 'pending' RETURNING d.id),"
     " kept AS (INSERT INTO webhook_attempts"
     " (delivery_id, attempted_at, status_code, latency_ms, response, error)"
     " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:at AS timestamptz[]),"
@@ -249,6 +255,37 @@ class Attempt:
     latency_ms: int
     response: str
     error: str | None
+
+
+@dataclass(frozen=True)
+class EndpointRoom:
+    """How many more deliveries a worker may start per endpoint: ``limit`` in flight to one
+    endpoint at once (None: no limit), ``busy`` how many are in flight now. Endpoints at
+    their limit are left out of the claim's pick, so that the rows of a slow endpoint never
+    fill the pick; the others are trimmed to their room as candidates are taken."""
+
+    limit: int | None = None
+    busy: Mapping[str, int] = field(default_factory=dict)
+
+    def full(self) -> list[str]:
+        if self.limit is None:
+            return []
+        return sorted(e for e, n in self.busy.items() if n >= self.limit)
+
+    def take(self, candidates: Iterable[Any], most: int) -> list[int]:
+        """The ids of ``candidates`` (rows with ``id`` and ``endpoint_id``) in their order,
+        at most ``most``, none past its endpoint's room."""
+        taken: dict[str, int] = {}
+        ids: list[int] = []
+        for c in candidates:
+            if len(ids) >= most:
+                break
+            n = self.busy.get(c.endpoint_id, 0) + taken.get(c.endpoint_id, 0)
+            if self.limit is not None and n >= self.limit:
+                continue
+            taken[c.endpoint_id] = taken.get(c.endpoint_id, 0) + 1
+            ids.append(c.id)
+        return ids
 
 
 class Cycle(NamedTuple):
@@ -368,31 +405,42 @@ class OutboxStore:
 
     # ---- delivering --------------------------------------------------------------------
 
-    def claim_sync(self, worker: str, lease_seconds: float, limit: int) -> list[Due]:
+    def claim_sync(
+        self, worker: str, lease_seconds: float, limit: int, room: EndpointRoom | None = None
+    ) -> list[Due]:
         now = self._clock()
         with self.engine.begin() as conn:  # a read first: no write lock when idle
             if conn.execute(_ANY_DUE, {"now": now}).first() is None:
                 return []
         with self._writer.begin() as conn:
-            return self._claim(conn, worker, lease_seconds, limit, now)
+            return self._claim(conn, worker, lease_seconds, limit, now, room)
 
     def _claim(
-        self, conn: sa.Connection, worker: str, lease_seconds: float, limit: int, now: datetime
+        self,
+        conn: sa.Connection,
+        worker: str,
+        lease_seconds: float,
+        limit: int,
+        now: datetime,
+        room: EndpointRoom | None = None,
     ) -> list[Due]:
         # two statements, not UPDATE ... WHERE id IN (SELECT ... LIMIT): PostgreSQL may run
         # such a subquery more than once and lease more than ``limit`` rows. The rows picked
         # are locked (FOR UPDATE on PostgreSQL, the write lock on SQLite) until the commit.
+        room = room or EndpointRoom()
+        params = {"now": now, "full": room.full()}
         if not self._postgres:
-            picked = conn.execute(_CLAIM_PICK_ONE, {"now": now, "limit": limit}).scalars().all()
-            return self._lease(conn, worker, lease_seconds, list(picked), now)
+            rows = conn.execute(_CLAIM_PICK_ONE, {**params, "limit": limit}).all()
+            picked = room.take(rows, limit)
+            return self._lease(conn, worker, lease_seconds, picked, now)
         fetch = limit * 2
         while True:  # more only when the rows looked at were mostly waiting for earlier ones
-            candidates = conn.execute(_CLAIM_PICK, {"now": now, "limit": fetch}).all()
-            picked = self._not_waiting(conn, candidates)
+            candidates = conn.execute(_CLAIM_PICK, {**params, "limit": fetch}).all()
+            picked = room.take(self._not_waiting(conn, candidates), limit)
             if len(picked) >= limit or len(candidates) < fetch:
                 break
             fetch *= 4
-        return self._lease(conn, worker, lease_seconds, picked[:limit], now)
+        return self._lease(conn, worker, lease_seconds, picked, now)
 
     def _lease(
         self, conn: sa.Connection, worker: str, lease_seconds: float, picked: list[int],
@@ -417,9 +465,9 @@ class OutboxStore:
         return found
 
     @staticmethod
-    def _not_waiting(conn: sa.Connection, candidates: Sequence[Any]) -> list[int]:
-        """The ids of the ``candidates`` whose order has no earlier event still pending for
-        the same endpoint (one keyed query for them all), in the order given."""
+    def _not_waiting(conn: sa.Connection, candidates: Sequence[Any]) -> list[Any]:
+        """The ``candidates`` whose order has no earlier event still pending for the same
+        endpoint (one keyed query for them all), in the order given."""
         keyed = [c for c in candidates if c.order_key is not None]
         first: dict[tuple[str, str], int] = {}
         if keyed:
@@ -429,14 +477,16 @@ class OutboxStore:
             })  # fmt: skip
             first = {(r.endpoint_id, r.order_key): int(r.first) for r in found}
         return [
-            c.id
+            c
             for c in candidates
             if c.order_key is None
             or first.get((c.endpoint_id, c.order_key), c.event_id) >= c.event_id
         ]
 
-    async def claim(self, worker: str, lease_seconds: float, limit: int) -> list[Due]:
-        claimed: list[Due] = await self._run(self.claim_sync, worker, lease_seconds, limit)
+    async def claim(
+        self, worker: str, lease_seconds: float, limit: int, room: EndpointRoom | None = None
+    ) -> list[Due]:
+        claimed: list[Due] = await self._run(self.claim_sync, worker, lease_seconds, limit, room)
         return claimed
 
     def record_sync(
@@ -541,6 +591,7 @@ class OutboxStore:
         limit: int = 500,
         changed: bool = False,
         look_for_due: bool = True,
+        room: EndpointRoom | None = None,
     ) -> Cycle:
         """A worker's pass in one write transaction: record ``outcomes``, publish up to
         ``limit`` rows, lease up to ``claim_limit`` due deliveries. With nothing to record
@@ -564,7 +615,7 @@ class OutboxStore:
             published, created = self._publish(conn, now, limit) if unpublished else (0, 0)
             claimed: list[Due] = []
             if claim_limit > 0 and (due or created):
-                claimed = self._claim(conn, worker, lease_seconds, claim_limit, now)
+                claimed = self._claim(conn, worker, lease_seconds, claim_limit, now, room)
         return Cycle(kept, published, claimed)
 
     async def cycle(
@@ -576,9 +627,10 @@ class OutboxStore:
         limit: int = 500,
         changed: bool = False,
         look_for_due: bool = True,
+        room: EndpointRoom | None = None,
     ) -> Cycle:
         done: Cycle = await self._run(self.cycle_sync, worker, lease_seconds, claim_limit,
-                                      outcomes, limit, changed, look_for_due)  # fmt: skip
+                                      outcomes, limit, changed, look_for_due, room)  # fmt: skip
         return done
 
     async def record(

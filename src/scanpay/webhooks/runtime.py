@@ -83,6 +83,8 @@ def build_webhooks(
         schedule=parse_schedule(settings.webhook_retry_schedule),
         poll_seconds=settings.webhook_poll_seconds,
         lease_seconds=settings.webhook_lease_seconds,
+        concurrency=settings.webhook_concurrency,
+        per_endpoint=settings.webhook_endpoint_concurrency,
         clock=clock,
     )
     return WebhookRuntime(outbox, sender, worker, settings)

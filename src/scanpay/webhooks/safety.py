@@ -48,6 +48,11 @@ def parse_url(url: str) -> Target:
     """Parse an endpoint URL or raise :class:`UnsafeUrlError` saying what is wrong."""
     if len(url) > MAX_URL or any(ord(c) <= 32 or ord(c) == 127 for c in url):
         raise UnsafeUrlError("the URL is too long or contains spaces or control characters")
+    if not url.isascii():
+        raise UnsafeUrlError(
+            "the URL must be ASCII: percent-encode its path and write the host in its "
+            "xn-- (punycode) form"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise UnsafeUrlError("the URL must start with http:// or https://")

@@ -3,7 +3,8 @@
 One asyncio task per service process. A pass records the attempts finished since the last
 one, publishes new ``events`` rows (creating deliveries) and leases what is due, all in one
 database call and transaction (:meth:`OutboxStore.cycle_sync`), then starts one task per
-delivery, at most ``concurrency`` in flight; it runs again when woken (a change in this
+delivery, at most ``concurrency`` in flight and ``per_endpoint`` of them to one endpoint (so
+that a hanging endpoint holds a few slots, not all); it runs again when woken (a change in this
 process, a delivery finished) or every ``poll_seconds`` (changes by other processes, retries
 coming due). After a pass that published, the next one waits a little longer the more it
 published (up to ``batch_seconds``), so under load a pass handles tens of rows and a change
@@ -23,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from scanpay.domain.model import utcnow
-from scanpay.store.outbox import Attempt, Due, OutboxStore, Outcome
+from scanpay.store.outbox import Attempt, Due, EndpointRoom, OutboxStore, Outcome
 from scanpay.webhooks.schedule import DEFAULT_SCHEDULE, SLOW_DOWN, next_delay, retry_after
 from scanpay.webhooks.sender import TIMEOUT_SECONDS, Sender
 from scanpay.webhooks.signing import sign_headers
@@ -49,7 +50,8 @@ class WebhookWorker:
         schedule: Sequence[float] = DEFAULT_SCHEDULE,
         poll_seconds: float = 1.0,
         lease_seconds: float = TIMEOUT_SECONDS * 4,
-        concurrency: int = 64,
+        concurrency: int = 256,
+        per_endpoint: int | None = 32,
         batch_seconds: float = BATCH_SECONDS,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -59,12 +61,14 @@ class WebhookWorker:
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
+        self.per_endpoint = per_endpoint
         self.batch_seconds = batch_seconds
         self.clock = clock
         self.name = "wh-" + secrets.token_hex(6)
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._busy: dict[str, int] = {}  # deliveries in flight per endpoint
         self._done: list[Outcome] = []  # finished attempts not yet recorded
         self._stopping = False
         self._changed = False  # events written here since the last pass began
@@ -107,11 +111,13 @@ class WebhookWorker:
                 room = 0  # claim in batches: each claim costs database round trips
             # (should this fail, ``done`` is not recorded: the leases run out and those
             # deliveries are sent again, as after a crash)
+            endpoints = EndpointRoom(self.per_endpoint, dict(self._busy))
             cycle = await self.outbox.cycle(self.name, self.lease_seconds, room, done,
-                                            PUBLISH_BATCH, changed, look)  # fmt: skip
+                                            PUBLISH_BATCH, changed, look, endpoints)  # fmt: skip
             for outcome, held in zip(done, cycle.kept, strict=True):
                 _log(outcome, held)
             for due in cycle.claimed:
+                self._busy[due.endpoint_id] = self._busy.get(due.endpoint_id, 0) + 1
                 task = asyncio.create_task(self._deliver(due), name=f"webhook-{due.delivery_id}")
                 self._inflight.add(task)
                 task.add_done_callback(self._finished)
@@ -143,6 +149,16 @@ class WebhookWorker:
         self._poke()
 
     async def _deliver(self, due: Due) -> None:
+        try:
+            await self._attempt(due)
+        finally:
+            left = self._busy.get(due.endpoint_id, 1) - 1
+            if left > 0:
+                self._busy[due.endpoint_id] = left
+            else:
+                self._busy.pop(due.endpoint_id, None)
+
+    async def _attempt(self, due: Due) -> None:
         now = self.clock()
         headers = sign_headers(due.secrets, due.public_id, int(now.timestamp()), due.body)
         answer = await self.sender.post(due.url, headers, due.body)
