@@ -21,6 +21,10 @@ Method (issue 11's benchmark; loopback only):
   *deliveries/s* all deliveries (orders x 8) over the time from the first notification to
   the last delivery, and *lag* how long after the last acknowledgement the last delivery
   arrived. Delivery keeps up when deliveries/s is about 8 x notify/s and the lag is small.
+  With ``--rate R`` the notifications are sent at R per second instead (a steady load
+  rather than a burst), and each of the 8 x orders deliveries is timed from its
+  notification's acknowledgement: delivery keeps pace at R when those waits stay at
+  milliseconds to the end of the run (a backlog would make them grow);
   *CPU ms*: the service process's CPU time (all threads, ``/proc/PID/task/*/schedstat``) from
   the first notification to the last delivery, per notification and per delivery;
 * ``--worker-cost``: what the webhook worker costs a notification. ``--rounds`` rounds, each
@@ -277,13 +281,20 @@ async def throughput(
     cpu_start = cpu_seconds(pid)
     deliver_start = sum(cpu_seconds(p) or 0.0 for p in deliverers)
     threads_start = thread_cpu(deliverers)
+    driver_start = time.process_time()
     began = time.perf_counter()
-    _rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
+    acked_at: list[float] = []
+    if args.rate:
+        answers, acked_at = await paced(port, requests, args.concurrency, args.rate)
+    else:
+        _rate, answers = await run_rate(port, requests, args.concurrency, 120.0)
     acked = time.perf_counter()
     if len(answers) != len(requests) or not all(acknowledged("v2", *a) for a in answers):
         raise RuntimeError("not every notification was acknowledged")
     keys = [(e, o.id) for o in orders for e in range(endpoints)]
-    last = max([await receivers.wait(key, 120.0) for key in keys])
+    arrivals = [await receivers.wait(key, 120.0) for key in keys]
+    last = max(arrivals)
+    driver_used = time.process_time() - driver_start
     cpu_end = cpu_seconds(pid)
     deliver_used = (sum(cpu_seconds(p) or 0.0 for p in deliverers) - deliver_start) * 1e3
     threads = {k: v - threads_start.get(k, 0.0) for k, v in thread_cpu(deliverers).items()}
@@ -296,9 +307,21 @@ async def throughput(
           f"({delivery_rate / endpoints:5.0f} per endpoint)   "
           f"lag after last ack {(last - acked) * 1000:7.0f} ms   "
           f"deliveries {delivered} (duplicates {delivered - len(keys)})")  # fmt: skip
+    if acked_at:  # paced: how long after its notification's acknowledgement each arrived
+        waits = [max(0.0, at - acked_at[n // endpoints]) * 1e3 for n, at in enumerate(arrivals)]
+        print(f"  paced at {args.rate:g}/s: acknowledgement -> webhook, all {len(waits)} "
+              f"deliveries (ms): p50 {statistics.median(waits):.1f}  p99 "
+              f"{percentile(waits, 99):.1f}  max {max(waits):.1f}")  # fmt: skip
     found = {"notify": notify_rate, "deliveries": delivery_rate,
              "per_endpoint": delivery_rate / endpoints, "lag": last - acked,
-             "load": os.getloadavg()[0]}  # fmt: skip
+             "load": os.getloadavg()[0], "driver_busy": driver_used / (last - began)}  # fmt: skip
+    if acked_at:
+        found |= {"wait_p50": statistics.median(waits), "wait_p99": percentile(waits, 99)}
+    # this process (notifications out, the receivers in) and the delivery processes: the
+    # share of one CPU each used from the first notification to the last webhook
+    print(f"  busy: this driver and its receivers {found['driver_busy']:.0%} of a CPU"
+          + (f", delivery process(es) {deliver_used / 1e3 / (last - began):.0%}"
+             if deliverers else ""))  # fmt: skip
     if cpu_start is not None and cpu_end is not None:
         used = (cpu_end - cpu_start) * 1e3
         found["service_ms"] = used / len(orders)
@@ -308,6 +331,7 @@ async def throughput(
               f"{os.getloadavg()[0]:.2f}")  # fmt: skip
     if deliverers:
         found["deliver_ms"] = deliver_used / delivered
+        found["deliver_busy"] = deliver_used / 1e3 / (last - began)
         print(
             f"  {len(deliverers)} delivery process(es): CPU {deliver_used / delivered:.3f} ms "
             f"per delivery ({delivered / deliver_used * 1e3:.0f} deliveries per CPU-second)"
@@ -317,6 +341,34 @@ async def throughput(
         print("    by thread (ms per delivery): " + ", ".join(
             f"{name} {ms:.3f}" for name, ms in sorted(shares.items()) if ms >= 0.001))  # fmt: skip
     return found
+
+
+async def paced(
+    port: int, requests: Sequence[Request], concurrency: int, rate: float
+) -> tuple[list[tuple[int, bytes]], list[float]]:
+    """Send ``requests`` at ``rate`` per second (request n due n / rate seconds after the
+    start; over ``concurrency`` connections, so a service slower than the rate makes them
+    late); returns the answers and when each was acknowledged, in request order."""
+    connections: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(concurrency):
+        connections.put_nowait(await Connection.open(port))
+    answers: list[tuple[int, bytes]] = [(0, b"")] * len(requests)
+    acked = [0.0] * len(requests)
+    start = time.perf_counter()
+
+    async def send(n: int, r: Request) -> None:
+        await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+        conn = await connections.get()
+        try:
+            answers[n] = await conn.request(r.method, r.path, r.body, r.headers)
+            acked[n] = time.perf_counter()
+        finally:
+            connections.put_nowait(conn)
+
+    await asyncio.gather(*(send(n, r) for n, r in enumerate(requests)))
+    while not connections.empty():
+        await connections.get_nowait().close()
+    return answers, acked
 
 
 async def published(base: str, kind: str) -> int:
@@ -610,12 +662,19 @@ async def split(args: argparse.Namespace) -> None:
     for config, found in runs.items():
         label = label_of(config)
         for f in found:
-            deliver = (f"deliver CPU {f['deliver_ms']:.3f} ms/delivery, idle "
-                       f"{f['idle_ms_per_s']:.1f} ms/s" if config[0] else "")  # fmt: skip
+            deliver = (f"deliver CPU {f['deliver_ms']:.3f} ms/delivery, busy "
+                       f"{f['deliver_busy']:.0%}, idle {f['idle_ms_per_s']:.1f} ms/s"
+                       if config[0] else "")  # fmt: skip
             print(f"  {label:<26} p50 {f['p50']:5.1f} p99 {f['p99']:5.1f} ms | notify/s "
-                  f"{f['notify']:5.0f} | per endpoint/s {f['per_endpoint']:5.0f} | lag "
+                  f"{f['notify']:5.0f} | per endpoint/s {f['per_endpoint']:5.0f} "
+                  f"({f['per_endpoint'] / f['notify']:.2f}x) | lag "
                   f"{f['lag'] * 1e3:6.0f} ms | service {f.get('service_ms', 0):.2f} "
-                  f"ms/notification | {deliver} | load {f['load']:.2f}")  # fmt: skip
+                  f"ms/notification | {deliver} | driver busy {f['driver_busy']:.0%} | load "
+                  f"{f['load']:.2f}")  # fmt: skip
+            if "wait_p99" in f:
+                print(f"  {'':<26} paced at {args.rate:g}/s: each delivery after its "
+                      f"notification p50 {f['wait_p50']:.1f} ms, p99 "
+                      f"{f['wait_p99']:.1f} ms")  # fmt: skip
 
 
 def main() -> int:
@@ -624,6 +683,13 @@ def main() -> int:
     parser.add_argument("--latency-orders", type=int, default=200, help="timed one at a time")
     parser.add_argument("--concurrency", type=int, default=8, help="notification connections")
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="throughput: send the notifications at this many per second (default: as fast "
+        "as the service takes them) and show each delivery's wait after its notification",
+    )
     parser.add_argument(
         "--worker-cost",
         action="store_true",
