@@ -82,6 +82,13 @@ from scanpay.webhooks.sender import Sender
 from scanpay.webhooks.signing import generate_secret, sign_headers
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from ``/proc/stat``."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
     """CPU seconds so far per thread name (``/proc/PID/task/*/comm``) over ``pids``."""
     found: dict[str, float] = {}
@@ -282,6 +289,7 @@ async def throughput(
     deliver_start = sum(cpu_seconds(p) or 0.0 for p in deliverers)
     threads_start = thread_cpu(deliverers)
     driver_start = time.process_time()
+    machine_start = machine_jiffies()
     began = time.perf_counter()
     acked_at: list[float] = []
     if args.rate:
@@ -295,6 +303,8 @@ async def throughput(
     arrivals = [await receivers.wait(key, 120.0) for key in keys]
     last = max(arrivals)
     driver_used = time.process_time() - driver_start
+    machine_end = machine_jiffies()
+    machine = (machine_end[0] - machine_start[0]) / max(1, machine_end[1] - machine_start[1])
     cpu_end = cpu_seconds(pid)
     deliver_used = (sum(cpu_seconds(p) or 0.0 for p in deliverers) - deliver_start) * 1e3
     threads = {k: v - threads_start.get(k, 0.0) for k, v in thread_cpu(deliverers).items()}
@@ -314,12 +324,14 @@ async def throughput(
               f"{percentile(waits, 99):.1f}  max {max(waits):.1f}")  # fmt: skip
     found = {"notify": notify_rate, "deliveries": delivery_rate,
              "per_endpoint": delivery_rate / endpoints, "lag": last - acked,
-             "load": os.getloadavg()[0], "driver_busy": driver_used / (last - began)}  # fmt: skip
+             "load": os.getloadavg()[0], "driver_busy": driver_used / (last - began),
+             "machine_busy": machine}  # fmt: skip
     if acked_at:
         found |= {"wait_p50": statistics.median(waits), "wait_p99": percentile(waits, 99)}
     # this process (notifications out, the receivers in) and the delivery processes: the
     # share of one CPU each used from the first notification to the last webhook
-    print(f"  busy: this driver and its receivers {found['driver_busy']:.0%} of a CPU"
+    print(f"  busy: the machine {machine:.0%} of its {os.cpu_count()} CPUs; this driver and "
+          f"its receivers {found['driver_busy']:.0%} of a CPU"
           + (f", delivery process(es) {deliver_used / 1e3 / (last - began):.0%}"
              if deliverers else ""))  # fmt: skip
     if cpu_start is not None and cpu_end is not None:
@@ -669,7 +681,8 @@ async def split(args: argparse.Namespace) -> None:
                   f"{f['notify']:5.0f} | per endpoint/s {f['per_endpoint']:5.0f} "
                   f"({f['per_endpoint'] / f['notify']:.2f}x) | lag "
                   f"{f['lag'] * 1e3:6.0f} ms | service {f.get('service_ms', 0):.2f} "
-                  f"ms/notification | {deliver} | driver busy {f['driver_busy']:.0%} | load "
+                  f"ms/notification | {deliver} | driver busy {f['driver_busy']:.0%} | machine "
+                  f"busy {f['machine_busy']:.0%} | load "
                   f"{f['load']:.2f}")  # fmt: skip
             if "wait_p99" in f:
                 print(f"  {'':<26} paced at {args.rate:g}/s: each delivery after its "

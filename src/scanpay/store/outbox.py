@@ -349,6 +349,9 @@ class OutboxStore:
         self._run = run
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
+        # PostgreSQL takes a pass's record and its claim as two transactions at once (the
+        # worker overlaps them); SQLite has one writer, so one transaction does both
+        self.records_apart = self._postgres
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self._run(fn, *args)

@@ -217,7 +217,7 @@ class Deliverer:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self._executor = ThreadPoolExecutor(1, "scanpay-deliver-db", initializer=_os_name)
+        self._executor = ThreadPoolExecutor(2, "scanpay-deliver-db", initializer=_os_name)
         self.runtime: WebhookRuntime = build_webhooks(settings, engine, self._run, clock)
         self.worker = self.runtime.worker
         self.watch: SqliteWatch | ChangeListener

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from scanpay.domain.model import utcnow
-from scanpay.store.outbox import Attempt, Due, EndpointRoom, OutboxStore, Outcome
+from scanpay.store.outbox import Attempt, Cycle, Due, EndpointRoom, OutboxStore, Outcome
 from scanpay.webhooks.schedule import DEFAULT_SCHEDULE, SLOW_DOWN, next_delay, retry_after
 from scanpay.webhooks.sender import TIMEOUT_SECONDS, Sender
 from scanpay.webhooks.signing import sign_headers
@@ -112,10 +112,14 @@ class WebhookWorker:
             # (should this fail, ``done`` is not recorded: the leases run out and those
             # deliveries are sent again, as after a crash)
             endpoints = EndpointRoom(self.per_endpoint, dict(self._busy))
-            cycle = await self.outbox.cycle(self.name, self.lease_seconds, room, done,
-                                            PUBLISH_BATCH, changed, look, endpoints)  # fmt: skip
-            for outcome, held in zip(done, cycle.kept, strict=True):
-                _log(outcome, held)
+            if done and self.outbox.records_apart:
+                cycle = await self._record_beside(done, room, changed, look, endpoints)
+            else:
+                cycle = await self.outbox.cycle(self.name, self.lease_seconds, room, done,
+                                                PUBLISH_BATCH, changed, look,
+                                                endpoints)  # fmt: skip
+                for outcome, held in zip(done, cycle.kept, strict=True):
+                    _log(outcome, held)
             for due in cycle.claimed:
                 self._busy[due.endpoint_id] = self._busy.get(due.endpoint_id, 0) + 1
                 task = asyncio.create_task(self._deliver(due), name=f"webhook-{due.delivery_id}")
@@ -125,6 +129,28 @@ class WebhookWorker:
             self.published += cycle.published
             if cycle.published < PUBLISH_BATCH:
                 return started
+
+    async def _record_beside(
+        self, done: list[Outcome], room: int, changed: bool, look: bool, endpoints: EndpointRoom
+    ) -> Cycle:
+        """The pass with ``done`` recorded in a transaction of its own at the same time
+        (PostgreSQL): the next deliveries are leased while the last ones are recorded,
+        rather than after. The two touch different rows (the claim takes no leased row),
+        and an order's next event waits for its earlier one's record as it does anyway."""
+        recorded, cycle = await asyncio.gather(
+            self.outbox.record_many(self.name, done),
+            self.outbox.cycle(self.name, self.lease_seconds, room, (), PUBLISH_BATCH, changed,
+                              look, endpoints),
+            return_exceptions=True,
+        )  # fmt: skip
+        if isinstance(recorded, BaseException):  # leases run out: sent again, as after a crash
+            log.warning("webhook record failed: %s", type(recorded).__name__)
+        else:
+            for outcome, held in zip(done, recorded, strict=True):
+                _log(outcome, held)
+        if isinstance(cycle, BaseException):
+            raise cycle
+        return cycle
 
     async def drain(self) -> None:
         """Wait for the deliveries in flight and record them (tests and shutdown)."""
