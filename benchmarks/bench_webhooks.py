@@ -89,6 +89,17 @@ def machine_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds so far of every PostgreSQL process on this machine, by pid."""
+    found: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() == "postgres":
+                    found[int(proc.name)] = cpu_seconds(int(proc.name)) or 0.0
+    return found
+
+
 def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
     """CPU seconds so far per thread name (``/proc/PID/task/*/comm``) over ``pids``."""
     found: dict[str, float] = {}
@@ -290,6 +301,7 @@ async def throughput(
     threads_start = thread_cpu(deliverers)
     driver_start = time.process_time()
     machine_start = machine_jiffies()
+    database_start = postgres_cpu() if args.pg else {}
     began = time.perf_counter()
     acked_at: list[float] = []
     if args.rate:
@@ -305,6 +317,8 @@ async def throughput(
     driver_used = time.process_time() - driver_start
     machine_end = machine_jiffies()
     machine = (machine_end[0] - machine_start[0]) / max(1, machine_end[1] - machine_start[1])
+    database = (sum(used - database_start.get(pid, 0.0) for pid, used in postgres_cpu().items())
+                if args.pg else 0.0)  # fmt: skip
     cpu_end = cpu_seconds(pid)
     deliver_used = (sum(cpu_seconds(p) or 0.0 for p in deliverers) - deliver_start) * 1e3
     threads = {k: v - threads_start.get(k, 0.0) for k, v in thread_cpu(deliverers).items()}
@@ -326,6 +340,10 @@ async def throughput(
              "per_endpoint": delivery_rate / endpoints, "lag": last - acked,
              "load": os.getloadavg()[0], "driver_busy": driver_used / (last - began),
              "machine_busy": machine}  # fmt: skip
+    if args.pg:  # (processes that ended during the run are not counted)
+        found["database_ms"] = database * 1e3 / delivered
+        print(f"  PostgreSQL (every process of it): {database * 1e3 / len(orders):.3f} ms CPU per "
+              f"notification with its {endpoints} deliveries")  # fmt: skip
     if acked_at:
         found |= {"wait_p50": statistics.median(waits), "wait_p99": percentile(waits, 99)}
     # this process (notifications out, the receivers in) and the delivery processes: the
@@ -682,7 +700,9 @@ async def split(args: argparse.Namespace) -> None:
                   f"({f['per_endpoint'] / f['notify']:.2f}x) | lag "
                   f"{f['lag'] * 1e3:6.0f} ms | service {f.get('service_ms', 0):.2f} "
                   f"ms/notification | {deliver} | driver busy {f['driver_busy']:.0%} | machine "
-                  f"busy {f['machine_busy']:.0%} | load "
+                  f"busy {f['machine_busy']:.0%}"
+                  + (f" | PostgreSQL {f['database_ms']:.3f} ms/delivery"
+                     if "database_ms" in f else "") + " | load "
                   f"{f['load']:.2f}")  # fmt: skip
             if "wait_p99" in f:
                 print(f"  {'':<26} paced at {args.rate:g}/s: each delivery after its "
