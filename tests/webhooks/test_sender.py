@@ -273,3 +273,29 @@ async def test_header_values_that_http_cannot_carry_are_refused() -> None:
                 await sender.post("http://127.0.0.1:9/", headers, b"{}")
     finally:
         await sender.aclose()
+
+
+async def test_a_checked_address_is_kept_for_a_while() -> None:
+    """A host name is looked up and checked again once the last check is
+    ``resolved_seconds`` old, not before every delivery; a refusal is not kept."""
+    sender = Sender(allow_private=True, resolved_seconds=0.3)
+    strict = Sender(allow_private=False)
+    try:
+        async with serving(keep_alive) as server:
+            url = f"http://localhost:{server.port}/hook"
+            for _ in range(3):
+                assert (await sender.post(url, HEADERS, b"{}")).status == 200
+            assert sender.lookups == 1
+            await asyncio.sleep(0.35)
+            assert (await sender.post(url, HEADERS, b"{}")).status == 200
+            assert sender.lookups == 2
+            for _ in range(2):  # refused each time, looked up each time
+                answer = await strict.post(url, HEADERS, b"{}")
+                assert answer.status is None
+                assert answer.error is not None
+                assert "loopback" in answer.error
+            assert strict.lookups == 0
+            assert len(server.requests) == 4
+    finally:
+        await sender.aclose()
+        await strict.aclose()

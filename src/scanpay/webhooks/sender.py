@@ -39,6 +39,8 @@ USER_AGENT: Final = "scanpay-webhooks/1"
 IDLE_SECONDS: Final = 4.0  # below common servers' keep-alive timeouts (uvicorn: 5 s)
 IDLE_PER_TARGET: Final = 32  # idle connections kept per target
 MAX_HEAD: Final = 16384  # bytes of status line and headers accepted
+RESOLVED_SECONDS: Final = 10.0  # a checked address is used this long before a new look-up
+RESOLVED_KEPT: Final = 1024  # hosts kept
 
 PoolKey = tuple[str, str, int, str]  # scheme, address, port, name
 _TOKEN: Final = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110)
@@ -216,6 +218,7 @@ class Sender:
         allow_private: bool,
         timeout: float = TIMEOUT_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
+        resolved_seconds: float = RESOLVED_SECONDS,
     ) -> None:
         self.allow_private = allow_private
         self.timeout = timeout
@@ -223,6 +226,9 @@ class Sender:
         self._idle: dict[PoolKey, list[_Connection]] = {}
         self._swept = time.monotonic()
         self.opened = 0  # connections opened so far (tests, benchmarks)
+        self.resolved_seconds = resolved_seconds
+        self._resolved: dict[tuple[str, int], tuple[float, IPAddress]] = {}
+        self.lookups = 0  # look-ups that passed the check so far (tests)
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:  # the system's trust store, hostname checked
@@ -243,7 +249,7 @@ class Sender:
 
         try:
             target = parse_url(url)
-            address = await resolve_public(target, allow_private=self.allow_private)
+            address = await self._address(target)
         except UnsafeUrlError as exc:
             return Answer(None, took(), "", exc.message)
         request = request_bytes(target, headers, body)
@@ -258,6 +264,24 @@ class Sender:
         except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
             return Answer(None, took(), "", f"no answer: {type(exc).__name__}")
         return Answer(status, took(), excerpt, None, retry_after)
+
+    async def _address(self, target: Target) -> IPAddress:
+        """The checked address to connect to for ``target``: resolved and checked again once
+        the last check is ``resolved_seconds`` old (a name is otherwise looked up before
+        every delivery: a DNS query and a trip through the thread pool each). Only
+        addresses that passed the check are kept, and they are what is connected to, so
+        the rebinding rule holds; a refusal is not kept (asked again next time)."""
+        key = (target.host, target.port)
+        now = time.monotonic()
+        kept = self._resolved.get(key)
+        if kept is not None and now - kept[0] < self.resolved_seconds:
+            return kept[1]
+        address = await resolve_public(target, allow_private=self.allow_private)
+        self.lookups += 1
+        if len(self._resolved) >= RESOLVED_KEPT:
+            self._resolved.clear()
+        self._resolved[key] = (now, address)
+        return address
 
     async def _send(
         self, key: PoolKey, target: Target, address: IPAddress, request: bytes
