@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     # webhooks (issue 11): the outbox worker, signing, endpoint safety; never the web layer
     "webhooks": {
-        "h11",  # HTTP/1.1 of the webhook sender (webhooks/sender.py)
+        "httptools",  # the webhook sender parses answers with it (webhooks/sender.py)
         "sqlalchemy",
         "scanpay.config",
         "scanpay.errors",
