@@ -1,16 +1,17 @@
 """The delivery worker: publish the outbox, lease due deliveries, POST them, record.
 
 One asyncio task per service process. A pass records the attempts finished since the last
-one, publishes new ``events`` rows (creating deliveries) and leases what is due, all in one
-database call and transaction (:meth:`OutboxStore.cycle_sync`), then starts one task per
-delivery, at most ``concurrency`` in flight and ``per_endpoint`` of them to one endpoint (so
-that a hanging endpoint holds a few slots, not all); it runs again when woken (a change in this
-process, a delivery finished) or every ``poll_seconds`` (changes by other processes, retries
-coming due). After a pass that published, the next one waits a little longer the more it
-published (up to ``batch_seconds``), so under load a pass handles tens of rows and a change
-costs the service a fraction of a transaction rather than two. The lease
-outlives the HTTP timeout, so a killed process's deliveries are picked up again once it
-expires: delivery is at least once, and the receiver deduplicates by ``webhook-id``.
+one, publishes new ``events`` rows (creating deliveries) and leases what is due, in one
+database call and transaction (:meth:`OutboxStore.cycle_sync`; on PostgreSQL the record is
+a transaction of its own, run at the same time: :meth:`WebhookWorker._record_beside`), then
+starts one task per delivery, at most ``concurrency`` in flight and ``per_endpoint`` of them
+to one endpoint (so that a hanging endpoint holds a few slots, not all); it runs again when
+woken (a change in this process, a delivery finished) or every ``poll_seconds`` (changes by
+other processes, retries coming due). After a pass that published, the next one waits a
+little longer the more it published (up to ``batch_seconds``), so under load a pass handles
+tens of rows and a change costs the service a fraction of a transaction rather than two. The
+lease outlives the HTTP timeout, so a killed process's deliveries are picked up again once
+it expires: delivery is at least once, and the receiver deduplicates by ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ class WebhookWorker:
             self._wakeup.set()
 
     async def run_once(self) -> int:
-        """Record finished attempts, publish, then lease and start due deliveries, in one
-        database call and transaction; returns how many deliveries were started."""
+        """Record finished attempts, publish, then lease and start due deliveries (one
+        database call and transaction, or two at once on PostgreSQL); returns how many
+        deliveries were started."""
         started = self.published = 0
         while True:
             done, self._done = self._done, []
