@@ -14,10 +14,15 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from scanpay.store.outbox import PENDING, Attempt
+from scanpay.store.outbox import Attempt
 from scanpay.store.reconciliations import differences, reports
 from scanpay.store.tables import events
-from scanpay.store.webhook_tables import webhook_attempts, webhook_deliveries, webhook_endpoints
+from scanpay.store.webhook_tables import (
+    pending,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 
 E = events.c
 D = webhook_deliveries.c
@@ -160,20 +165,18 @@ class CrosslinkQueries:
             unpublished = conn.execute(
                 sa.select(sa.func.count()).select_from(events).where(E.position.is_(None))
             ).scalar_one()
-            pending = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(webhook_deliveries)
-                .where(D.status == PENDING)
+            waiting = conn.execute(
+                sa.select(sa.func.count()).select_from(webhook_deliveries).where(pending(D.status))
             ).scalar_one()
             due, oldest = conn.execute(
                 sa.select(sa.func.count(), sa.func.min(D.next_attempt_at)).where(
-                    D.status == PENDING,
+                    pending(D.status),
                     D.next_attempt_at <= now,
                     sa.or_(D.lease_until.is_(None), D.lease_until < now),  # not in flight
                 )
             ).one()
         waited = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
-        return WebhookBacklog(int(unpublished), int(pending), int(due), waited)
+        return WebhookBacklog(int(unpublished), int(waiting), int(due), waited)
 
     # ---- reconciliation ----------------------------------------------------------------
 

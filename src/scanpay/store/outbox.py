@@ -15,9 +15,10 @@ few statements (built once, executemany or arrays for many rows) whatever the ba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
@@ -30,7 +31,12 @@ from scanpay.domain.model import EventType
 from scanpay.errors import NotFoundError
 from scanpay.store.migrate import writer
 from scanpay.store.tables import UtcDateTime, events, orders, payment_attempts
-from scanpay.store.webhook_tables import webhook_attempts, webhook_deliveries, webhook_endpoints
+from scanpay.store.webhook_tables import (
+    pending,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 
 PENDING: Final = "pending"
 DELIVERED: Final = "delivered"
@@ -81,7 +87,7 @@ _SET_POSITION: Final = (
 )
 _MOVE: Final = (
     sa.update(webhook_deliveries)
-    .where(D.id == sa.bindparam("d_id"), D.leased_by == sa.bindparam("w"), D.status == PENDING)
+    .where(D.id == sa.bindparam("d_id"), D.leased_by == sa.bindparam("w"), pending(D.status))
     .values(
         status=sa.bindparam("st"),
         attempts=D.attempts + 1,
@@ -95,28 +101,34 @@ _MOVE: Final = (
 _NOW = sa.bindparam("now", type_=D.next_attempt_at.type)
 _TEXTS = postgresql.ARRAY(sa.String)
 _DUE = (
-    D.status == PENDING,
+    pending(D.status),
     D.next_attempt_at <= _NOW,
     sa.or_(D.lease_until.is_(None), D.lease_until < _NOW),
-    D.endpoint_id.in_(sa.select(W.id).where(W.disabled_at.is_(None)).scalar_subquery()),
+    # (EXISTS, not endpoint_id IN (...): SQLite, without statistics, read the due rows by
+    # endpoint through the order index for an IN, then sorted every pending row)
+    sa.select(W.id).where(W.id == D.endpoint_id, W.disabled_at.is_(None)).exists(),
 )
-# The due rows in due order, ties by id: ids run across the endpoints event by event, so a
-# pick of n rows is spread over the endpoints (ordered by the due time alone, PostgreSQL
-# returned the ties of a burst one endpoint after another, and an endpoint at its limit
-# then filled the pick). The claim in two steps, so that no plan can read the table once
-# per candidate (PostgreSQL did, with statistics from when the table was nearly empty:
-# 0.2-1.4 s per claim at 2,400 pending; docs/benchmarks.md, "Delivery processes"): the due
-# rows, then, in one keyed query, the first pending event of each of their (endpoint,
-# order) pairs; a candidate whose order has an earlier event still pending for its endpoint
-# waits. Lists go to PostgreSQL as arrays (one parameter): a statement with a placeholder
-# per item is a new, long text each time, parsed again and never prepared.
-_CLAIM_PICK: Final = (
-    sa.select(D.id, D.endpoint_id, D.order_key, D.event_id)
-    .where(*_DUE, D.endpoint_id != sa.all_(sa.bindparam("full", type_=_TEXTS)))
-    .order_by(D.next_attempt_at, D.id)
-    .limit(sa.bindparam("limit", type_=sa.Integer))
-    .with_for_update(skip_locked=True)
-)
+# PostgreSQL's pick: each enabled endpoint's due rows, in due order (ties by id), at most
+# ``each`` per endpoint, read through ix_webhook_deliveries_due_by_endpoint and locked as
+# read (SKIP LOCKED: another process's pick takes the next ones); then all of them in due
+# order, so a pick is spread over the endpoints, and a disabled endpoint's rows are never
+# read. Its cost follows the endpoints and the rows taken, not the backlog: a pick over all
+# due rows (one index, then a sort) got slower as the backlog grew, and a plan kept from
+# when the table was small read it whole (0.2-1.4 s per claim at 2,400 pending;
+# docs/benchmarks.md, "Delivery processes"). Then, in one keyed query, the first pending
+# event of each picked (endpoint, order) pair: a candidate whose order has an earlier
+# event still pending for its endpoint waits. Lists go as arrays (one parameter each): a
+# statement with a placeholder per item is a new, long text each time, never prepared.
+_CLAIM_PICK: Final = sa.text(
+    "SELECT d.id, d.endpoint_id, d.order_key, d.event_id FROM webhook_endpoints AS w"
+    " CROSS JOIN LATERAL (SELECT x.id, x.endpoint_id, x.order_key, x.event_id,"
+    " x.next_attempt_at FROM webhook_deliveries AS x WHERE x.endpoint_id = w.id"
+    " AND x.status = 'pending' AND x.next_attempt_at <= :now"
+    " AND (x.lease_until IS NULL OR x.lease_until < :now)"
+    " ORDER BY x.next_attempt_at, x.id LIMIT :each FOR UPDATE SKIP LOCKED) AS d"
+    " WHERE w.disabled_at IS NULL AND w.id != ALL(CAST(:full AS varchar[]))"
+    " ORDER BY d.next_attempt_at, d.id"
+).bindparams(sa.bindparam("now", type_=UtcDateTime))
 _EARLIER = webhook_deliveries.alias("earlier")
 _BLOCKED = (  # an earlier event of the same order still pending for the same endpoint
     sa.select(_EARLIER.c.id)
@@ -124,27 +136,30 @@ _BLOCKED = (  # an earlier event of the same order still pending for the same en
         _EARLIER.c.endpoint_id == D.endpoint_id,
         _EARLIER.c.order_key == D.order_key,
         _EARLIER.c.event_id < D.event_id,
-        _EARLIER.c.status == PENDING,
+        pending(_EARLIER.c.status),
     )
     .exists()
 )
-# SQLite plans the check in one query well (through ix_webhook_deliveries_order), and one
-# statement costs it less than two (0.07 against 0.12 ms of database work per delivery)
+# SQLite plans the check in one query well (through ix_webhook_deliveries_order_pending),
+# and one statement costs it less than two (0.07 against 0.12 ms of database work per
+# delivery).
 _CLAIM_PICK_ONE: Final = (
     sa.select(D.id, D.endpoint_id)
     .where(*_DUE, D.endpoint_id.not_in(sa.bindparam("full", expanding=True)), ~_BLOCKED)
     .order_by(D.next_attempt_at, D.id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
-_FIRST_PENDING: Final = (  # PostgreSQL
-    sa.select(D.endpoint_id, D.order_key, sa.func.min(D.event_id).label("first"))
-    .where(
-        D.status == PENDING,
-        D.endpoint_id == sa.any_(sa.bindparam("endpoints", type_=_TEXTS)),
-        D.order_key == sa.any_(sa.bindparam("orders", type_=_TEXTS)),
-    )
-    .group_by(D.endpoint_id, D.order_key)
+_FIRST_PENDING: Final = sa.text(  # PostgreSQL: one probe of the order index per pair
+    "SELECT k.endpoint_id, k.order_key, (SELECT min(d.event_id) FROM webhook_deliveries AS d"
+    " WHERE d.endpoint_id = k.endpoint_id AND d.order_key = k.order_key"
+    " AND d.status = 'pending') AS first"
+    " FROM unnest(CAST(:endpoints AS varchar[]), CAST(:orders AS varchar[]))"
+    " AS k(endpoint_id, order_key)"
 )
+# PostgreSQL plans the outbox's statements for their actual arrays and the table's size at
+# the time: a plan kept from when the table was small scanned it whole once per statement
+# (and tested each row against every id given), a cost that grew with the backlog
+_CUSTOM_PLANS: Final = sa.text("SET LOCAL plan_cache_mode = force_custom_plan")
 _CLAIM_LEASE: Final = (
     sa.update(webhook_deliveries)
     .where(D.id.in_(sa.bindparam("ids", expanding=True)))
@@ -174,7 +189,7 @@ _CLAIMED: Final = (
 _HELD: Final = sa.select(D.id).where(
     D.id.in_(sa.bindparam("ids", expanding=True)),
     D.leased_by == sa.bindparam("worker", type_=D.leased_by.type),
-    D.status == PENDING,
+    pending(D.status),
 )
 # PostgreSQL: a pass's record and its lease each in one statement over arrays (unnest), not
 # a locking read then an executemany (a round trip or more each): the deliveries still held
@@ -207,7 +222,7 @@ _INSERT_DELIVERY: Final = sa.insert(webhook_deliveries)
 _ANY_DUE: Final = (
     sa.select(D.id)
     .where(
-        D.status == PENDING,
+        pending(D.status),
         D.next_attempt_at <= sa.bindparam("now", type_=D.next_attempt_at.type),
     )
     .limit(1)
@@ -356,6 +371,15 @@ class OutboxStore:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self._run(fn, *args)
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction (the write lock up front on SQLite; plans made for each
+        statement's values on PostgreSQL, ``_CUSTOM_PLANS``)."""
+        with self._writer.begin() as conn:
+            if self._postgres:
+                conn.execute(_CUSTOM_PLANS)
+            yield conn
+
     # ---- publishing --------------------------------------------------------------------
 
     def publish_sync(self, limit: int = 500) -> int:
@@ -363,7 +387,7 @@ class OutboxStore:
         with self.engine.begin() as conn:  # a read first: no write lock when idle
             if conn.execute(_ANY_UNPUBLISHED).first() is None:
                 return 0
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             return self._publish(conn, self._clock(), limit)[0]
 
     def _publish(self, conn: sa.Connection, now: datetime, limit: int) -> tuple[int, int]:
@@ -415,7 +439,7 @@ class OutboxStore:
         with self.engine.begin() as conn:  # a read first: no write lock when idle
             if conn.execute(_ANY_DUE, {"now": now}).first() is None:
                 return []
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             return self._claim(conn, worker, lease_seconds, limit, now, room)
 
     def _claim(
@@ -436,13 +460,13 @@ class OutboxStore:
             rows = conn.execute(_CLAIM_PICK_ONE, {**params, "limit": limit}).all()
             picked = room.take(rows, limit)
             return self._lease(conn, worker, lease_seconds, picked, now)
-        fetch = limit * 2
+        each = min(limit, room.limit or limit)
         while True:  # more only when the rows looked at were mostly waiting for earlier ones
-            candidates = conn.execute(_CLAIM_PICK, {**params, "limit": fetch}).all()
+            candidates = conn.execute(_CLAIM_PICK, {**params, "each": each}).all()
             picked = room.take(self._not_waiting(conn, candidates), limit)
-            if len(picked) >= limit or len(candidates) < fetch:
+            if len(picked) >= limit or len(candidates) < each:
                 break
-            fetch *= 4
+            each *= 4
         return self._lease(conn, worker, lease_seconds, picked, now)
 
     def _lease(
@@ -471,14 +495,12 @@ class OutboxStore:
     def _not_waiting(conn: sa.Connection, candidates: Sequence[Any]) -> list[Any]:
         """The ``candidates`` whose order has no earlier event still pending for the same
         endpoint (one keyed query for them all), in the order given."""
-        keyed = [c for c in candidates if c.order_key is not None]
+        pairs = sorted({(c.endpoint_id, c.order_key) for c in candidates if c.order_key})
         first: dict[tuple[str, str], int] = {}
-        if keyed:
-            found = conn.execute(_FIRST_PENDING, {
-                "endpoints": sorted({c.endpoint_id for c in keyed}),
-                "orders": sorted({c.order_key for c in keyed}),
-            })  # fmt: skip
-            first = {(r.endpoint_id, r.order_key): int(r.first) for r in found}
+        if pairs:
+            found = conn.execute(_FIRST_PENDING, {"endpoints": [p[0] for p in pairs],
+                                                  "orders": [p[1] for p in pairs]})  # fmt: skip
+            first = {(r.endpoint_id, r.order_key): int(r.first) for r in found if r.first}
         return [
             c
             for c in candidates
@@ -511,7 +533,7 @@ class OutboxStore:
 
     def record_many_sync(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
         """:meth:`record_sync` for several deliveries in one transaction."""
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             return self._record_many(conn, worker, outcomes)
 
     async def record_many(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -613,7 +635,7 @@ class OutboxStore:
                 ).one()
             if not unpublished and not (due and claim_limit):
                 return Cycle([], 0, [])
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             kept = self._record_many(conn, worker, outcomes)
             published, created = self._publish(conn, now, limit) if unpublished else (0, 0)
             claimed: list[Due] = []
@@ -746,7 +768,7 @@ class OutboxStore:
                 raise NotFoundError("no such webhook endpoint")
             conn.execute(
                 sa.update(webhook_deliveries)
-                .where(D.endpoint_id == endpoint_id, D.status == PENDING)
+                .where(D.endpoint_id == endpoint_id, pending(D.status))
                 .values(status=CANCELLED, updated_at=now, lease_until=None, leased_by=None)
             )
 
