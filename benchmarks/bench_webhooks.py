@@ -39,12 +39,21 @@ Method (issue 11's benchmark; loopback only):
   three alike — the steadier ratio on a shared machine, at a lower rate per service;
 * ``--sender``: the sender alone, ``--orders`` x 8 POSTs to 8 receivers in this process, 64 at
   a time; CPU of this process (sender and receivers) per POST.
+* ``--claim``: the database side of delivery alone, in this process, against the size of the
+  backlog: a fresh database (a SQLite file, or PostgreSQL with ``--postgres``) with 8
+  endpoints and ``--backlog`` pending deliveries (already published), then passes as a
+  delivery process makes them under a burst: record the last pass's deliveries as delivered
+  (beside the claim on PostgreSQL, as the worker does) and lease the next 256, at most 32 per
+  endpoint; wall time of those database calls per delivery, over up to 40 passes. Nothing
+  is sent. To run another checkout's store on the same harness:
+  ``PYTHONPATH=<checkout>/src .venv/bin/python benchmarks/bench_webhooks.py --claim``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -60,6 +69,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+import scanpay.store.outbox as outbox_module
 from bench_service import (
     HOST,
     SCANPAY,
@@ -77,7 +87,10 @@ from bench_service import (
     start,
     stop,
 )
+from scanpay.domain.model import utcnow
 from scanpay.simulator import credentials as credential_store
+from scanpay.store.migrate import make_engine, upgrade
+from scanpay.store.outbox import Attempt, EndpointRoom, OutboxStore, Outcome
 from scanpay.webhooks.sender import Sender
 from scanpay.webhooks.signing import generate_secret, sign_headers
 
@@ -710,6 +723,81 @@ async def split(args: argparse.Namespace) -> None:
                       f"{f['wait_p99']:.1f} ms")  # fmt: skip
 
 
+def fill_backlog(engine: sa.Engine, outbox: OutboxStore, pending: int) -> None:
+    """8 endpoints and ``pending`` published deliveries (``pending`` / 8 events, each of its
+    own order) due now."""
+    now = utcnow()
+    endpoints = [
+        outbox.create_endpoint_sync(f"http://127.0.0.1:9/{i}", generate_secret(), None).id
+        for i in range(8)
+    ]
+    events = sa.table(
+        "events", *(sa.column(n) for n in ("id", "seq", "type", "data", "created_at",
+                                             "position", "public_id", "body")),
+    )  # fmt: skip
+    deliveries = sa.table(
+        "webhook_deliveries",
+        *(sa.column(n) for n in ("event_id", "endpoint_id", "order_key", "status", "attempts",
+                                 "next_attempt_at", "created_at", "updated_at")),
+    )  # fmt: skip
+    count = pending // len(endpoints)
+    body = json.dumps({"type": "order.paid", "data": {"amount": 1}})
+    with engine.begin() as conn:
+        conn.execute(sa.insert(events), [
+            {"id": i + 1, "seq": 1, "type": "paid", "data": "{}", "created_at": now,
+             "position": i + 1, "public_id": f"evt_claim{i}", "body": body}
+            for i in range(count)
+        ])  # fmt: skip
+        conn.execute(sa.insert(deliveries), [
+            {"event_id": i + 1, "endpoint_id": e, "order_key": f"o{i}", "status": "pending",
+             "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+            for i in range(count) for e in endpoints
+        ])  # fmt: skip
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT setval('events_id_seq', %s)" % (count + 1))
+
+
+def claim_cost(args: argparse.Namespace) -> None:
+    """``--claim``: database time per delivery of record + claim passes, by backlog."""
+    limit, passes = 256, 40
+    where = "PostgreSQL" if args.pg else "SQLite"
+    print(f"claim passes of {limit} (at most 32 per endpoint), up to {passes} passes, {where}; "
+          f"store: {Path(outbox_module.__file__).parent}")  # fmt: skip
+    for backlog in args.backlog:
+        with contextlib.ExitStack() as stack:
+            if args.pg:
+                url = stack.enter_context(scratch_database(args.pg))
+            else:
+                folder = stack.enter_context(tempfile.TemporaryDirectory())
+                url = f"sqlite:///{folder}/claim.db"
+            engine = make_engine(url)
+            stack.callback(engine.dispose)
+            upgrade(engine)
+            outbox = OutboxStore(engine, None, utcnow)  # type: ignore[arg-type]  # sync calls only
+            fill_backlog(engine, outbox, backlog)
+            outcomes: list[Outcome] = []
+            taken = 0
+            spent = 0.0
+            with concurrent.futures.ThreadPoolExecutor(1) as beside:
+                for _ in range(min(passes, backlog // limit)):
+                    room = EndpointRoom(32, {})
+                    began = time.perf_counter()
+                    if outcomes and outbox.records_apart:
+                        recorded = beside.submit(outbox.record_many_sync, "claim", outcomes)
+                        cycle = outbox.cycle_sync("claim", 60, limit, (), room=room)
+                        recorded.result()
+                    else:
+                        cycle = outbox.cycle_sync("claim", 60, limit, outcomes, room=room)
+                    spent += time.perf_counter() - began
+                    taken += len(cycle.claimed)
+                    at = utcnow()
+                    outcomes = [Outcome(due, Attempt(at, 200, 1, "ok", None), None, True, None)
+                                for due in cycle.claimed]  # fmt: skip
+        print(f"  backlog {backlog:>6}: {taken} leased, {spent / max(taken, 1) * 1e3:.3f} ms "
+              f"of database calls per delivery ({spent / max(taken, 1) * limit * 1e3:.1f} ms "
+              f"per pass of {limit})")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1000, help="notifications (throughput)")
@@ -735,6 +823,16 @@ def main() -> int:
         help="--worker-cost: load the three services at the same time",
     )
     parser.add_argument("--sender", action="store_true", help="the sender alone (CPU per POST)")
+    parser.add_argument(
+        "--claim", action="store_true", help="record + claim passes alone, by backlog size"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        nargs="+",
+        default=[2000, 8000, 32000],
+        help="--claim: pending deliveries at the start",
+    )
     parser.add_argument(
         "--split",
         action="store_true",
@@ -766,8 +864,8 @@ def main() -> int:
     parser.add_argument(
         "--postgres",
         action="store_true",
-        help="--split: PostgreSQL ($SCANPAY_TEST_POSTGRES_URL or scripts/postgres.sh; a fresh "
-        "database per run) instead of a SQLite file",
+        help="--split, --claim: PostgreSQL ($SCANPAY_TEST_POSTGRES_URL or scripts/postgres.sh; "
+        "a fresh database per run) instead of a SQLite file",
     )
     args = parser.parse_args()
     args.pg = postgres_server() if args.postgres else None
@@ -776,7 +874,9 @@ def main() -> int:
     if args.split and "--rounds" not in sys.argv[1:] and not args.quick:
         args.rounds = 2
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    if args.sender:
+    if args.claim:
+        claim_cost(args)
+    elif args.sender:
         asyncio.run(sender_cost(args))
     elif args.split:
         asyncio.run(split(args))
