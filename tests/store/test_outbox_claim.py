@@ -1,16 +1,28 @@
 """The claim in two steps (due rows, then their orders' first pending events): rows waiting
 for an earlier event of their order never crowd out a delivery that may go, however many
-come first (SQLite and PostgreSQL)."""
+come first (SQLite and PostgreSQL); on PostgreSQL the pick and the record read what they
+take, not the backlog."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from scanpay.domain.model import EventType, OrderStatus
-from scanpay.store.outbox import SETTINGS_ENDPOINT, Attempt, EndpointRoom
+from scanpay.store.outbox import (
+    _CLAIM_PICK,
+    _NO_NESTED_LOOP,
+    _PG_RECORD,
+    SETTINGS_ENDPOINT,
+    Attempt,
+    EndpointRoom,
+)
+from tests.databases import migrated_engine
 from tests.store.test_outbox import Clock, _event, _order, _outbox
 
 WAITING = 12
@@ -64,3 +76,62 @@ def test_an_endpoint_at_its_limit_is_left_out_and_the_others_trimmed(engine: sa.
     got = outbox.claim_sync("w", 30, 10, room)
     assert sorted(d.endpoint_id for d in got) == sorted([other, slow, slow])
     assert [d.endpoint_id for d in outbox.claim_sync("w", 30, 10)] == [slow] * 4  # no limit
+
+
+def _rows_read(conn: sa.Connection, statement: sa.TextClause, params: dict[str, Any]) -> int:
+    """Rows of ``webhook_deliveries`` that ``statement`` reads (kept or filtered out), from
+    PostgreSQL's own count (``EXPLAIN ANALYZE``: the statement runs)."""
+    found = conn.execute(sa.text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.text}"), params)
+    plan = found.scalar_one()[0]["Plan"]
+    read, nodes = 0, [plan]
+    while nodes:
+        node = nodes.pop()
+        nodes += node.get("Plans", [])
+        scan = node["Node Type"].endswith("Scan")  # (not the Update node over them)
+        if scan and node.get("Relation Name") == "webhook_deliveries":
+            kept = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            read += kept * node["Actual Loops"]
+    return read
+
+
+@pytest.mark.postgres
+def test_a_postgres_claim_reads_what_it_takes_not_the_backlog(tmp_path: Path) -> None:
+    """8 endpoints, 3,200 deliveries due at once, 64 of them leased: the pick reads at most
+    its limit per endpoint (and the in-flight rows it steps over), and the record reads the
+    rows it moves; neither reads the backlog (before revision 0014 the pick read and sorted
+    every due row). The statements run as the store runs them (custom plans)."""
+    with migrated_engine("postgres", tmp_path, "claim_reads_") as engine:
+        clock = Clock()
+        outbox = _outbox(engine, clock)
+        for n in range(8):
+            outbox.create_endpoint_sync(f"http://shop{n}.example/hook", "whsec_x", None)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO events (seq, type, data, created_at, position, public_id, body)"
+                " SELECT 1, 'paid', '{}', now(), g, 'evt_backlog' || g, '{}'"
+                " FROM generate_series(1, 400) AS g"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO webhook_deliveries (event_id, endpoint_id, order_key, status,"
+                " attempts, next_attempt_at, created_at, updated_at) SELECT e.id, w.id,"
+                " 'ord_' || e.id, 'pending', 0, now() - interval '1 minute', now(), now()"
+                " FROM events AS e CROSS JOIN webhook_endpoints AS w"
+            )
+            conn.exec_driver_sql("ANALYZE webhook_deliveries")
+        clock.now = datetime.now(UTC)
+        taken = outbox.claim_sync("w", 30, 64, EndpointRoom(32, {}))
+        assert len(taken) == 64
+        assert len({d.endpoint_id for d in taken}) == 8  # spread over the endpoints
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            pick = {"now": clock.now, "full": [], "each": 32}
+            picked = _rows_read(conn, _CLAIM_PICK, pick)
+            assert 8 * 32 <= picked <= 8 * 32 + 64  # (+ the 64 in flight, stepped over)
+            conn.execute(_NO_NESTED_LOOP)
+            ids = [d.delivery_id for d in taken]
+            record = {"ids": ids, "st": ["delivered"] * 64, "nxt": [None] * 64,
+                      "last": [200] * 64, "at": [clock.now] * 64, "code": [200] * 64,
+                      "ms": [3] * 64, "resp": ["ok"] * 64, "err": [None] * 64,
+                      "worker": "w"}  # fmt: skip
+            assert _rows_read(conn, _PG_RECORD, record) == 64
+            conn.rollback()
