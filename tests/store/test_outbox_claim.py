@@ -99,7 +99,8 @@ def test_a_postgres_claim_reads_what_it_takes_not_the_backlog(tmp_path: Path) ->
     """8 endpoints, 3,200 deliveries due at once, 64 of them leased: the pick reads at most
     its limit per endpoint (and the in-flight rows it steps over), and the record reads the
     rows it moves; neither reads the backlog (before revision 0014 the pick read and sorted
-    every due row). The statements run as the store runs them (custom plans)."""
+    every due row); a pick that its endpoints' room keeps short is not read again wider.
+    The statements run as the store runs them (custom plans)."""
     with migrated_engine("postgres", tmp_path, "claim_reads_") as engine:
         clock = Clock()
         outbox = _outbox(engine, clock)
@@ -135,3 +136,10 @@ def test_a_postgres_claim_reads_what_it_takes_not_the_backlog(tmp_path: Path) ->
                       "worker": "w"}  # fmt: skip
             assert _rows_read(conn, _PG_RECORD, record) == 64
             conn.rollback()
+        # every endpoint with room for 2 more: 16 leased, in one pick (a pick kept short by
+        # the room alone is not read again wider: that would only read the backlog)
+        picks: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: picks.append(a[2]))
+        busy = EndpointRoom(32, dict.fromkeys({d.endpoint_id for d in taken}, 30))
+        assert len(outbox.claim_sync("w", 30, 64, busy)) == 16
+        assert len([sql for sql in picks if "CROSS JOIN LATERAL" in sql]) == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -467,10 +468,11 @@ class OutboxStore:
             picked = room.take(rows, limit)
             return self._lease(conn, worker, lease_seconds, picked, now)
         each = min(limit, room.limit or limit)
-        while True:  # more only when the rows looked at were mostly waiting for earlier ones
+        while True:  # more only where rows waiting for earlier ones took an endpoint's share
             candidates = conn.execute(_CLAIM_PICK, {**params, "each": each}).all()
-            picked = room.take(self._not_waiting(conn, candidates), limit)
-            if len(picked) >= limit or len(candidates) < each:
+            ready = self._not_waiting(conn, candidates)
+            picked = room.take(ready, limit)
+            if len(picked) >= limit or not _more_behind(candidates, ready, picked, each, room):
                 break
             each *= 4
         return self._lease(conn, worker, lease_seconds, picked, now)
@@ -506,7 +508,8 @@ class OutboxStore:
         if pairs:
             found = conn.execute(_FIRST_PENDING, {"endpoints": [p[0] for p in pairs],
                                                   "orders": [p[1] for p in pairs]})  # fmt: skip
-            first = {(r.endpoint_id, r.order_key): int(r.first) for r in found if r.first}
+            first = {(r.endpoint_id, r.order_key): int(r.first)
+                     for r in found if r.first is not None}  # fmt: skip
         return [
             c
             for c in candidates
@@ -896,6 +899,26 @@ class OutboxStore:
                 .order_by(D.id)
             ).all()
         return [(r.public_id, r.endpoint_id, r.status, r.attempts) for r in rows]
+
+
+def _more_behind(
+    candidates: Sequence[Any], ready: Sequence[Any], picked: Sequence[int], each: int,
+    room: EndpointRoom,
+) -> bool:  # fmt: skip
+    """Whether a wider pick could start more: some endpoint gave its whole share (``each``
+    rows, so it may have more), some of them wait for earlier events of their orders, and
+    it has room left. (Not when the room alone kept the pick short: reading further would
+    only read the backlog.)"""
+    shown = Counter(c.endpoint_id for c in candidates)
+    waiting = shown - Counter(c.endpoint_id for c in ready)
+    chosen = set(picked)
+    taken = Counter(c.endpoint_id for c in candidates if c.id in chosen)
+    return any(
+        shown[e] >= each
+        and waiting[e] > 0
+        and (room.limit is None or room.busy.get(e, 0) + taken[e] < room.limit)
+        for e in shown
+    )
 
 
 def _disable(conn: sa.Connection, outcomes: Sequence[Outcome]) -> None:
