@@ -277,7 +277,8 @@ async def test_header_values_that_http_cannot_carry_are_refused() -> None:
 
 async def test_a_checked_address_is_kept_for_a_while() -> None:
     """A host name is looked up and checked again once the last check is
-    ``resolved_seconds`` old, not before every delivery; a refusal is not kept."""
+    ``resolved_seconds`` old, not before every delivery, and once for the deliveries that
+    need it at the same moment; a refusal is not kept."""
     sender = Sender(allow_private=True, resolved_seconds=0.3)
     strict = Sender(allow_private=False)
     try:
@@ -296,6 +297,10 @@ async def test_a_checked_address_is_kept_for_a_while() -> None:
                 assert "loopback" in answer.error
             assert strict.lookups == 0
             assert len(server.requests) == 4
+            await asyncio.sleep(0.35)  # run out again: 20 at once share one look-up
+            answers = await asyncio.gather(*(sender.post(url, HEADERS, b"{}") for _ in range(20)))
+            assert [a.status for a in answers] == [200] * 20
+            assert sender.lookups == 3
     finally:
         await sender.aclose()
         await strict.aclose()

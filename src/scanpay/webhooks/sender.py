@@ -228,6 +228,7 @@ class Sender:
         self.opened = 0  # connections opened so far (tests, benchmarks)
         self.resolved_seconds = resolved_seconds
         self._resolved: dict[tuple[str, int], tuple[float, IPAddress]] = {}
+        self._looking: dict[tuple[str, int], asyncio.Future[IPAddress]] = {}
         self.lookups = 0  # look-ups that passed the check so far (tests)
 
     def _tls(self) -> ssl.SSLContext:
@@ -270,18 +271,33 @@ class Sender:
         the last check is ``resolved_seconds`` old (a name is otherwise looked up before
         every delivery: a DNS query and a trip through the thread pool each). Only
         addresses that passed the check are kept, and they are what is connected to, so
-        the rebinding rule holds; a refusal is not kept (asked again next time)."""
+        the rebinding rule holds; a refusal is not kept (asked again next time). Deliveries
+        to one host that need its address at the same moment share one look-up (when the
+        kept one runs out under load, not one each)."""
         key = (target.host, target.port)
-        now = time.monotonic()
         kept = self._resolved.get(key)
-        if kept is not None and now - kept[0] < self.resolved_seconds:
+        if kept is not None and time.monotonic() - kept[0] < self.resolved_seconds:
             return kept[1]
+        looking = self._looking.get(key)
+        if looking is None:
+            looking = asyncio.ensure_future(self._look_up(target, key))
+            self._looking[key] = looking
+            looking.add_done_callback(lambda done: self._looked_up(key, done))
+        # (shielded: a delivery that times out leaves the look-up to the others waiting)
+        return await asyncio.shield(looking)
+
+    async def _look_up(self, target: Target, key: tuple[str, int]) -> IPAddress:
         address = await resolve_public(target, allow_private=self.allow_private)
         self.lookups += 1
         if len(self._resolved) >= RESOLVED_KEPT:
             self._resolved.clear()
-        self._resolved[key] = (now, address)
+        self._resolved[key] = (time.monotonic(), address)
         return address
+
+    def _looked_up(self, key: tuple[str, int], done: asyncio.Future[IPAddress]) -> None:
+        self._looking.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # (retrieved: no "never retrieved" warning if no one waits)
 
     async def _send(
         self, key: PoolKey, target: Target, address: IPAddress, request: bytes
