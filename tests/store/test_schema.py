@@ -42,8 +42,8 @@ def test_the_newest_revision_makes_exactly_the_declared_schema(engine: sa.Engine
         context = MigrationContext.configure(conn, opts=options)
         assert compare_metadata(context, declared) == []
         if dialect == "postgresql":  # room on each page for HOT leases (revision 0014)
-            options = conn.exec_driver_sql(
+            storage = conn.exec_driver_sql(
                 "SELECT reloptions FROM pg_class WHERE relname = 'webhook_deliveries'"
             ).scalar_one()
-            assert options == ["fillfactor=70"]
+            assert storage == ["fillfactor=70"]
     assert set(sa.inspect(engine).get_table_names()) == set(declared.tables) | {"alembic_version"}

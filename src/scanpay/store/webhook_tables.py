@@ -7,9 +7,9 @@ second instance carries on. Every HTTP attempt leaves a ``webhook_attempts`` row
 
 Two indexes cover only the pending deliveries (revision 0014), so a delivery that is done
 leaves them and the claim's work follows what is waiting, not everything ever sent: the due
-order (``next_attempt_at``, ties by ``id``) the claim reads in, and each order's earliest
-pending event per endpoint. A query must name the status as the literal ``IS_PENDING`` for
-SQLite and PostgreSQL to use them (neither proves a partial index's predicate from a bound
+order the claim reads in (one index per database, below), and each order's earliest pending
+event per endpoint. A query must write the status out (:func:`pending`) for SQLite and
+PostgreSQL to use them (neither proves a partial index's predicate from a bound
 parameter). On PostgreSQL the table leaves 30% of each page free (fillfactor 70): a lease
 changes no indexed column, so with room on its page it is a HOT update (no index entries).
 """
