@@ -108,6 +108,10 @@ def test_example_shop_listen_and_trigger_against_the_demo(tmp_path: Path) -> Non
         try:
             assert listen.stdout is not None
             ready = _line(listen.stdout)
+            if not ready:  # it ended before its first line: say why (its stderr)
+                listen.wait(10)
+                assert listen.stderr is not None
+                ready = f"exit {listen.returncode}: {listen.stderr.read()}"
             assert ready.startswith("Ready! Your webhook signing secret is whsec_"), ready
             secret = ready.split(" is ", 1)[1].split(" ", 1)[0]
             # the shopper buys: the shop creates the order and sends them to the checkout
@@ -148,6 +152,9 @@ def test_example_shop_listen_and_trigger_against_the_demo(tmp_path: Path) -> Non
             if listen.poll() is None:
                 listen.kill()
                 listen.wait()
+            for pipe in (listen.stdout, listen.stderr):  # (a failure left them open)
+                if pipe is not None:
+                    pipe.close()
         assert listen.returncode == 0, err
         lines = [line for line in out.splitlines() if "-->" in line]
         assert len(lines) == 2
