@@ -68,8 +68,10 @@ class Service:
 
 
 @contextmanager
-def running_service(tmp_path: Path, sim_url: str, creds: MerchantCredentials) -> Iterator[Service]:
-    port = free_port()
+def running_service(
+    tmp_path: Path, sim_url: str, creds: MerchantCredentials, port: int | None = None
+) -> Iterator[Service]:
+    port = port or free_port()
     env = service_env(
         f"sqlite:///{tmp_path / 'shop.sqlite3'}", creds, sim_url, shop_key=SHOP_KEY,
         public_url=f"http://127.0.0.1:{port}", **FAST_RECONCILER,

@@ -5,6 +5,11 @@ temporary signing secret, and forwards each new event (read from ``GET /api/even
 service need not reach the developer's machine) to the local URL, signed per Standard
 Webhooks with that secret, printing one line per delivery with its status. The secret lives
 only in this process (or pass ``--secret`` to keep one across runs).
+
+A service that cannot be reached, times out or answers 5xx (not started yet, restarting,
+busy) is asked again after a pause that grows to ``MAX_PAUSE``, with a line on stderr each
+time; ``listen`` carries on from where it was. An answer that will not change by asking again
+(a wrong key: 401, a bad request) ends it with that answer.
 """
 
 from __future__ import annotations
@@ -15,12 +20,20 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 from scanpay.domain.events import ShopEventType
 from scanpay.webhooks.signing import generate_secret, secret_key, sign_headers
+
+FIRST_PAUSE: Final = 0.5
+MAX_PAUSE: Final = 5.0
+PAGE_KEYS: Final = frozenset({"items", "next_cursor", "has_more"})
+
+
+class _Unavailable(Exception):
+    """The service answered, but 5xx: worth asking again."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +66,36 @@ class Listener:
         self.secret = secret
 
     def page(self, after: str) -> dict[str, Any]:
+        """The events after ``after``, asking again (with a pause) until the service
+        answers; a 4xx ends ``listen``."""
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                return self._page(after)
+            except (httpx.TransportError, _Unavailable) as exc:
+                why = str(exc) if isinstance(exc, _Unavailable) else type(exc).__name__
+                print(f"scanpay listen: {self.args.service} did not answer ({why}); "
+                      f"trying again in {pause:g} s", file=sys.stderr, flush=True)  # fmt: skip
+                time.sleep(pause)
+                pause = min(MAX_PAUSE, pause * 2)
+
+    def _page(self, after: str) -> dict[str, Any]:
         params = {"after": after, "limit": "100"}
         if self.args.events:
             params["type"] = self.args.events
         response = self.api.get("/api/events", params=params)
+        if response.status_code >= 500:
+            raise _Unavailable(f"{response.status_code}")
         if response.status_code != 200:
             raise SystemExit(f"scanpay listen: the service answered {response.status_code}: "
                              f"{response.text[:200]}")  # fmt: skip
-        page: dict[str, Any] = response.json()
+        try:
+            page: dict[str, Any] = response.json()
+            if not isinstance(page.get("items"), list) or not page.keys() >= PAGE_KEYS:
+                raise ValueError("not an events page")
+        except (ValueError, AttributeError):
+            raise SystemExit(f"scanpay listen: {self.args.service} is not a scanpay service "
+                             "(its answer is not a list of events)") from None  # fmt: skip
         return page
 
     def latest(self) -> str:
@@ -119,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
             cursor = page["next_cursor"]
             if not page["has_more"]:
                 time.sleep(args.poll)
-    except httpx.HTTPError as exc:
-        print(f"scanpay listen: cannot reach {args.service}: {type(exc).__name__}",
+    except httpx.HTTPError as exc:  # (what asking again would not mend)
+        print(f"scanpay listen: talking to {args.service} failed: {type(exc).__name__}",
               file=sys.stderr)  # fmt: skip
         return 2
     finally:
