@@ -21,6 +21,7 @@ from scanpay.store.outbox import (
     SETTINGS_ENDPOINT,
     Attempt,
     EndpointRoom,
+    Outcome,
 )
 from tests.databases import migrated_engine
 from tests.store.test_outbox import Clock, _event, _order, _outbox
@@ -190,3 +191,68 @@ def test_a_postgres_publish_is_one_statement_per_table(tmp_path: Path) -> None:
             ("pending", 0, clock.now)
         }
         assert outbox.publish_sync() == 0
+
+
+@pytest.mark.postgres
+def test_a_postgres_pass_leases_new_deliveries_as_it_writes_them(tmp_path: Path) -> None:
+    """A worker's pass on PostgreSQL leases the deliveries it creates as it inserts them, as
+    a claim would have (in order, within the endpoints' room, an order's later event held
+    back while an earlier one is pending, older due rows first), without a pick or a lease
+    statement; the Due it hands out is the one a claim gives (body, id, URL, secrets)."""
+    with migrated_engine("postgres", tmp_path, "lease_at_insert_") as engine:
+        clock = Clock()
+        outbox = _outbox(engine, clock)
+        outbox.configure_settings_endpoint_sync("http://shop.example/hook", "whsec_x", None)
+        other = outbox.create_endpoint_sync("http://paid.example/hook", "whsec_y", None).id
+        outbox.rotate_secret_sync(other, "whsec_z", timedelta(hours=1))
+        paid = [_order(engine, n) for n in range(1, 4)]
+        _event(engine, paid[0], EventType.PAID, OrderStatus.PAID)
+        outbox.publish_sync()  # paid[0]'s payment: pending (due), for both endpoints
+        for order_id in paid[1:]:
+            _event(engine, order_id, EventType.PAID, OrderStatus.PAID)
+        _event(engine, paid[0], EventType.REFUNDED, OrderStatus.REFUNDED)  # behind its payment
+        _event(engine, paid[1], EventType.REFUNDED, OrderStatus.REFUNDED)  # behind, same batch
+        runs: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: runs.append(a[2]))
+        room = EndpointRoom(3, {other: 1})
+        cycle = outbox.cycle_sync("w", 30, 10, [], changed=True, look_for_due=True, room=room)
+        got = [(json.loads(d.body)["data"]["id"], json.loads(d.body)["type"], d.endpoint_id)
+               for d in cycle.claimed]  # fmt: skip
+        assert sorted(got) == sorted([
+            (paid[0], "order.paid", SETTINGS_ENDPOINT), (paid[0], "order.paid", other),  # claimed
+            (paid[1], "order.paid", SETTINGS_ENDPOINT), (paid[2], "order.paid", SETTINGS_ENDPOINT),
+            (paid[1], "order.paid", other),  # the other endpoint's room: 3, 1 busy, 1 claimed
+        ])  # fmt: skip
+        assert sum("CROSS JOIN LATERAL" in sql for sql in runs) == 1  # the claim of the due ones
+        assert sum(sql.startswith("UPDATE webhook_deliveries") for sql in runs) == 1
+        fresh = [d for d in cycle.claimed if json.loads(d.body)["data"]["id"] != paid[0]]
+        listed = {e.id: e for e in outbox.list_events_sync(0, None, 20)}
+        for due in fresh:
+            assert due.attempts == 0
+            assert due.body.decode() == listed[due.public_id].body
+            if due.endpoint_id == other:
+                assert due.url == "http://paid.example/hook"
+                assert due.secrets == ("whsec_z", "whsec_y")  # rotating: both sign
+            else:
+                assert due.secrets == ("whsec_x",)
+        state = {(d[0], d[1]): d[2:] for d in outbox.deliveries_sync()}
+        assert len(state) == 10  # 5 shop-facing events x 2 endpoints
+        assert all(s == ("pending", 0) for s in state.values())
+        # held: nobody else takes them; the rest is due for another worker, in order
+        taken = outbox.claim_sync("v", 30, 20)
+        assert sorted((json.loads(d.body)["type"], d.endpoint_id) for d in taken) == [
+            ("order.paid", other)  # paid[2] for the other endpoint; the refunds wait
+        ]
+        ok = [Outcome(d, Attempt(clock.now, 200, 3, "ok", None), None, True) for d in fresh]
+        assert outbox.record_many_sync("w", ok) == [True] * len(fresh)
+        # 31 s on, the leases not recorded have run out: paid[0]'s payment (both endpoints,
+        # leased by the claim), paid[2]'s for the other; paid[1]'s refund is free to go now
+        # that its payment is delivered; paid[0]'s still waits behind its payment
+        clock.now += timedelta(seconds=31)
+        again = outbox.claim_sync("u", 30, 20)
+        assert sorted((json.loads(d.body)["data"]["id"], json.loads(d.body)["type"],
+                       d.endpoint_id) for d in again) == sorted([
+            (paid[0], "order.paid", SETTINGS_ENDPOINT), (paid[0], "order.paid", other),
+            (paid[2], "order.paid", other),
+            (paid[1], "order.refunded", SETTINGS_ENDPOINT), (paid[1], "order.refunded", other),
+        ])  # fmt: skip

@@ -10,7 +10,8 @@ endpoint that wants the type — all in one transaction. :meth:`claim` leases du
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) whose order has no earlier delivery pending for
 the same endpoint, so an order's events arrive in order and nothing else waits.
 :meth:`cycle_sync` is the worker's pass: record, publish and claim in one transaction, a
-few statements (built once, executemany or arrays for many rows) whatever the batch size.
+few statements (built once, executemany or arrays for many rows) whatever the batch size;
+on PostgreSQL its publish leases the new deliveries it can start as it writes them.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ _UNPUBLISHED: Final = (  # with the order each row shows and the last position g
     .order_by(E.id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
-_ENABLED_ENDPOINTS: Final = sa.select(W.id, W.event_types).where(W.disabled_at.is_(None))
+_ENABLED_ENDPOINTS: Final = sa.select(
+    W.id, W.event_types, W.url, W.secret, W.previous_secret, W.previous_until
+).where(W.disabled_at.is_(None))
 # PostgreSQL: a pass's positions and its deliveries each as one statement over arrays; an
 # executemany ran a statement per row (16,000 inserts for 2,000 payments to 8 endpoints,
 # each parsed, planned, locked and checked on its own)
@@ -84,12 +87,19 @@ _PG_SET_POSITIONS: Final = sa.text(
     " CAST(:b AS text[])) AS k(id, pos, pid, b)"
     " WHERE e.id = k.id AND e.id = ANY(CAST(:ids AS integer[]))"
 )
+# A worker's publish leases, as it inserts them, the new deliveries it can start now (those
+# with ``lease`` true; the rest wait for a claim): the lease and the pick that a claim would
+# spend on each are not needed (docs/benchmarks.md, "Leased as they are written").
 _PG_INSERT_DELIVERIES: Final = sa.text(
     "INSERT INTO webhook_deliveries (event_id, endpoint_id, order_key, status, attempts,"
-    f" next_attempt_at, created_at, updated_at) SELECT k.e, k.ep, k.o, '{PENDING}', 0,"
-    " :now, :now, :now FROM unnest(CAST(:events AS integer[]), CAST(:endpoints AS varchar[]),"
-    " CAST(:orders AS varchar[])) AS k(e, ep, o)"
-).bindparams(sa.bindparam("now", type_=UtcDateTime))
+    " next_attempt_at, lease_until, leased_by, created_at, updated_at)"
+    f" SELECT k.e, k.ep, k.o, '{PENDING}', 0, :now,"
+    " CASE WHEN k.lease THEN CAST(:until AS timestamptz) END,"
+    " CASE WHEN k.lease THEN CAST(:worker AS varchar) END, :now, :now"
+    " FROM unnest(CAST(:events AS integer[]), CAST(:endpoints AS varchar[]),"
+    " CAST(:orders AS varchar[]), CAST(:lease AS boolean[])) AS k(e, ep, o, lease)"
+    " RETURNING id, event_id, endpoint_id, leased_by IS NOT NULL AS leased"
+).bindparams(sa.bindparam("now", type_=UtcDateTime), sa.bindparam("until", type_=UtcDateTime))
 _PA = payment_attempts.c
 _TRADE_NOS: Final = (
     sa.select(_PA.order_id, _PA.out_trade_no)
@@ -325,6 +335,27 @@ class EndpointRoom:
         return ids
 
 
+class _Lease(NamedTuple):
+    """What a worker's publish may lease as it writes: for ``worker``, ``seconds`` long, at
+    most ``most`` deliveries within ``room``."""
+
+    worker: str
+    seconds: float
+    most: int
+    room: EndpointRoom
+
+
+class _Published(NamedTuple):
+    rows: int
+    created: int
+    leased: list[Due]
+
+
+class _Candidate(NamedTuple):
+    id: int  # (an index into the batch, for EndpointRoom.take)
+    endpoint_id: str
+
+
 class Cycle(NamedTuple):
     """What one worker pass did (:meth:`OutboxStore.cycle_sync`)."""
 
@@ -410,55 +441,96 @@ class OutboxStore:
             if conn.execute(_ANY_UNPUBLISHED).first() is None:
                 return 0
         with self._write() as conn:
-            return self._publish(conn, self._clock(), limit)[0]
+            return self._publish(conn, self._clock(), limit).rows
 
-    def _publish(self, conn: sa.Connection, now: datetime, limit: int) -> tuple[int, int]:
-        """Publish in ``conn`` (a write transaction); returns (rows published, deliveries
-        created). A few statements whatever the number of rows: the rows, the last
-        position, the endpoints, the orders and attempts their bodies show, then one
-        statement (SQLite: an executemany) for the positions and one for the deliveries."""
+    def _publish(
+        self, conn: sa.Connection, now: datetime, limit: int, lease: _Lease | None = None
+    ) -> _Published:
+        """Publish in ``conn`` (a write transaction): the rows published, the deliveries
+        created and (PostgreSQL, with ``lease``) those of them leased as they were written.
+        A few statements whatever the number of rows: the rows, the last position, the
+        endpoints, the orders and attempts their bodies show, then one statement (SQLite: an
+        executemany) for the positions and one for the deliveries."""
         if self._postgres:
             conn.execute(_LOCK_PUBLISHER)
         rows = conn.execute(_UNPUBLISHED, {"limit": limit}).all()
         if not rows:
-            return 0, 0
+            return _Published(0, 0, [])
         position = int(rows[0].last)
         kinds = [shop_type(EventType(row.type)) for row in rows]
-        endpoints: Sequence[sa.Row[Any, Any]] = ()
+        endpoints: Sequence[Any] = ()
         if any(kind is not None for kind in kinds):
             endpoints = conn.execute(_ENABLED_ENDPOINTS).all()
         shown = [r for r, k in zip(rows, kinds, strict=True) if k is not None and _shows_order(k)]
         snapshots = _Snapshots(conn, shown)
         updates: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
+        bodies: dict[int, tuple[str, str]] = {}  # event row id: (public id, body)
         for row, kind in zip(rows, kinds, strict=True):
             position += 1
             public_id = body = None
             if kind is not None:
                 public_id = new_event_id()
                 body = _body(snapshots, public_id, kind, row)
+                bodies[row.id] = (public_id, body)
                 deliveries += [
                     _new_delivery(row.id, ep.id, row.order_id, now)
                     for ep in endpoints
                     if ep.event_types is None or kind.value in ep.event_types
                 ]
             updates.append({"row_id": row.id, "pos": position, "pid": public_id, "b": body})
-        if self._postgres:
-            conn.execute(_PG_SET_POSITIONS, {
-                "ids": [u["row_id"] for u in updates], "pos": [u["pos"] for u in updates],
-                "pid": [u["pid"] for u in updates], "b": [u["b"] for u in updates],
-            })  # fmt: skip
-            if deliveries:
-                conn.execute(_PG_INSERT_DELIVERIES, {
-                    "now": now, "events": [d["event_id"] for d in deliveries],
-                    "endpoints": [d["endpoint_id"] for d in deliveries],
-                    "orders": [d["order_key"] for d in deliveries],
-                })  # fmt: skip
-        else:
+        if not self._postgres:
             conn.execute(_SET_POSITION, updates)
             if deliveries:
                 conn.execute(_INSERT_DELIVERY, deliveries)
-        return len(rows), len(deliveries)
+            return _Published(len(rows), len(deliveries), [])
+        conn.execute(_PG_SET_POSITIONS, {
+            "ids": [u["row_id"] for u in updates], "pos": [u["pos"] for u in updates],
+            "pid": [u["pid"] for u in updates], "b": [u["b"] for u in updates],
+        })  # fmt: skip
+        if not deliveries:
+            return _Published(len(rows), 0, [])
+        startable = self._startable(conn, deliveries, lease) if lease else set()
+        written = conn.execute(_PG_INSERT_DELIVERIES, {
+            "now": now, "events": [d["event_id"] for d in deliveries],
+            "endpoints": [d["endpoint_id"] for d in deliveries],
+            "orders": [d["order_key"] for d in deliveries],
+            "lease": [n in startable for n in range(len(deliveries))],
+            "until": now + timedelta(seconds=lease.seconds) if lease else None,
+            "worker": lease.worker if lease else None,
+        }).all()  # fmt: skip
+        by_id = {ep.id: ep for ep in endpoints}
+        leased = [
+            Due(w.id, w.event_id, bodies[w.event_id][0], bodies[w.event_id][1].encode(),
+                w.endpoint_id, by_id[w.endpoint_id].url, _secrets(by_id[w.endpoint_id], now), 0)
+            for w in sorted(written, key=lambda w: (w.event_id, w.id)) if w.leased
+        ]  # fmt: skip
+        return _Published(len(rows), len(deliveries), leased)
+
+    def _startable(
+        self, conn: sa.Connection, deliveries: Sequence[Mapping[str, Any]], lease: _Lease
+    ) -> set[int]:
+        """Which of the new ``deliveries`` (their indexes) the worker can start now: in
+        their order, within its room, and none whose order has an earlier event pending
+        for the same endpoint (written before, or earlier in this batch)."""
+        if lease.most <= 0:
+            return set()
+        pairs = sorted({(d["endpoint_id"], d["order_key"]) for d in deliveries if d["order_key"]})
+        first: dict[tuple[str, str], int] = {}
+        if pairs:
+            found = conn.execute(_FIRST_PENDING, {"endpoints": [p[0] for p in pairs],
+                                                  "orders": [p[1] for p in pairs]})  # fmt: skip
+            first = {(r.endpoint_id, r.order_key): int(r.first)
+                     for r in found if r.first is not None}  # fmt: skip
+        candidates: list[_Candidate] = []
+        for n, d in enumerate(deliveries):
+            pair = (d["endpoint_id"], d["order_key"])
+            if d["order_key"] is not None:
+                if first.get(pair, d["event_id"]) < d["event_id"]:
+                    continue
+                first[pair] = d["event_id"]  # later events of the order wait for this one
+            candidates.append(_Candidate(n, d["endpoint_id"]))
+        return set(lease.room.take(candidates, lease.most))
 
     async def publish(self, limit: int = 500) -> int:
         published: int = await self._run(self.publish_sync, limit)
@@ -517,14 +589,8 @@ class OutboxStore:
         else:
             conn.execute(_CLAIM_LEASE, {"ids": picked, "until": until, "worker": worker})
             rows = list(conn.execute(_CLAIMED, {"ids": picked}))
-        found = []
-        for row in rows:
-            keys = [row.secret]
-            if row.previous_secret and row.previous_until and row.previous_until > now:
-                keys.append(row.previous_secret)
-            found.append(Due(row.id, row.event_id, row.public_id, row.body.encode(),
-                             row.endpoint_id, row.url, tuple(keys), row.attempts))  # fmt: skip
-        return found
+        return [Due(row.id, row.event_id, row.public_id, row.body.encode(), row.endpoint_id,
+                    row.url, _secrets(row, now), row.attempts) for row in rows]  # fmt: skip
 
     @staticmethod
     def _not_waiting(conn: sa.Connection, candidates: Sequence[Any]) -> list[Any]:
@@ -664,7 +730,8 @@ class OutboxStore:
         and no change known (``changed``: this process wrote events), a read comes first,
         so an idle pass takes no write lock. A pass for a change with nothing to record
         leases only what it created unless ``look_for_due`` (the worker asks now and then,
-        for retries coming due)."""
+        for retries coming due). On PostgreSQL the due rows are leased first and the new
+        deliveries as they are written (:meth:`_publish_leasing`)."""
         now = self._clock()
         unpublished = due = True
         if changed and not outcomes:
@@ -678,11 +745,38 @@ class OutboxStore:
                 return Cycle([], 0, [])
         with self._write() as conn:
             kept = self._record_many(conn, worker, outcomes)
-            published, created = self._publish(conn, now, limit) if unpublished else (0, 0)
+            if self._postgres:
+                return Cycle(kept, *self._publish_leasing(conn, worker, lease_seconds,
+                                                          claim_limit, now, limit, room,
+                                                          unpublished=unpublished,
+                                                          due=due))  # fmt: skip
+            published = created = 0
+            if unpublished:
+                published, created, _ = self._publish(conn, now, limit)
             claimed: list[Due] = []
             if claim_limit > 0 and (due or created):
                 claimed = self._claim(conn, worker, lease_seconds, claim_limit, now, room)
         return Cycle(kept, published, claimed)
+
+    def _publish_leasing(
+        self, conn: sa.Connection, worker: str, lease_seconds: float, claim_limit: int,
+        now: datetime, limit: int, room: EndpointRoom | None, *, unpublished: bool, due: bool,
+    ) -> tuple[int, list[Due]]:  # fmt: skip
+        """PostgreSQL's pass after the record: lease what was due before (it goes first),
+        then publish, leasing the new deliveries the room left can take as they are written
+        (a claim would pick and lease each again); returns (rows published, leased)."""
+        room = room or EndpointRoom()
+        claimed: list[Due] = []
+        if claim_limit > 0 and due:
+            claimed = self._claim(conn, worker, lease_seconds, claim_limit, now, room)
+        if not unpublished:
+            return 0, claimed
+        busy = Counter(room.busy)
+        busy.update(d.endpoint_id for d in claimed)
+        ask = _Lease(worker, lease_seconds, claim_limit - len(claimed),
+                     EndpointRoom(room.limit, dict(busy)))  # fmt: skip
+        published = self._publish(conn, now, limit, ask)
+        return published.rows, claimed + published.leased
 
     async def cycle(
         self,
@@ -946,6 +1040,15 @@ def _more_behind(
         and (room.limit is None or room.busy.get(e, 0) + taken[e] < room.limit)
         for e in shown
     )
+
+
+def _secrets(endpoint: Any, now: datetime) -> tuple[str, ...]:
+    """The secrets that sign for ``endpoint`` now: its own, and its previous one until the
+    rotation's grace period ends."""
+    previous = endpoint.previous_secret
+    if previous and endpoint.previous_until and endpoint.previous_until > now:
+        return (endpoint.secret, previous)
+    return (endpoint.secret,)
 
 
 def _disable(conn: sa.Connection, outcomes: Sequence[Outcome]) -> None:
