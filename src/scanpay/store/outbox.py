@@ -515,13 +515,7 @@ class OutboxStore:
         for the same endpoint (written before, or earlier in this batch)."""
         if lease.most <= 0:
             return set()
-        pairs = sorted({(d["endpoint_id"], d["order_key"]) for d in deliveries if d["order_key"]})
-        first: dict[tuple[str, str], int] = {}
-        if pairs:
-            found = conn.execute(_FIRST_PENDING, {"endpoints": [p[0] for p in pairs],
-                                                  "orders": [p[1] for p in pairs]})  # fmt: skip
-            first = {(r.endpoint_id, r.order_key): int(r.first)
-                     for r in found if r.first is not None}  # fmt: skip
+        first = _first_pending(conn, {(d["endpoint_id"], d["order_key"]) for d in deliveries})
         candidates: list[_Candidate] = []
         for n, d in enumerate(deliveries):
             pair = (d["endpoint_id"], d["order_key"])
@@ -596,13 +590,7 @@ class OutboxStore:
     def _not_waiting(conn: sa.Connection, candidates: Sequence[Any]) -> list[Any]:
         """The ``candidates`` whose order has no earlier event still pending for the same
         endpoint (one keyed query for them all), in the order given."""
-        pairs = sorted({(c.endpoint_id, c.order_key) for c in candidates if c.order_key})
-        first: dict[tuple[str, str], int] = {}
-        if pairs:
-            found = conn.execute(_FIRST_PENDING, {"endpoints": [p[0] for p in pairs],
-                                                  "orders": [p[1] for p in pairs]})  # fmt: skip
-            first = {(r.endpoint_id, r.order_key): int(r.first)
-                     for r in found if r.first is not None}  # fmt: skip
+        first = _first_pending(conn, {(c.endpoint_id, c.order_key) for c in candidates})
         return [
             c
             for c in candidates
@@ -1040,6 +1028,19 @@ def _more_behind(
         and (room.limit is None or room.busy.get(e, 0) + taken[e] < room.limit)
         for e in shown
     )
+
+
+def _first_pending(
+    conn: sa.Connection, pairs: Iterable[tuple[str, str | None]]
+) -> dict[tuple[str, str], int]:
+    """The earliest event still pending per (endpoint, order) of ``pairs`` that has one (one
+    keyed query for them all; PostgreSQL); pairs without an order are left out."""
+    keys = sorted((e, o) for e, o in pairs if o)
+    if not keys:
+        return {}
+    found = conn.execute(_FIRST_PENDING, {"endpoints": [k[0] for k in keys],
+                                          "orders": [k[1] for k in keys]})  # fmt: skip
+    return {(r.endpoint_id, r.order_key): int(r.first) for r in found if r.first is not None}
 
 
 def _secrets(endpoint: Any, now: datetime) -> tuple[str, ...]:
