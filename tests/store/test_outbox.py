@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from scanpay.domain.model import EventType, OrderStatus
 from scanpay.store.migrate import writer
-from scanpay.store.outbox import Attempt, OutboxStore, Outcome
+from scanpay.store.outbox import Attempt, Cycle, OutboxStore, Outcome
 from scanpay.store.rows import append_event
 from scanpay.store.tables import orders, payment_attempts
 
@@ -141,13 +141,14 @@ def test_one_pass_records_publishes_and_claims(engine: sa.Engine) -> None:
     # attempt still kept), new rows published in one batch, due deliveries leased
     clock = Clock()
     outbox = _outbox(engine, clock)
-    assert outbox.cycle_sync("w", 30, 10) == ([], 0, [])  # idle: nothing done
+    assert outbox.cycle_sync("w", 30, 10) == Cycle([], 0, [])  # idle: nothing done
     outbox.configure_settings_endpoint_sync("http://shop.example/hook", "whsec_x", None)
     orders_ = [_order(engine, n) for n in range(1, 4)]
     for order_id in orders_:
         _event(engine, order_id, EventType.PAID, OrderStatus.PAID)
-    kept, published, [first] = outbox.cycle_sync("w", 30, 1)
-    assert (kept, published) == ([], 6)  # three created (internal), three paid
+    cycle = outbox.cycle_sync("w", 30, 1)
+    [first] = cycle.claimed
+    assert (cycle.kept, cycle.published) == ([], 6)  # three created (internal), three paid
     listed = outbox.list_events_sync(0, None, 10)
     assert [e.position for e in listed] == sorted({e.position for e in listed})
     assert [json.loads(e.body)["data"]["out_trade_no"] for e in listed] == [
@@ -161,9 +162,9 @@ def test_one_pass_records_publishes_and_claims(engine: sa.Engine) -> None:
     failed = Outcome(second, Attempt(clock.now, 503, 5, "busy", None),
                      clock.now + timedelta(minutes=5), False)  # fmt: skip
     _event(engine, orders_[0], EventType.REFUNDED, OrderStatus.REFUNDED)
-    kept, published, claimed = outbox.cycle_sync("w", 30, 10, [late, failed], changed=True)
-    assert (kept, published) == ([False, True], 1)
-    assert [d.public_id for d in claimed] == [listed[2].id]  # the refund waits for "v"
+    cycle = outbox.cycle_sync("w", 30, 10, [late, failed], changed=True)
+    assert (cycle.kept, cycle.published) == ([False, True], 1)
+    assert [d.public_id for d in cycle.claimed] == [listed[2].id]  # the refund waits for "v"
     state = {d[0]: d[2:] for d in outbox.deliveries_sync()}
     assert state[first.public_id] == ("pending", 0)  # "v" holds it
     assert state[second.public_id] == ("pending", 1)  # again in five minutes

@@ -21,6 +21,7 @@ from scanpay.store.outbox import (
     SETTINGS_ENDPOINT,
     Attempt,
     EndpointRoom,
+    Mine,
     Outcome,
 )
 from tests.databases import migrated_engine
@@ -193,66 +194,153 @@ def test_a_postgres_publish_is_one_statement_per_table(tmp_path: Path) -> None:
         assert outbox.publish_sync() == 0
 
 
+def _what(dues: list[Any]) -> list[tuple[str, str, str]]:
+    return sorted((json.loads(d.body)["data"]["id"], json.loads(d.body)["type"], d.endpoint_id)
+                  for d in dues)  # fmt: skip
+
+
 @pytest.mark.postgres
-def test_a_postgres_pass_leases_new_deliveries_as_it_writes_them(tmp_path: Path) -> None:
-    """A worker's pass on PostgreSQL leases the deliveries it creates as it inserts them, as
-    a claim would have (in order, within the endpoints' room, an order's later event held
-    back while an earlier one is pending, older due rows first), without a pick or a lease
-    statement; the Due it hands out is the one a claim gives (body, id, URL, secrets)."""
-    with migrated_engine("postgres", tmp_path, "lease_at_insert_") as engine:
+def test_a_postgres_pass_takes_new_deliveries_into_a_batch(tmp_path: Path) -> None:
+    """A worker's pass on PostgreSQL takes the new deliveries it has room for into one batch
+    row rather than a row each: their rows are written when their first attempts are
+    recorded. An order's later event waits for its earlier one: as a row behind a pending
+    row, in the worker's hands behind one still in a batch. Older due rows go first; the
+    Due handed out is the one a claim gives (body, URL, secrets)."""
+    with migrated_engine("postgres", tmp_path, "batches_") as engine:
         clock = Clock()
         outbox = _outbox(engine, clock)
         outbox.configure_settings_endpoint_sync("http://shop.example/hook", "whsec_x", None)
         other = outbox.create_endpoint_sync("http://paid.example/hook", "whsec_y", None).id
         outbox.rotate_secret_sync(other, "whsec_z", timedelta(hours=1))
-        paid = [_order(engine, n) for n in range(1, 4)]
+        paid = [_order(engine, n) for n in range(1, 5)]
         _event(engine, paid[0], EventType.PAID, OrderStatus.PAID)
-        outbox.publish_sync()  # paid[0]'s payment: pending (due), for both endpoints
-        for order_id in paid[1:]:
+        outbox.publish_sync()  # paid[0]'s payment: pending rows (due), for both endpoints
+        for order_id in paid[1:3]:
             _event(engine, order_id, EventType.PAID, OrderStatus.PAID)
-        _event(engine, paid[0], EventType.REFUNDED, OrderStatus.REFUNDED)  # behind its payment
-        _event(engine, paid[1], EventType.REFUNDED, OrderStatus.REFUNDED)  # behind, same batch
-        runs: list[str] = []
-        sa.event.listen(engine, "before_cursor_execute", lambda *a: runs.append(a[2]))
+        _event(engine, paid[0], EventType.REFUNDED, OrderStatus.REFUNDED)  # behind a row
+        _event(engine, paid[1], EventType.REFUNDED, OrderStatus.REFUNDED)  # behind the batch
         room = EndpointRoom(3, {other: 1})
-        cycle = outbox.cycle_sync("w", 30, 10, [], changed=True, look_for_due=True, room=room)
-        got = [(json.loads(d.body)["data"]["id"], json.loads(d.body)["type"], d.endpoint_id)
-               for d in cycle.claimed]  # fmt: skip
-        assert sorted(got) == sorted([
-            (paid[0], "order.paid", SETTINGS_ENDPOINT), (paid[0], "order.paid", other),  # claimed
+        mine = Mine(take=(10, room))
+        cycle = outbox.cycle_sync("w", 60, 10, [], changed=True, room=room, mine=mine)
+        assert _what(cycle.claimed) == sorted([(paid[0], "order.paid", SETTINGS_ENDPOINT),
+                                               (paid[0], "order.paid", other)])  # fmt: skip
+        assert cycle.batch is not None
+        ready, waiting = cycle.batch.ready, cycle.batch.waiting
+        assert _what(ready) == sorted([
             (paid[1], "order.paid", SETTINGS_ENDPOINT), (paid[2], "order.paid", SETTINGS_ENDPOINT),
-            (paid[1], "order.paid", other),  # the other endpoint's room: 3, 1 busy, 1 claimed
+            (paid[1], "order.paid", other),  # the other's room: 3, 1 busy, 1 just claimed
         ])  # fmt: skip
-        assert sum("CROSS JOIN LATERAL" in sql for sql in runs) == 1  # the claim of the due ones
-        assert sum(sql.startswith("UPDATE webhook_deliveries") for sql in runs) == 1
-        fresh = [d for d in cycle.claimed if json.loads(d.body)["data"]["id"] != paid[0]]
+        assert _what(waiting) == sorted([(paid[1], "order.refunded", SETTINGS_ENDPOINT),
+                                         (paid[1], "order.refunded", other)])  # fmt: skip
         listed = {e.id: e for e in outbox.list_events_sync(0, None, 20)}
-        for due in fresh:
-            assert due.attempts == 0
+        for due in ready:
+            assert (due.delivery_id, due.attempts, due.batch) == (0, 0, cycle.batch.id)
             assert due.body.decode() == listed[due.public_id].body
+            assert due.order_key == paid[1] or due.order_key == paid[2]
             if due.endpoint_id == other:
                 assert due.url == "http://paid.example/hook"
                 assert due.secrets == ("whsec_z", "whsec_y")  # rotating: both sign
             else:
                 assert due.secrets == ("whsec_x",)
+        # rows only for what is not in the batch: paid[0]'s (claimed), paid[2]'s to the
+        # other endpoint (no room), paid[0]'s refund (behind its payment's pending row)
         state = {(d[0], d[1]): d[2:] for d in outbox.deliveries_sync()}
-        assert len(state) == 10  # 5 shop-facing events x 2 endpoints
+        assert len(state) == 5
         assert all(s == ("pending", 0) for s in state.values())
-        # held: nobody else takes them; the rest is due for another worker, in order
-        taken = outbox.claim_sync("v", 30, 20)
-        assert sorted((json.loads(d.body)["type"], d.endpoint_id) for d in taken) == [
-            ("order.paid", other)  # paid[2] for the other endpoint; the refunds wait
-        ]
-        ok = [Outcome(d, Attempt(clock.now, 200, 3, "ok", None), None, True) for d in fresh]
-        assert outbox.record_many_sync("w", ok) == [True] * len(fresh)
-        # 31 s on, the leases not recorded have run out: paid[0]'s payment (both endpoints,
-        # leased by the claim), paid[2]'s for the other; paid[1]'s refund is free to go now
-        # that its payment is delivered; paid[0]'s still waits behind its payment
-        clock.now += timedelta(seconds=31)
-        again = outbox.claim_sync("u", 30, 20)
-        assert sorted((json.loads(d.body)["data"]["id"], json.loads(d.body)["type"],
-                       d.endpoint_id) for d in again) == sorted([
-            (paid[0], "order.paid", SETTINGS_ENDPOINT), (paid[0], "order.paid", other),
-            (paid[2], "order.paid", other),
-            (paid[1], "order.refunded", SETTINGS_ENDPOINT), (paid[1], "order.refunded", other),
-        ])  # fmt: skip
+        with engine.connect() as conn:
+            [batch] = conn.execute(sa.text("SELECT * FROM webhook_batches")).all()
+        assert batch.worker == "w"
+        assert batch.lease_until == clock.now + timedelta(seconds=60)
+        assert len(batch.event_ids) == len(batch.endpoint_ids) == 5
+        # another worker takes what is due and free: paid[2]'s to the other endpoint
+        assert _what(outbox.claim_sync("v", 30, 20)) == [(paid[2], "order.paid", other)]
+        # the batch's first attempts: a row each, as the attempt left it, with the attempt
+        ok = Attempt(clock.now, 200, 3, "ok", None)
+        busy = Attempt(clock.now, 503, 4, "busy", None)
+        later = clock.now + timedelta(minutes=5)
+        outcomes = [Outcome(d, busy, later, False) if d.endpoint_id == other
+                    else Outcome(d, ok, None, True) for d in ready]  # fmt: skip
+        assert outbox.record_many_sync("w", outcomes) == [True] * 3
+        state = {(d[0], d[1]): d[2:] for d in outbox.deliveries_sync()}
+        assert len(state) == 8
+        for due in ready:
+            delivered = due.endpoint_id != other
+            assert state[(due.public_id, due.endpoint_id)] == (
+                ("delivered" if delivered else "pending"),
+                1,
+            )
+            [delivery] = [d for d in outbox.event_sync(due.public_id)[1]
+                          if d.endpoint_id == due.endpoint_id]  # fmt: skip
+            assert [a.status_code for a in delivery.history] == [200 if delivered else 503]
+            assert delivery.next_attempt_at == (None if delivered else later)
+        # the waiting refunds: to the settings endpoint it may go (its payment delivered); to
+        # the other it waits as a row behind its payment's retry
+        mine = Mine(batches=(cycle.batch.id,), waiting=tuple(waiting))
+        turn = outbox.cycle_sync("w", 60, 10, [], room=room, mine=mine)
+        assert turn.held is not None
+        assert _what(turn.held.ready) == [(paid[1], "order.refunded", SETTINGS_ENDPOINT)]
+        assert _what(turn.held.rowed) == [(paid[1], "order.refunded", other)]
+        assert turn.held.waiting == []
+        state = {(d[0], d[1]): d[2:] for d in outbox.deliveries_sync()}
+        assert state[(turn.held.rowed[0].public_id, other)] == ("pending", 0)
+        assert outbox.record_many_sync("w", [Outcome(turn.held.ready[0], ok, None, True)]) == [True]
+        # every pair has its row: the worker closes the batch
+        outbox.cycle_sync("w", 60, 0, [], room=room, mine=Mine(close=(cycle.batch.id,)))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM webhook_batches")).scalar() == 0
+
+
+@pytest.mark.postgres
+def test_a_postgres_batch_whose_worker_died_becomes_rows(tmp_path: Path) -> None:
+    """A batch whose lease runs out (its worker killed) is written out by the next pass of
+    any worker as pending rows for the pairs still without one, and those are claimed; the
+    dead worker's late record keeps its attempt and does not take the row over. A worker
+    that stops hands over what it holds (rows) and closes what is done."""
+    with migrated_engine("postgres", tmp_path, "batch_expiry_") as engine:
+        clock = Clock()
+        outbox = _outbox(engine, clock)
+        outbox.configure_settings_endpoint_sync("http://shop.example/hook", "whsec_x", None)
+        paid = [_order(engine, n) for n in range(1, 4)]
+        for order_id in paid:
+            _event(engine, order_id, EventType.PAID, OrderStatus.PAID)
+        mine = Mine(take=(10, EndpointRoom(32)))
+        cycle = outbox.cycle_sync("w", 60, 10, [], changed=True, mine=mine)
+        assert cycle.batch is not None
+        first, second, third = cycle.batch.ready
+        ok = Attempt(clock.now, 200, 3, "ok", None)
+        assert outbox.record_many_sync("w", [Outcome(first, ok, None, True)]) == [True]
+        # renewed while held: not expired at 59 s after the renewal
+        clock.now += timedelta(seconds=30)
+        outbox.cycle_sync("w", 60, 10, [], mine=Mine(batches=(cycle.batch.id,)))
+        clock.now += timedelta(seconds=59)
+        assert outbox.cycle_sync("u", 60, 10).claimed == []
+        # "w" dies; once its lease has run out, "u" writes and claims the two left
+        clock.now += timedelta(seconds=2)
+        again = outbox.cycle_sync("u", 60, 10)
+        assert sorted(d.public_id for d in again.claimed) == sorted(
+            [second.public_id, third.public_id]
+        )
+        assert all(d.batch is None and d.delivery_id > 0 for d in again.claimed)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM webhook_batches")).scalar() == 0
+        # "w"'s late record: the attempt is kept, the row stays "u"'s
+        assert outbox.record_many_sync("w", [Outcome(second, ok, None, True)]) == [False]
+        state = {d[0]: d[2:] for d in outbox.deliveries_sync()}
+        assert state == {first.public_id: ("delivered", 1), second.public_id: ("pending", 0),
+                         third.public_id: ("pending", 0)}  # fmt: skip
+        [delivery] = outbox.event_sync(second.public_id)[1]
+        assert [a.status_code for a in delivery.history] == [200]
+        # a stopping worker: its waiting deliveries become rows, its done batches close
+        fourth = _order(engine, 4)
+        _event(engine, fourth, EventType.PAID, OrderStatus.PAID)
+        _event(engine, fourth, EventType.REFUNDED, OrderStatus.REFUNDED)
+        nxt = outbox.cycle_sync(
+            "x", 60, 0, [], changed=True, mine=Mine(take=(10, EndpointRoom(32)))
+        )
+        assert nxt.batch is not None
+        [payment], [refund] = nxt.batch.ready, nxt.batch.waiting
+        assert outbox.record_many_sync("x", [Outcome(payment, ok, None, True)]) == [True]
+        outbox.release_sync("x", [refund], [nxt.batch.id])
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM webhook_batches")).scalar() == 0
+        assert [d.public_id for d in outbox.claim_sync("y", 30, 10)] == [refund.public_id]

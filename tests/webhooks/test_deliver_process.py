@@ -116,9 +116,83 @@ def wait_paid(receiver: Receiver, orders: list[str], within: float = 90.0) -> No
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_delivery_processes_beside_serve_sqlite(tmp_path: Path) -> None:
-    with stack(tmp_path, f"sqlite:///{tmp_path / 'shop.sqlite3'}") as (
+    two_delivery_processes(tmp_path, f"sqlite:///{tmp_path / 'shop.sqlite3'}")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+def test_two_delivery_processes_beside_serve_postgres(tmp_path: Path) -> None:
+    """The same on PostgreSQL, where a delivery process takes new deliveries into batches:
+    the SIGKILLed one's batches are written out as rows once their lease runs out."""
+    with scratch_postgres("deliver_two_") as db_url:
+        two_delivery_processes(tmp_path, db_url)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_a_killed_delivery_process_batches_are_delivered_by_another(tmp_path: Path) -> None:
+    """PostgreSQL: a delivery process SIGKILLed while its batch's webhooks are in flight
+    (no row written for any yet); another process, started afterwards, writes the batch
+    out as rows once its lease has run out and delivers every one."""
+    with scratch_postgres("deliver_batch_") as db_url, stack(tmp_path, db_url) as (
         svc, receiver, sim_url, secret, env
     ):  # fmt: skip
+        victim = Deliver(env, tmp_path / "victim.log")
+        heir: Deliver | None = None
+        try:
+            victim.wait_running()
+            receiver.delay = 1.0  # each webhook in flight for a second
+            orders = pay(svc, sim_url, 6, "batch")
+            deadline = time.monotonic() + 60
+            while receiver.arriving < 1:
+                assert time.monotonic() < deadline, "no delivery started"
+                time.sleep(0.01)
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait()
+            with svc_db(db_url) as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM webhook_batches")).scalar()
+            receiver.delay = 0.0
+            # (its poll finds the expired batch: the LISTEN wakes only for new events)
+            heir = Deliver({**env, "SCANPAY_WEBHOOK_POLL_SECONDS": "0.5"}, tmp_path / "heir.log")
+            heir.wait_running()
+            wait_paid(receiver, orders)  # (the victim's requests arrived: no answer was read)
+            deadline = time.monotonic() + 60
+            while delivered(db_url) < len(orders):  # ... the heir's are recorded
+                assert time.monotonic() < deadline, "the killed process's batch was not sent"
+                time.sleep(0.1)
+            assert "stopped renewing" in heir.text()
+            with svc_db(db_url) as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM webhook_batches")).scalar() == 0
+            with receiver.lock:
+                messages = list(receiver.received)
+            check_signed(messages, secret)
+            assert paid_ids(receiver) == dict.fromkeys(orders, 1)  # the same event ids again
+        finally:
+            victim.stop()
+            if heir is not None:
+                heir.stop()
+
+
+def delivered(url: str) -> int:
+    with svc_db(url) as conn:
+        query = "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'"
+        return int(conn.execute(sa.text(query)).scalar_one())
+
+
+@contextmanager
+def svc_db(url: str) -> Iterator[sa.Connection]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def two_delivery_processes(tmp_path: Path, db_url: str) -> None:
+    with stack(tmp_path, db_url) as (svc, receiver, sim_url, secret, env):
         # the API instance with its worker off writes events but delivers nothing
         early = pay(svc, sim_url, 4, "early")
         time.sleep(1.0)

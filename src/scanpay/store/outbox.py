@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -36,10 +37,12 @@ from scanpay.store.tables import UtcDateTime, events, orders, payment_attempts
 from scanpay.store.webhook_tables import (
     pending,
     webhook_attempts,
+    webhook_batches,
     webhook_deliveries,
     webhook_endpoints,
 )
 
+log = logging.getLogger(__name__)
 PENDING: Final = "pending"
 DELIVERED: Final = "delivered"
 FAILED: Final = "failed"
@@ -87,19 +90,88 @@ _PG_SET_POSITIONS: Final = sa.text(
     " CAST(:b AS text[])) AS k(id, pos, pid, b)"
     " WHERE e.id = k.id AND e.id = ANY(CAST(:ids AS integer[]))"
 )
-# A worker's publish leases, as it inserts them, the new deliveries it can start now (those
-# with ``lease`` true; the rest wait for a claim): the lease and the pick that a claim would
-# spend on each are not needed (docs/benchmarks.md, "Leased as they are written").
+# PostgreSQL: pending rows for the new deliveries a worker does not take into its batch (or
+# every one, without a worker), and for taken ones that have to wait after all; a deleted
+# endpoint's come out cancelled, as its pending rows did when it was deleted
 _PG_INSERT_DELIVERIES: Final = sa.text(
     "INSERT INTO webhook_deliveries (event_id, endpoint_id, order_key, status, attempts,"
-    " next_attempt_at, lease_until, leased_by, created_at, updated_at)"
-    f" SELECT k.e, k.ep, k.o, '{PENDING}', 0, :now,"
-    " CASE WHEN k.lease THEN CAST(:until AS timestamptz) END,"
-    " CASE WHEN k.lease THEN CAST(:worker AS varchar) END, :now, :now"
+    " next_attempt_at, created_at, updated_at)"
+    f" SELECT k.e, k.ep, k.o, CASE WHEN w.disabled_reason = 'deleted' THEN '{CANCELLED}'"
+    f" ELSE '{PENDING}' END, 0, :now, :now, :now"
     " FROM unnest(CAST(:events AS integer[]), CAST(:endpoints AS varchar[]),"
-    " CAST(:orders AS varchar[]), CAST(:lease AS boolean[])) AS k(e, ep, o, lease)"
-    " RETURNING id, event_id, endpoint_id, leased_by IS NOT NULL AS leased"
+    " CAST(:orders AS varchar[])) WITH ORDINALITY AS k(e, ep, o, n)"
+    " JOIN webhook_endpoints AS w ON w.id = k.ep ORDER BY k.n"  # (ids in the order given)
+    " ON CONFLICT (event_id, endpoint_id) DO NOTHING"
+).bindparams(sa.bindparam("now", type_=UtcDateTime))
+# PostgreSQL's batches (webhook_tables.py, docs/webhooks.md "Batches"): a worker's new
+# deliveries are one row per pass until their first attempts are recorded
+_PG_NEW_BATCH: Final = sa.text(
+    "INSERT INTO webhook_batches (worker, lease_until, first_event, event_ids, endpoint_ids,"
+    " created_at) VALUES (:worker, :until, :first, CAST(:events AS integer[]),"
+    " CAST(:endpoints AS varchar[]), :now) RETURNING id"
 ).bindparams(sa.bindparam("now", type_=UtcDateTime), sa.bindparam("until", type_=UtcDateTime))
+_PG_RENEW_BATCHES: Final = sa.text(
+    "UPDATE webhook_batches SET lease_until = :until"
+    " WHERE worker = :worker AND id = ANY(CAST(:ids AS integer[]))"
+).bindparams(sa.bindparam("until", type_=UtcDateTime))
+_PG_CLOSE_BATCHES: Final = sa.text(
+    "DELETE FROM webhook_batches WHERE worker = :worker AND id = ANY(CAST(:ids AS integer[]))"
+)
+_PG_IN_BATCHES: Final = sa.text(  # which of the given events' pairs an open batch holds
+    "SELECT p.e AS event_id, p.ep AS endpoint_id FROM webhook_batches AS b"
+    " CROSS JOIN LATERAL unnest(b.event_ids, b.endpoint_ids) AS p(e, ep)"
+    " WHERE b.first_event <= :last AND p.e = ANY(CAST(:ids AS integer[]))"
+)
+_ANY_EXPIRED: Final = sa.select(webhook_batches.c.id).where(
+    webhook_batches.c.lease_until < sa.bindparam("now", type_=UtcDateTime)
+)
+# a batch whose worker stopped renewing it: its pairs without a row become pending rows
+_PG_EXPAND: Final = sa.text(
+    "WITH gone AS (DELETE FROM webhook_batches WHERE lease_until < :now"
+    " RETURNING event_ids, endpoint_ids)"
+    " INSERT INTO webhook_deliveries (event_id, endpoint_id, order_key, status, attempts,"
+    " next_attempt_at, created_at, updated_at)"
+    f" SELECT p.e, p.ep, ev.order_id, CASE WHEN w.disabled_reason = 'deleted'"
+    f" THEN '{CANCELLED}' ELSE '{PENDING}' END, 0, :now, :now, :now"
+    " FROM gone CROSS JOIN LATERAL unnest(gone.event_ids, gone.endpoint_ids) AS p(e, ep)"
+    " JOIN events AS ev ON ev.id = p.e JOIN webhook_endpoints AS w ON w.id = p.ep"
+    " ON CONFLICT (event_id, endpoint_id) DO NOTHING"
+).bindparams(sa.bindparam("now", type_=UtcDateTime))
+# the published events of the given orders before the given event ids (an order's earlier
+# events, which its later ones wait for), through the (order_id, seq) key
+_PG_EARLIER: Final = sa.text(
+    "SELECT p.order_id, p.id FROM unnest(CAST(:orders AS varchar[]),"
+    " CAST(:before AS integer[])) AS k(o, e) JOIN events AS p ON p.order_id = k.o"
+    " AND p.id < k.e AND p.public_id IS NOT NULL"
+)
+_PG_ROWS_OF: Final = sa.text(
+    "SELECT event_id, endpoint_id, status FROM webhook_deliveries"
+    " WHERE event_id = ANY(CAST(:ids AS integer[]))"
+)
+_PG_ENABLED: Final = sa.text(
+    "SELECT id FROM webhook_endpoints WHERE disabled_at IS NULL"
+    " AND id = ANY(CAST(:ids AS varchar[]))"
+)
+# a batch's attempt: its delivery row written as the attempt left it (a row already there,
+# from a resend or an expanded batch, keeps its state and gains the attempt), and the attempt
+_PG_RECORD_FIRST: Final = sa.text(
+    "WITH f AS (INSERT INTO webhook_deliveries (event_id, endpoint_id, order_key, status,"
+    " attempts, next_attempt_at, last_status, created_at, updated_at)"
+    " SELECT k.e, k.ep, k.o, k.st, 1, k.nxt, k.code, k.at, k.at"
+    " FROM unnest(CAST(:events AS integer[]), CAST(:endpoints AS varchar[]),"
+    " CAST(:orders AS varchar[]), CAST(:st AS varchar[]), CAST(:nxt AS timestamptz[]),"
+    " CAST(:code AS integer[]), CAST(:at AS timestamptz[])) AS k(e, ep, o, st, nxt, code, at)"
+    " ON CONFLICT (event_id, endpoint_id) DO UPDATE SET updated_at = EXCLUDED.updated_at"
+    " RETURNING id, event_id, endpoint_id, xmax = 0 AS fresh),"
+    " kept AS (INSERT INTO webhook_attempts"
+    " (delivery_id, attempted_at, status_code, latency_ms, response, error)"
+    " SELECT f.id, k.at, k.code, k.ms, k.resp, k.err FROM f JOIN unnest("
+    " CAST(:events AS integer[]), CAST(:endpoints AS varchar[]), CAST(:at AS timestamptz[]),"
+    " CAST(:code AS integer[]), CAST(:ms AS integer[]), CAST(:resp AS varchar[]),"
+    " CAST(:err AS varchar[])) AS k(e, ep, at, code, ms, resp, err)"
+    " ON k.e = f.event_id AND k.ep = f.endpoint_id)"
+    " SELECT event_id, endpoint_id, fresh FROM f"
+)
 _PA = payment_attempts.c
 _TRADE_NOS: Final = (
     sa.select(_PA.order_id, _PA.out_trade_no)
@@ -293,6 +365,9 @@ class Due:
     url: str
     secrets: tuple[str, ...]
     attempts: int  # attempts made before this one
+    # PostgreSQL: taken into this worker batch (``delivery_id`` 0: no row yet)
+    batch: int | None = None
+    order_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -336,7 +411,7 @@ class EndpointRoom:
 
 
 class _Lease(NamedTuple):
-    """What a worker's publish may lease as it writes: for ``worker``, ``seconds`` long, at
+    """What a worker's publish may take into its batch: for ``worker``, ``seconds`` long, at
     most ``most`` deliveries within ``room``."""
 
     worker: str
@@ -348,12 +423,29 @@ class _Lease(NamedTuple):
 class _Published(NamedTuple):
     rows: int
     created: int
-    leased: list[Due]
+    batch: Batch | None = None
 
 
 class _Candidate(NamedTuple):
     id: int  # (an index into the batch, for EndpointRoom.take)
     endpoint_id: str
+
+
+class Batch(NamedTuple):
+    """What a worker's publish took (PostgreSQL): ``ready`` may go now, ``waiting`` wait for
+    an earlier event of their order that may still be without its row."""
+
+    id: int
+    ready: list[Due]
+    waiting: list[Due]
+
+
+class Held(NamedTuple):
+    """Where a worker's waiting deliveries stand (:meth:`OutboxStore.cycle_sync`)."""
+
+    ready: list[Due]  # free to go now
+    rowed: list[Due]  # written as rows: a claim takes them in their order's turn
+    waiting: list[Due]  # still waiting
 
 
 class Cycle(NamedTuple):
@@ -362,6 +454,21 @@ class Cycle(NamedTuple):
     kept: list[bool]  # per outcome: False when the lease had been lost
     published: int
     claimed: list[Due]
+    batch: Batch | None = None
+    held: Held | None = None
+
+
+@dataclass(frozen=True)
+class Mine:
+    """What a worker holds of its batches, for its pass (PostgreSQL): the open ones to keep
+    (``batches``), those every pair of which now has its row (``close``), the deliveries
+    waiting for an earlier event of their order, and how many new ones it may take
+    (``take``: at most so many, within the room; None: none)."""
+
+    batches: Sequence[int] = ()
+    close: Sequence[int] = ()
+    waiting: Sequence[Due] = ()
+    take: tuple[int, EndpointRoom] | None = None
 
 
 class Outcome(NamedTuple):
@@ -455,7 +562,7 @@ class OutboxStore:
             conn.execute(_LOCK_PUBLISHER)
         rows = conn.execute(_UNPUBLISHED, {"limit": limit}).all()
         if not rows:
-            return _Published(0, 0, [])
+            return _Published(0, 0)
         position = int(rows[0].last)
         kinds = [shop_type(EventType(row.type)) for row in rows]
         endpoints: Sequence[Any] = ()
@@ -483,48 +590,78 @@ class OutboxStore:
             conn.execute(_SET_POSITION, updates)
             if deliveries:
                 conn.execute(_INSERT_DELIVERY, deliveries)
-            return _Published(len(rows), len(deliveries), [])
+            return _Published(len(rows), len(deliveries))
         conn.execute(_PG_SET_POSITIONS, {
             "ids": [u["row_id"] for u in updates], "pos": [u["pos"] for u in updates],
             "pid": [u["pid"] for u in updates], "b": [u["b"] for u in updates],
         })  # fmt: skip
         if not deliveries:
-            return _Published(len(rows), 0, [])
-        startable = self._startable(conn, deliveries, lease) if lease else set()
-        written = conn.execute(_PG_INSERT_DELIVERIES, {
-            "now": now, "events": [d["event_id"] for d in deliveries],
-            "endpoints": [d["endpoint_id"] for d in deliveries],
-            "orders": [d["order_key"] for d in deliveries],
-            "lease": [n in startable for n in range(len(deliveries))],
-            "until": now + timedelta(seconds=lease.seconds) if lease else None,
-            "worker": lease.worker if lease else None,
-        }).all()  # fmt: skip
+            return _Published(len(rows), 0)
+        taken = _Taken() if lease is None else self._take(conn, deliveries, lease)
+        mine = taken.ready | taken.waiting
+        rest = [d for n, d in enumerate(deliveries) if n not in mine]
+        if rest:
+            conn.execute(_PG_INSERT_DELIVERIES, {
+                "now": now, "events": [d["event_id"] for d in rest],
+                "endpoints": [d["endpoint_id"] for d in rest],
+                "orders": [d["order_key"] for d in rest],
+            })  # fmt: skip
+        if lease is None or not (taken.ready or taken.waiting):
+            return _Published(len(rows), len(deliveries))
+        ours = sorted(mine)
+        batch_id = conn.execute(_PG_NEW_BATCH, {
+            "worker": lease.worker, "until": now + timedelta(seconds=lease.seconds),
+            "first": min(deliveries[n]["event_id"] for n in ours), "now": now,
+            "events": [deliveries[n]["event_id"] for n in ours],
+            "endpoints": [deliveries[n]["endpoint_id"] for n in ours],
+        }).scalar_one()  # fmt: skip
         by_id = {ep.id: ep for ep in endpoints}
-        leased = [
-            Due(w.id, w.event_id, bodies[w.event_id][0], bodies[w.event_id][1].encode(),
-                w.endpoint_id, by_id[w.endpoint_id].url, _secrets(by_id[w.endpoint_id], now), 0)
-            for w in sorted(written, key=lambda w: (w.event_id, w.id)) if w.leased
-        ]  # fmt: skip
-        return _Published(len(rows), len(deliveries), leased)
 
-    def _startable(
+        def due(n: int) -> Due:
+            d = deliveries[n]
+            public_id, body = bodies[d["event_id"]]
+            ep = by_id[d["endpoint_id"]]
+            return Due(0, d["event_id"], public_id, body.encode(), ep.id, ep.url,
+                       _secrets(ep, now), 0, batch_id, d["order_key"])  # fmt: skip
+
+        batch = Batch(batch_id, [due(n) for n in ours if n in taken.ready],
+                      [due(n) for n in ours if n in taken.waiting])  # fmt: skip
+        return _Published(len(rows), len(deliveries), batch)
+
+    def _take(
         self, conn: sa.Connection, deliveries: Sequence[Mapping[str, Any]], lease: _Lease
-    ) -> set[int]:
-        """Which of the new ``deliveries`` (their indexes) the worker can start now: in
-        their order, within its room, and none whose order has an earlier event pending
-        for the same endpoint (written before, or earlier in this batch)."""
+    ) -> _Taken:
+        """Which of the new ``deliveries`` (their indexes) the worker takes into its batch:
+        in their order, within its room; ``waiting`` those whose order has an earlier event
+        that may still be without its row (taken here, or in an open batch), left out those
+        whose order has an earlier event pending as a row (they wait as rows, for a claim)."""
+        taken = _Taken()
         if lease.most <= 0:
-            return set()
-        first = _first_pending(conn, {(d["endpoint_id"], d["order_key"]) for d in deliveries})
+            return taken
+        earlier = _Earlier.read(conn, [(d["order_key"], d["event_id"]) for d in deliveries])
+        here: dict[tuple[int, str], str] = {}  # this publish's (event, endpoint): how
         candidates: list[_Candidate] = []
         for n, d in enumerate(deliveries):
-            pair = (d["endpoint_id"], d["order_key"])
-            if d["order_key"] is not None:
-                if first.get(pair, d["event_id"]) < d["event_id"]:
-                    continue
-                first[pair] = d["event_id"]  # later events of the order wait for this one
-            candidates.append(_Candidate(n, d["endpoint_id"]))
-        return set(lease.room.take(candidates, lease.most))
+            pair = (d["event_id"], d["endpoint_id"])
+            turn = earlier.turn(d["endpoint_id"], d["order_key"], d["event_id"], here)
+            if turn == _ROW:
+                here[pair] = _ROW
+            elif turn == _WAIT:
+                if len(taken.ready) + len(taken.waiting) < lease.most:
+                    taken.waiting.add(n)
+                    here[pair] = _WAIT
+                else:
+                    here[pair] = _ROW
+            else:
+                candidates.append(_Candidate(n, d["endpoint_id"]))
+                here[pair] = _GO  # settled below: taken, or a row
+        for n in lease.room.take(candidates, lease.most - len(taken.waiting)):
+            taken.ready.add(n)
+        for c in candidates:
+            if c.id not in taken.ready:
+                d = deliveries[c.id]
+                here[(d["event_id"], d["endpoint_id"])] = _ROW
+        return taken
 
     async def publish(self, limit: int = 500) -> int:
         published: int = await self._run(self.publish_sync, limit)
@@ -675,30 +812,38 @@ class OutboxStore:
 
     @staticmethod
     def _record_pg(conn: sa.Connection, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
-        """:meth:`_record_many` on PostgreSQL: one statement (``_PG_RECORD``)."""
-        names = ("ids", "st", "nxt", "last", "at", "code", "ms", "resp", "err")
-        params: dict[str, Any] = {name: [] for name in names}
-        params["worker"] = worker
-        for due, attempt, next_at, delivered, _disable_reason in outcomes:
-            params["ids"].append(due.delivery_id)
-            params["st"].append(
-                DELIVERED if delivered else PENDING if next_at is not None else FAILED
-            )
-            params["nxt"].append(next_at)
-            params["last"].append(attempt.status_code)
-            params["at"].append(attempt.attempted_at)
-            params["code"].append(attempt.status_code)
-            params["ms"].append(attempt.latency_ms)
-            params["resp"].append(attempt.response[:256])
-            params["err"].append(attempt.error and attempt.error[:128])
-        # a hash join of the deliveries and the arrays: estimating few held rows (statistics
-        # from before a burst), the planner chose a nested loop that read the arrays once
-        # per delivery (25 ms for 256)
-        conn.execute(_NO_NESTED_LOOP)
-        held = set(conn.execute(_PG_RECORD, params).scalars())
-        conn.execute(_NESTED_LOOP)
+        """:meth:`_record_many` on PostgreSQL: one statement for the leased rows
+        (``_PG_RECORD``), one for the first attempts of batches (``_PG_RECORD_FIRST``)."""
+        first = [o for o in outcomes if o.due.batch is not None]
+        kept: dict[tuple[int, str], bool] = {}
+        if first:
+            kept = _record_first(conn, first)
+        rows = [o for o in outcomes if o.due.batch is None]
+        held: set[int] = set()
+        if rows:
+            held = _record_rows(conn, worker, rows)
         _disable(conn, outcomes)
-        return [o.due.delivery_id in held for o in outcomes]
+        return [
+            kept.get((o.due.event_id, o.due.endpoint_id), False)
+            if o.due.batch is not None
+            else o.due.delivery_id in held
+            for o in outcomes
+        ]
+
+    # ---- batches (PostgreSQL) ----------------------------------------------------------
+
+    def release_sync(self, worker: str, waiting: Sequence[Due], batches: Sequence[int]) -> None:
+        """A stopping worker hands over: its ``waiting`` deliveries become pending rows and
+        its ``batches`` (every pair of which now has a row) are closed."""
+        if not (waiting or batches):
+            return
+        with self._write() as conn:
+            _write_rows(conn, waiting, self._clock())
+            if batches:
+                conn.execute(_PG_CLOSE_BATCHES, {"worker": worker, "ids": list(batches)})
+
+    async def release(self, worker: str, waiting: Sequence[Due], batches: Sequence[int]) -> None:
+        await self._run(self.release_sync, worker, waiting, batches)
 
     # ---- one worker pass ---------------------------------------------------------------
 
@@ -712,23 +857,28 @@ class OutboxStore:
         changed: bool = False,
         look_for_due: bool = True,
         room: EndpointRoom | None = None,
+        mine: Mine | None = None,
     ) -> Cycle:
         """A worker's pass in one write transaction: record ``outcomes``, publish up to
         ``limit`` rows, lease up to ``claim_limit`` due deliveries. With nothing to record
         and no change known (``changed``: this process wrote events), a read comes first,
         so an idle pass takes no write lock. A pass for a change with nothing to record
         leases only what it created unless ``look_for_due`` (the worker asks now and then,
-        for retries coming due). On PostgreSQL the due rows are leased first and the new
-        deliveries as they are written (:meth:`_publish_leasing`)."""
+        for retries coming due). On PostgreSQL the due rows are leased first, and the new
+        deliveries are taken into a batch (``mine``: what the worker holds of its batches;
+        :meth:`_publish_leasing`)."""
         now = self._clock()
         unpublished = due = True
         if changed and not outcomes:
             due = look_for_due
-        if not outcomes and not changed:
+        busy = mine is not None and (mine.waiting or mine.close or (mine.batches and due))
+        if not outcomes and not changed and not busy:
             with self.engine.begin() as conn:
-                unpublished, due = conn.execute(
-                    sa.select(_ANY_UNPUBLISHED.exists(), _ANY_DUE.exists()), {"now": now}
-                ).one()
+                unpublished, due, expired = conn.execute(
+                    sa.select(_ANY_UNPUBLISHED.exists(), _ANY_DUE.exists(),
+                              _ANY_EXPIRED.exists()), {"now": now}
+                ).one()  # fmt: skip
+            due = due or (expired and self._postgres)
             if not unpublished and not (due and claim_limit):
                 return Cycle([], 0, [])
         with self._write() as conn:
@@ -736,6 +886,7 @@ class OutboxStore:
             if self._postgres:
                 return Cycle(kept, *self._publish_leasing(conn, worker, lease_seconds,
                                                           claim_limit, now, limit, room,
+                                                          mine or Mine(),
                                                           unpublished=unpublished,
                                                           due=due))  # fmt: skip
             published = created = 0
@@ -748,23 +899,48 @@ class OutboxStore:
 
     def _publish_leasing(
         self, conn: sa.Connection, worker: str, lease_seconds: float, claim_limit: int,
-        now: datetime, limit: int, room: EndpointRoom | None, *, unpublished: bool, due: bool,
-    ) -> tuple[int, list[Due]]:  # fmt: skip
-        """PostgreSQL's pass after the record: lease what was due before (it goes first),
-        then publish, leasing the new deliveries the room left can take as they are written
-        (a claim would pick and lease each again); returns (rows published, leased)."""
+        now: datetime, limit: int, room: EndpointRoom | None, mine: Mine, *, unpublished: bool,
+        due: bool,
+    ) -> tuple[int, list[Due], Batch | None, Held | None]:  # fmt: skip
+        """PostgreSQL's pass after the record: close the worker's settled batches and renew
+        the others; expand batches whose worker stopped renewing them; lease what was due
+        (it goes first); see to the waiting deliveries; publish, taking the new deliveries
+        into a batch (a claim would pick and lease each again). Returns (rows published,
+        leased, the batch, the waiting ones' turns)."""
         room = room or EndpointRoom()
+        until = now + timedelta(seconds=lease_seconds)
+        if mine.close:
+            conn.execute(_PG_CLOSE_BATCHES, {"worker": worker, "ids": list(mine.close)})
+        if mine.batches and due:  # (every poll: the lease outlives many)
+            conn.execute(_PG_RENEW_BATCHES, {"worker": worker, "until": until,
+                                             "ids": list(mine.batches)})  # fmt: skip
         claimed: list[Due] = []
-        if claim_limit > 0 and due:
-            claimed = self._claim(conn, worker, lease_seconds, claim_limit, now, room)
+        if due:
+            written = conn.execute(_PG_EXPAND, {"now": now}).rowcount
+            if written:  # (rows are written once the transaction commits)
+                log.warning("webhook batches of a worker that stopped renewing them: "
+                            "%d deliveries to be written as pending rows", written)  # fmt: skip
+            if claim_limit > 0:
+                claimed = self._claim(conn, worker, lease_seconds, claim_limit, now, room)
+        held = _see_to(conn, mine.waiting, now) if mine.waiting else None
         if not unpublished:
-            return 0, claimed
-        busy = Counter(room.busy)
-        busy.update(d.endpoint_id for d in claimed)
-        ask = _Lease(worker, lease_seconds, claim_limit - len(claimed),
-                     EndpointRoom(room.limit, dict(busy)))  # fmt: skip
-        published = self._publish(conn, now, limit, ask)
-        return published.rows, claimed + published.leased
+            return 0, claimed, None, held
+        if mine.take is not None:  # (the rows just leased count against the room)
+            most, taking = mine.take
+            busy = Counter(taking.busy)
+            busy.update(d.endpoint_id for d in claimed)
+            ask = _Lease(worker, lease_seconds, most - len(claimed),
+                         EndpointRoom(taking.limit, dict(busy)))  # fmt: skip
+            published = self._publish(conn, now, limit, ask)
+            return published.rows, claimed, published.batch, held
+        published = self._publish(conn, now, limit)  # rows, and a claim for them
+        more = claim_limit - len(claimed)
+        if published.created and more > 0:
+            busy = Counter(room.busy)
+            busy.update(d.endpoint_id for d in claimed)
+            claimed += self._claim(conn, worker, lease_seconds, more, now,
+                                   EndpointRoom(room.limit, dict(busy)))  # fmt: skip
+        return published.rows, claimed, None, held
 
     async def cycle(
         self,
@@ -776,9 +952,11 @@ class OutboxStore:
         changed: bool = False,
         look_for_due: bool = True,
         room: EndpointRoom | None = None,
+        mine: Mine | None = None,
     ) -> Cycle:
         done: Cycle = await self._run(self.cycle_sync, worker, lease_seconds, claim_limit,
-                                      outcomes, limit, changed, look_for_due, room)  # fmt: skip
+                                      outcomes, limit, changed, look_for_due, room,
+                                      mine)  # fmt: skip
         return done
 
     async def record(
@@ -1010,6 +1188,74 @@ class OutboxStore:
         return [(r.public_id, r.endpoint_id, r.status, r.attempts) for r in rows]
 
 
+_GO: Final = "go"
+_WAIT: Final = "wait"
+_ROW: Final = "row"
+
+
+@dataclass
+class _Taken:
+    ready: set[int] = field(default_factory=set)
+    waiting: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Earlier:
+    """The published events of some orders before given events, and where each of their
+    deliveries stands: a row (its status), in an open batch, or neither (not owed)."""
+
+    events: dict[str, list[int]] = field(default_factory=dict)  # order: earlier event ids
+    rows: dict[tuple[int, str], str] = field(default_factory=dict)
+    batched: set[tuple[int, str]] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, conn: sa.Connection, pairs: Iterable[tuple[str | None, int]]) -> _Earlier:
+        """For each order of ``pairs`` (order, event id), its events before the latest one
+        given (one keyed query; two more only when an order has any)."""
+        last: dict[str, int] = {}
+        for order, event in pairs:
+            if order is not None:
+                last[order] = max(last.get(order, 0), event)
+        found = cls()
+        if not last:
+            return found
+        for r in conn.execute(_PG_EARLIER, {"orders": list(last), "before": list(last.values())}):
+            found.events.setdefault(r.order_id, []).append(int(r.id))
+        ids = sorted({e for events in found.events.values() for e in events})
+        if ids:
+            found.rows = {(int(r.event_id), r.endpoint_id): r.status
+                          for r in conn.execute(_PG_ROWS_OF, {"ids": ids})}  # fmt: skip
+            batched = conn.execute(_PG_IN_BATCHES, {"ids": ids, "last": ids[-1]})
+            found.batched = {(int(r.event_id), r.endpoint_id) for r in batched}
+        return found
+
+    def turn(
+        self, endpoint: str, order: str | None, event: int, here: Mapping[tuple[int, str], str]
+    ) -> str:
+        """Whether a delivery of ``event`` to ``endpoint`` may go (``_GO``), must wait for an
+        earlier event of its order still without a row (``_WAIT``: in a batch, or taken in
+        this publish), or wait as a row behind one pending as a row (``_ROW``). ``here``: the
+        turns given in this publish so far."""
+        if order is None:
+            return _GO
+        verdict = _GO
+        for earlier in self.events.get(order, ()):
+            if earlier >= event:
+                continue
+            pair = (earlier, endpoint)
+            now = here.get(pair)
+            if now is not None:
+                if now != _ROW:
+                    return _WAIT
+                verdict = _ROW
+            elif pair in self.rows:
+                if self.rows[pair] == PENDING:
+                    verdict = _ROW
+            elif pair in self.batched:
+                return _WAIT
+        return verdict
+
+
 def _more_behind(
     candidates: Sequence[Any], ready: Sequence[Any], picked: Sequence[int], each: int,
     room: EndpointRoom,
@@ -1139,3 +1385,75 @@ def _body(snapshots: _Snapshots, public_id: str, kind: ShopEventType, row: Any) 
         resource = data
     body = {"id": public_id, "type": kind.value, "created": _iso(row.created_at), "data": resource}
     return _JSON.encode(body)
+
+
+def _record_rows(conn: sa.Connection, worker: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """The leased rows' part of :meth:`OutboxStore._record_pg`; the ids still held."""
+    names = ("ids", "st", "nxt", "last", "at", "code", "ms", "resp", "err")
+    params: dict[str, Any] = {name: [] for name in names}
+    params["worker"] = worker
+    for due, attempt, next_at, delivered, _disable_reason in outcomes:
+        params["ids"].append(due.delivery_id)
+        params["st"].append(DELIVERED if delivered else PENDING if next_at is not None else FAILED)
+        params["nxt"].append(next_at)
+        params["last"].append(attempt.status_code)
+        params["at"].append(attempt.attempted_at)
+        params["code"].append(attempt.status_code)
+        params["ms"].append(attempt.latency_ms)
+        params["resp"].append(attempt.response[:256])
+        params["err"].append(attempt.error and attempt.error[:128])
+    # a hash join of the deliveries and the arrays: estimating few held rows (statistics
+    # from before a burst), the planner chose a nested loop that read the arrays once
+    # per delivery (25 ms for 256)
+    conn.execute(_NO_NESTED_LOOP)
+    held = set(conn.execute(_PG_RECORD, params).scalars())
+    conn.execute(_NESTED_LOOP)
+    return held
+
+
+def _record_first(conn: sa.Connection, outcomes: Sequence[Outcome]) -> dict[tuple[int, str], bool]:
+    """Batches' first attempts (PostgreSQL): each delivery's row written as its attempt left
+    it, with the attempt; per (event, endpoint), whether the row is new (False: another
+    worker had written it, after this batch's lease ran out, or a resend)."""
+    last = {(o.due.event_id, o.due.endpoint_id): o for o in outcomes}  # (one per pair)
+    names = ("events", "endpoints", "orders", "st", "nxt", "at", "code", "ms", "resp", "err")
+    params: dict[str, list[Any]] = {name: [] for name in names}
+    for due, attempt, next_at, delivered, _reason in last.values():
+        params["events"].append(due.event_id)
+        params["endpoints"].append(due.endpoint_id)
+        params["orders"].append(due.order_key)
+        params["st"].append(DELIVERED if delivered else PENDING if next_at is not None else FAILED)
+        params["nxt"].append(None if delivered else next_at)
+        params["at"].append(attempt.attempted_at)
+        params["code"].append(attempt.status_code)
+        params["ms"].append(attempt.latency_ms)
+        params["resp"].append(attempt.response[:256])
+        params["err"].append(attempt.error and attempt.error[:128])
+    return {(int(r.event_id), r.endpoint_id): bool(r.fresh)
+            for r in conn.execute(_PG_RECORD_FIRST, params)}  # fmt: skip
+
+
+def _write_rows(conn: sa.Connection, waiting: Sequence[Due], now: datetime) -> None:
+    """Pending rows (cancelled for a deleted endpoint) for taken deliveries that wait."""
+    if waiting:
+        conn.execute(_PG_INSERT_DELIVERIES, {
+            "now": now, "events": [d.event_id for d in waiting],
+            "endpoints": [d.endpoint_id for d in waiting],
+            "orders": [d.order_key for d in waiting],
+        })  # fmt: skip
+
+
+def _see_to(conn: sa.Connection, waiting: Sequence[Due], now: datetime) -> Held:
+    """Where a worker's waiting deliveries stand now: free to go, still waiting, or to wait
+    as rows (behind a row pending, or for an endpoint turned off meanwhile), written here."""
+    earlier = _Earlier.read(conn, [(d.order_key, d.event_id) for d in waiting])
+    enabled = set(conn.execute(_PG_ENABLED, {"ids": sorted({d.endpoint_id for d in waiting})})
+                  .scalars())  # fmt: skip
+    held = Held([], [], [])
+    for d in sorted(waiting, key=lambda d: d.event_id):
+        turn = earlier.turn(d.endpoint_id, d.order_key, d.event_id, {})
+        if d.endpoint_id not in enabled:
+            turn = _ROW
+        {_GO: held.ready, _WAIT: held.waiting, _ROW: held.rowed}[turn].append(d)
+    _write_rows(conn, held.rowed, now)
+    return held

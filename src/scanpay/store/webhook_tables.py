@@ -103,3 +103,26 @@ webhook_attempts: Final = sa.Table(
     sa.Column("response", sa.String(256), nullable=False),  # the answer's first bytes
     sa.Column("error", sa.String(128), nullable=True),
 )
+
+# PostgreSQL: the new deliveries a worker took when it published, before any of them is a
+# row (revision 0015). A batch is one row per pass rather than one per delivery: each of its
+# (event, endpoint) pairs becomes a ``webhook_deliveries`` row only once its first attempt is
+# recorded, or when it has to wait (its order's earlier event pending, or the worker
+# stopping). The worker renews ``lease_until`` while it holds any of them and deletes the
+# row once every pair has its row; a batch whose lease ran out (its worker died) is expanded
+# by any worker into pending rows for the pairs still without one, so nothing is lost.
+# ``first_event``: the lowest event id in it (an order's later event waits while an earlier
+# one may still be in a batch, without a row).
+webhook_batches: Final = sa.Table(
+    "webhook_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("worker", sa.String(64), nullable=False),
+    sa.Column("lease_until", UtcDateTime, nullable=False),
+    sa.Column("first_event", sa.Integer, nullable=False),
+    sa.Column("event_ids", sa.ARRAY(sa.Integer).with_variant(sa.JSON(), "sqlite"), nullable=False),
+    sa.Column(
+        "endpoint_ids", sa.ARRAY(sa.String(40)).with_variant(sa.JSON(), "sqlite"), nullable=False
+    ),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)

@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
 from scanpay.domain.model import utcnow
-from scanpay.store.outbox import Attempt, Cycle, Due, EndpointRoom, OutboxStore, Outcome
+from scanpay.store.outbox import Attempt, Cycle, Due, EndpointRoom, Mine, OutboxStore, Outcome
 from scanpay.webhooks.schedule import DEFAULT_SCHEDULE, SLOW_DOWN, next_delay, retry_after
 from scanpay.webhooks.sender import TIMEOUT_SECONDS, Sender
 from scanpay.webhooks.signing import sign_headers
@@ -40,6 +41,9 @@ BATCH_SECONDS: Final = 0.050
 BATCH_BASE: Final = 0.010
 BATCH_PER_ROW: Final = 0.001
 PUBLISH_BATCH: Final = 500  # rows published per pass (another pass follows at once if full)
+# PostgreSQL: a worker takes new deliveries into its batches up to this many times its
+# in-flight limits (the rest are written as rows for a claim), and sends them as room frees
+QUEUE_FACTOR: Final = 8
 
 
 class WebhookWorker:
@@ -71,6 +75,13 @@ class WebhookWorker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._busy: dict[str, int] = {}  # deliveries in flight per endpoint
         self._done: list[Outcome] = []  # finished attempts not yet recorded
+        # PostgreSQL's batches (OutboxStore.cycle_sync): taken deliveries waiting for room
+        # per endpoint, those waiting for an earlier event of their order, and per open
+        # batch how many of its deliveries have no row yet; batches to close
+        self._queue: dict[str, deque[Due]] = {}
+        self._waiting: list[Due] = []
+        self._batches: dict[int, int] = {}
+        self._close: set[int] = set()
         self._stopping = False
         self._changed = False  # events written here since the last pass began
         self.published = 0  # rows the last pass published
@@ -105,35 +116,125 @@ class WebhookWorker:
             done, self._done = self._done, []
             changed, self._changed = self._changed, False
             now = asyncio.get_running_loop().time()
-            look = bool(done) or now - self._looked >= self.poll_seconds
+            # (at least a few times per lease: a pass that looks also writes out the
+            # batches of a worker that died, PostgreSQL)
+            every = min(self.poll_seconds, self.lease_seconds / 4)
+            look = bool(done) or now - self._looked >= every
             if look:
                 self._looked = now
-            room = self.concurrency - len(self._inflight)
+            queued = sum(len(q) for q in self._queue.values())
+            room = self.concurrency - len(self._inflight) - queued
             if room < max(1, self.concurrency // 4) and self._inflight:
                 room = 0  # claim in batches: each claim costs database round trips
             # (should this fail, ``done`` is not recorded: the leases run out and those
             # deliveries are sent again, as after a crash)
             endpoints = EndpointRoom(self.per_endpoint, dict(self._busy))
-            if done and self.outbox.records_apart:
-                cycle = await self._record_beside(done, room, changed, look, endpoints)
-            else:
-                cycle = await self.outbox.cycle(self.name, self.lease_seconds, room, done,
-                                                PUBLISH_BATCH, changed, look,
-                                                endpoints)  # fmt: skip
-                for outcome, held in zip(done, cycle.kept, strict=True):
-                    _log(outcome, held)
+            mine = self._mine(queued)
+            self._waiting, self._close = [], set()
+            try:
+                if done and self.outbox.records_apart:
+                    cycle = await self._record_beside(done, room, changed, look, endpoints, mine)
+                else:
+                    cycle = await self.outbox.cycle(self.name, self.lease_seconds, room, done,
+                                                    PUBLISH_BATCH, changed, look, endpoints,
+                                                    mine)  # fmt: skip
+                    for outcome, held in zip(done, cycle.kept, strict=True):
+                        _log(outcome, held)
+                    self._settle(done)
+            except BaseException:
+                self._waiting += mine.waiting
+                self._close |= set(mine.close)
+                raise
             for due in cycle.claimed:
-                self._busy[due.endpoint_id] = self._busy.get(due.endpoint_id, 0) + 1
-                task = asyncio.create_task(self._deliver(due), name=f"webhook-{due.delivery_id}")
-                self._inflight.add(task)
-                task.add_done_callback(self._finished)
+                self._start(due)
+            self._take(cycle, mine)
             started += len(cycle.claimed)
             self.published += cycle.published
             if cycle.published < PUBLISH_BATCH:
                 return started
 
+    def _mine(self, queued: int) -> Mine:
+        """What this worker holds of its batches, and what more it may take."""
+        most = self.concurrency * QUEUE_FACTOR - len(self._inflight) - queued - len(self._waiting)
+        limit = self.per_endpoint * QUEUE_FACTOR if self.per_endpoint is not None else None
+        busy = Counter(self._busy)
+        busy.update({e: len(q) for e, q in self._queue.items()})
+        take = (most, EndpointRoom(limit, dict(busy))) if most > 0 else None
+        return Mine(tuple(self._batches), tuple(self._close), tuple(self._waiting), take)
+
+    def _take(self, cycle: Cycle, mine: Mine) -> None:
+        """Queue what a pass took or freed; note what it wrote as rows."""
+        if cycle.held is not None:
+            self._waiting += cycle.held.waiting
+            self._queue_up(cycle.held.ready)
+            for due in cycle.held.rowed:
+                self._settled(due)
+        elif mine.waiting:  # (not looked at: they still wait)
+            self._waiting += mine.waiting
+        if cycle.batch is not None:
+            self._batches[cycle.batch.id] = len(cycle.batch.ready) + len(cycle.batch.waiting)
+            self._waiting += cycle.batch.waiting
+            self._queue_up(cycle.batch.ready)
+        self._start_queued()
+
+    def _queue_up(self, dues: Sequence[Due]) -> None:
+        for due in dues:
+            self._queue.setdefault(due.endpoint_id, deque()).append(due)
+
+    def _start_queued(self) -> None:
+        """Start queued deliveries while there is room, an endpoint at a time in turn."""
+        while self._queue and len(self._inflight) < self.concurrency:
+            started = False
+            for endpoint, queue in list(self._queue.items()):
+                if len(self._inflight) >= self.concurrency:
+                    break
+                if self.per_endpoint is not None and (
+                    self._busy.get(endpoint, 0) >= self.per_endpoint
+                ):
+                    continue
+                self._start(queue.popleft())
+                started = True
+                if not queue:
+                    del self._queue[endpoint]
+            if not started:
+                return
+
+    def _start(self, due: Due) -> None:
+        self._busy[due.endpoint_id] = self._busy.get(due.endpoint_id, 0) + 1
+        task = asyncio.create_task(self._deliver(due), name=f"webhook-{due.delivery_id}")
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _settle(self, recorded: Sequence[Outcome]) -> None:
+        """Note the batches' deliveries now recorded (each has its row)."""
+        for outcome in recorded:
+            self._settled(outcome.due)
+
+    def _settled(self, due: Due) -> None:
+        if due.batch is None or due.batch not in self._batches:
+            return
+        left = self._batches[due.batch] - 1
+        if left > 0:
+            self._batches[due.batch] = left
+        else:
+            del self._batches[due.batch]
+            self._close.add(due.batch)
+
+    def _forget(self, failed: Sequence[Outcome]) -> None:
+        """A record failed: stop renewing those batches, so that once their lease runs out
+        another pass writes rows for what they still lack and it is sent again."""
+        for outcome in failed:
+            if outcome.due.batch is not None:
+                self._batches.pop(outcome.due.batch, None)
+
     async def _record_beside(
-        self, done: list[Outcome], room: int, changed: bool, look: bool, endpoints: EndpointRoom
+        self,
+        done: list[Outcome],
+        room: int,
+        changed: bool,
+        look: bool,
+        endpoints: EndpointRoom,
+        mine: Mine,
     ) -> Cycle:
         """The pass with ``done`` recorded in a transaction of its own at the same time
         (PostgreSQL): the next deliveries are leased while the last ones are recorded,
@@ -142,23 +243,39 @@ class WebhookWorker:
         recorded, cycle = await asyncio.gather(
             self.outbox.record_many(self.name, done),
             self.outbox.cycle(self.name, self.lease_seconds, room, (), PUBLISH_BATCH, changed,
-                              look, endpoints),
+                              look, endpoints, mine),
             return_exceptions=True,
         )  # fmt: skip
         if isinstance(recorded, BaseException):  # leases run out: sent again, as after a crash
             log.warning("webhook record failed: %s", type(recorded).__name__)
+            self._forget(done)
         else:
             for outcome, held in zip(done, recorded, strict=True):
                 _log(outcome, held)
+            self._settle(done)
         if isinstance(cycle, BaseException):
             raise cycle
         return cycle
 
     async def drain(self) -> None:
-        """Wait for the deliveries in flight and record them (tests and shutdown)."""
-        while self._inflight:
+        """Send what is in flight or queued and record it (tests and shutdown); then hand
+        over what still waits (as rows) and close the batches that are done."""
+        while self._inflight or self._queue:
+            self._start_queued()
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
         await self.flush()
+        if not (self._waiting or self._batches or self._close):
+            return
+        waiting, self._waiting = self._waiting, []
+        left = Counter(self._batches)
+        left.subtract(Counter(d.batch for d in waiting if d.batch is not None))
+        done = [b for b, n in left.items() if n <= 0] + sorted(self._close)
+        try:
+            await self.outbox.release(self.name, waiting, done)
+        except Exception as exc:  # noqa: BLE001 - their leases run out: rows are written then
+            log.warning("webhook hand-over failed: %s", type(exc).__name__)
+        self._batches.clear()
+        self._close.clear()
 
     async def flush(self) -> None:
         """Record the attempts finished since the last flush, in one transaction (one per
@@ -166,14 +283,20 @@ class WebhookWorker:
         done, self._done = self._done, []
         if not done:
             return
-        kept = await self.outbox.record_many(self.name, done)
+        try:
+            kept = await self.outbox.record_many(self.name, done)
+        except Exception:
+            self._forget(done)
+            raise
         for outcome, held in zip(done, kept, strict=True):
             _log(outcome, held)
+        self._settle(done)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery crashed", exc_info=task.exception())
+        self._start_queued()
         self._poke()
 
     async def _deliver(self, due: Due) -> None:
@@ -221,8 +344,11 @@ class WebhookWorker:
             if self.published:
                 published_at = began
                 interval = min(self.batch_seconds, BATCH_BASE + BATCH_PER_ROW * self.published)
+            poll = self.poll_seconds  # (holding batches: often enough to renew them)
+            if self._batches:
+                poll = min(poll, self.lease_seconds / 4)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
+                async with asyncio.timeout(poll):
                     await self._wakeup.wait()
             # Let wake-ups that come together share a pass, and start a pass no sooner than
             # ``interval`` after the last one that published: under load each pass then
