@@ -10,8 +10,10 @@ endpoint that wants the type — all in one transaction. :meth:`claim` leases du
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) whose order has no earlier delivery pending for
 the same endpoint, so an order's events arrive in order and nothing else waits.
 :meth:`cycle_sync` is the worker's pass: record, publish and claim in one transaction, a
-few statements (built once, executemany or arrays for many rows) whatever the batch size;
-on PostgreSQL its publish leases the new deliveries it can start as it writes them.
+few statements (built once, executemany or arrays for many rows) whatever the batch size.
+On PostgreSQL a worker's publish takes the new deliveries it has room for into one
+``webhook_batches`` row instead of a row each; a delivery's row is written when its first
+attempt is recorded (:class:`Mine`, :func:`_record_first`, docs/webhooks.md "Batches").
 """
 
 from __future__ import annotations
@@ -554,10 +556,11 @@ class OutboxStore:
         self, conn: sa.Connection, now: datetime, limit: int, lease: _Lease | None = None
     ) -> _Published:
         """Publish in ``conn`` (a write transaction): the rows published, the deliveries
-        created and (PostgreSQL, with ``lease``) those of them leased as they were written.
-        A few statements whatever the number of rows: the rows, the last position, the
-        endpoints, the orders and attempts their bodies show, then one statement (SQLite: an
-        executemany) for the positions and one for the deliveries."""
+        created and (PostgreSQL, with ``lease``) the batch of them the worker took, the
+        others written as rows. A few statements whatever the number of rows: the rows, the
+        last position, the endpoints, the orders and attempts their bodies show, then one
+        statement (SQLite: an executemany) for the positions and one for the deliveries
+        (PostgreSQL: rows and the batch; the orders' earlier events when taking)."""
         if self._postgres:
             conn.execute(_LOCK_PUBLISHER)
         rows = conn.execute(_UNPUBLISHED, {"limit": limit}).all()
@@ -758,13 +761,21 @@ class OutboxStore:
             0
         ]
 
-    def record_many_sync(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
-        """:meth:`record_sync` for several deliveries in one transaction."""
+    def record_many_sync(
+        self, worker: str, outcomes: Sequence[Outcome], close: Sequence[int] = ()
+    ) -> list[bool]:
+        """:meth:`record_sync` for several deliveries in one transaction; ``close``: the
+        worker's batches every pair of which has its row once these are written."""
         with self._write() as conn:
-            return self._record_many(conn, worker, outcomes)
+            kept = self._record_many(conn, worker, outcomes)
+            if close:
+                conn.execute(_PG_CLOSE_BATCHES, {"worker": worker, "ids": list(close)})
+            return kept
 
-    async def record_many(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
-        kept: list[bool] = await self._run(self.record_many_sync, worker, outcomes)
+    async def record_many(
+        self, worker: str, outcomes: Sequence[Outcome], close: Sequence[int] = ()
+    ) -> list[bool]:
+        kept: list[bool] = await self._run(self.record_many_sync, worker, outcomes, close)
         return kept
 
     def _record_many(

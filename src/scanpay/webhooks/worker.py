@@ -12,6 +12,10 @@ little longer the more it published (up to ``batch_seconds``), so under load a p
 tens of rows and a change costs the service a fraction of a transaction rather than two. The
 lease outlives the HTTP timeout, so a killed process's deliveries are picked up again once
 it expires: delivery is at least once, and the receiver deduplicates by ``webhook-id``.
+On PostgreSQL a pass also takes new deliveries into a batch of this worker's (no row each
+until its first attempt is recorded): they wait in a queue per endpoint for room, or in
+``_waiting`` behind an earlier event of their order; the worker renews its batches' lease
+and has them closed once every delivery in them has its row.
 """
 
 from __future__ import annotations
@@ -205,10 +209,17 @@ class WebhookWorker:
         self._inflight.add(task)
         task.add_done_callback(self._finished)
 
-    def _settle(self, recorded: Sequence[Outcome]) -> None:
+    def _closing(self, recorded: Sequence[Outcome]) -> list[int]:
+        """The batches whose last deliveries without a row are among ``recorded``: closed
+        in the same transaction as they are written."""
+        counts = Counter(o.due.batch for o in recorded if o.due.batch in self._batches)
+        return sorted(b for b, n in counts.items() if b is not None and self._batches[b] == n)
+
+    def _settle(self, recorded: Sequence[Outcome], closed: Sequence[int] = ()) -> None:
         """Note the batches' deliveries now recorded (each has its row)."""
         for outcome in recorded:
             self._settled(outcome.due)
+        self._close.difference_update(closed)
 
     def _settled(self, due: Due) -> None:
         if due.batch is None or due.batch not in self._batches:
@@ -240,8 +251,9 @@ class WebhookWorker:
         (PostgreSQL): the next deliveries are leased while the last ones are recorded,
         rather than after. The two touch different rows (the claim takes no leased row),
         and an order's next event waits for its earlier one's record as it does anyway."""
+        closing = self._closing(done)
         recorded, cycle = await asyncio.gather(
-            self.outbox.record_many(self.name, done),
+            self.outbox.record_many(self.name, done, closing),
             self.outbox.cycle(self.name, self.lease_seconds, room, (), PUBLISH_BATCH, changed,
                               look, endpoints, mine),
             return_exceptions=True,
@@ -252,7 +264,7 @@ class WebhookWorker:
         else:
             for outcome, held in zip(done, recorded, strict=True):
                 _log(outcome, held)
-            self._settle(done)
+            self._settle(done, closing)
         if isinstance(cycle, BaseException):
             raise cycle
         return cycle
@@ -283,14 +295,15 @@ class WebhookWorker:
         done, self._done = self._done, []
         if not done:
             return
+        closing = self._closing(done)
         try:
-            kept = await self.outbox.record_many(self.name, done)
+            kept = await self.outbox.record_many(self.name, done, closing)
         except Exception:
             self._forget(done)
             raise
         for outcome, held in zip(done, kept, strict=True):
             _log(outcome, held)
-        self._settle(done)
+        self._settle(done, closing)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
