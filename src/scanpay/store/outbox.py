@@ -140,11 +140,12 @@ _PG_EXPAND: Final = sa.text(
     " ON CONFLICT (event_id, endpoint_id) DO NOTHING"
 ).bindparams(sa.bindparam("now", type_=UtcDateTime))
 # the published events of the given orders before the given event ids (an order's earlier
-# events, which its later ones wait for), through the (order_id, seq) key
+# events, which its later ones wait for): a probe of the (order_id, seq) key per order (a
+# join was planned as a scan of every event, 80 us per order in a burst)
 _PG_EARLIER: Final = sa.text(
-    "SELECT p.order_id, p.id FROM unnest(CAST(:orders AS varchar[]),"
-    " CAST(:before AS integer[])) AS k(o, e) JOIN events AS p ON p.order_id = k.o"
-    " AND p.id < k.e AND p.public_id IS NOT NULL"
+    "SELECT k.o AS order_id, (SELECT array_agg(p.id) FROM events AS p WHERE p.order_id = k.o"
+    " AND p.id < k.e AND p.public_id IS NOT NULL) AS ids"
+    " FROM unnest(CAST(:orders AS varchar[]), CAST(:before AS integer[])) AS k(o, e)"
 )
 _PG_ROWS_OF: Final = sa.text(
     "SELECT event_id, endpoint_id, status FROM webhook_deliveries"
@@ -462,8 +463,8 @@ class Cycle(NamedTuple):
 
 @dataclass(frozen=True)
 class Mine:
-    """What a worker holds of its batches, for its pass (PostgreSQL): the open ones to keep
-    (``batches``), those every pair of which now has its row (``close``), the deliveries
+    """What a worker holds of its batches, for its pass (PostgreSQL): open ones whose lease
+    to renew (``batches``), those every pair of which now has its row (``close``), the deliveries
     waiting for an earlier event of their order, and how many new ones it may take
     (``take``: at most so many, within the room; None: none)."""
 
@@ -882,7 +883,7 @@ class OutboxStore:
         unpublished = due = True
         if changed and not outcomes:
             due = look_for_due
-        busy = mine is not None and (mine.waiting or mine.close or (mine.batches and due))
+        busy = mine is not None and (mine.waiting or mine.close or mine.batches)
         if not outcomes and not changed and not busy:
             with self.engine.begin() as conn:
                 unpublished, due, expired = conn.execute(
@@ -922,7 +923,7 @@ class OutboxStore:
         until = now + timedelta(seconds=lease_seconds)
         if mine.close:
             conn.execute(_PG_CLOSE_BATCHES, {"worker": worker, "ids": list(mine.close)})
-        if mine.batches and due:  # (every poll: the lease outlives many)
+        if mine.batches:
             conn.execute(_PG_RENEW_BATCHES, {"worker": worker, "until": until,
                                              "ids": list(mine.batches)})  # fmt: skip
         claimed: list[Due] = []
@@ -1231,7 +1232,8 @@ class _Earlier:
         if not last:
             return found
         for r in conn.execute(_PG_EARLIER, {"orders": list(last), "before": list(last.values())}):
-            found.events.setdefault(r.order_id, []).append(int(r.id))
+            if r.ids:
+                found.events[r.order_id] = [int(i) for i in r.ids]
         ids = sorted({e for events in found.events.values() for e in events})
         if ids:
             found.rows = {(int(r.event_id), r.endpoint_id): r.status

@@ -90,6 +90,7 @@ class WebhookWorker:
         self._changed = False  # events written here since the last pass began
         self.published = 0  # rows the last pass published
         self._looked = float("-inf")  # when a pass last looked for due deliveries
+        self._renewed = float("-inf")  # when a pass last renewed this worker's batches
 
     def wake(self, order_id: str | None = None, *, look: bool | None = None) -> None:
         """Events were written (of ``order_id``): publish them soon. ``look`` says whether
@@ -133,7 +134,10 @@ class WebhookWorker:
             # (should this fail, ``done`` is not recorded: the leases run out and those
             # deliveries are sent again, as after a crash)
             endpoints = EndpointRoom(self.per_endpoint, dict(self._busy))
-            mine = self._mine(queued)
+            # (renewing a batch locks its row, which the record that closes it then waits
+            # for: a few times per lease is enough)
+            renew = now - self._renewed >= self.lease_seconds / 4
+            mine = self._mine(queued, renew)
             self._waiting, self._close = [], set()
             try:
                 if done and self.outbox.records_apart:
@@ -149,6 +153,8 @@ class WebhookWorker:
                 self._waiting += mine.waiting
                 self._close |= set(mine.close)
                 raise
+            if mine.batches:
+                self._renewed = now
             for due in cycle.claimed:
                 self._start(due)
             self._take(cycle, mine)
@@ -157,14 +163,16 @@ class WebhookWorker:
             if cycle.published < PUBLISH_BATCH:
                 return started
 
-    def _mine(self, queued: int) -> Mine:
-        """What this worker holds of its batches, and what more it may take."""
+    def _mine(self, queued: int, renew: bool) -> Mine:
+        """What this worker holds of its batches (``renew``: those to renew), and what more
+        it may take."""
         most = self.concurrency * QUEUE_FACTOR - len(self._inflight) - queued - len(self._waiting)
         limit = self.per_endpoint * QUEUE_FACTOR if self.per_endpoint is not None else None
         busy = Counter(self._busy)
         busy.update({e: len(q) for e, q in self._queue.items()})
         take = (most, EndpointRoom(limit, dict(busy))) if most > 0 else None
-        return Mine(tuple(self._batches), tuple(self._close), tuple(self._waiting), take)
+        batches = tuple(self._batches) if renew else ()
+        return Mine(batches, tuple(self._close), tuple(self._waiting), take)
 
     def _take(self, cycle: Cycle, mine: Mine) -> None:
         """Queue what a pass took or freed; note what it wrote as rows."""
