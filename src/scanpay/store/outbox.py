@@ -140,8 +140,8 @@ _PG_EXPAND: Final = sa.text(
     " ON CONFLICT (event_id, endpoint_id) DO NOTHING"
 ).bindparams(sa.bindparam("now", type_=UtcDateTime))
 # the published events of the given orders before the given event ids (an order's earlier
-# events, which its later ones wait for): a probe of the (order_id, seq) key per order (a
-# join was planned as a scan of every event, 80 us per order in a burst)
+# events, which its later ones wait for): a subquery per order, on the (order_id, seq) key
+# (as a join it took 10.1 us of statement time per delivery in a burst; this, 8.5)
 _PG_EARLIER: Final = sa.text(
     "SELECT k.o AS order_id, (SELECT array_agg(p.id) FROM events AS p WHERE p.order_id = k.o"
     " AND p.id < k.e AND p.public_id IS NOT NULL) AS ids"
