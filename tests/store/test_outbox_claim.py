@@ -355,3 +355,18 @@ def test_a_postgres_batch_whose_worker_died_becomes_rows(tmp_path: Path) -> None
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM webhook_batches")).scalar() == 0
         assert [d.public_id for d in outbox.claim_sync("y", 30, 10)] == [refund.public_id]
+        # a full worker takes nothing new, but an order's later event whose earlier one is in
+        # a batch waits in its hands, not as a row that a claim could send first
+        fifth = _order(engine, 5)
+        _event(engine, fifth, EventType.PAID, OrderStatus.PAID)
+        held = outbox.cycle_sync(
+            "x", 60, 0, [], changed=True, mine=Mine(take=(10, EndpointRoom(32)))
+        ).batch
+        assert held is not None
+        _event(engine, fifth, EventType.REFUNDED, OrderStatus.REFUNDED)
+        full = Mine(take=(0, EndpointRoom(32)))
+        later = outbox.cycle_sync("z", 60, 0, [], changed=True, mine=full).batch
+        assert later is not None
+        assert later.ready == []
+        assert [json.loads(d.body)["type"] for d in later.waiting] == ["order.refunded"]
+        assert later.waiting[0].public_id not in {d[0] for d in outbox.deliveries_sync()}

@@ -466,7 +466,8 @@ class Mine:
     """What a worker holds of its batches, for its pass (PostgreSQL): open ones whose lease
     to renew (``batches``), those every pair of which now has its row (``close``), the deliveries
     waiting for an earlier event of their order, and how many new ones it may take
-    (``take``: at most so many, within the room; None: none)."""
+    (``take``: at most so many, within the room, besides those that must wait for an earlier
+    event; None: no batch, every new delivery a row, claimed in the same pass)."""
 
     batches: Sequence[int] = ()
     close: Sequence[int] = ()
@@ -640,8 +641,6 @@ class OutboxStore:
         that may still be without its row (taken here, or in an open batch), left out those
         whose order has an earlier event pending as a row (they wait as rows, for a claim)."""
         taken = _Taken()
-        if lease.most <= 0:
-            return taken
         earlier = _Earlier.read(conn, [(d["order_key"], d["event_id"]) for d in deliveries])
         here: dict[tuple[int, str], str] = {}  # this publish's (event, endpoint): how
         candidates: list[_Candidate] = []
@@ -650,16 +649,13 @@ class OutboxStore:
             turn = earlier.turn(d["endpoint_id"], d["order_key"], d["event_id"], here)
             if turn == _ROW:
                 here[pair] = _ROW
-            elif turn == _WAIT:
-                if len(taken.ready) + len(taken.waiting) < lease.most:
-                    taken.waiting.add(n)
-                    here[pair] = _WAIT
-                else:
-                    here[pair] = _ROW
+            elif turn == _WAIT:  # (taken even past ``most``: as a row it could go first)
+                taken.waiting.add(n)
+                here[pair] = _WAIT
             else:
                 candidates.append(_Candidate(n, d["endpoint_id"]))
                 here[pair] = _GO  # settled below: taken, or a row
-        for n in lease.room.take(candidates, lease.most - len(taken.waiting)):
+        for n in lease.room.take(candidates, max(0, lease.most - len(taken.waiting))):
             taken.ready.add(n)
         for c in candidates:
             if c.id not in taken.ready:

@@ -170,7 +170,8 @@ class WebhookWorker:
         limit = self.per_endpoint * QUEUE_FACTOR if self.per_endpoint is not None else None
         busy = Counter(self._busy)
         busy.update({e: len(q) for e, q in self._queue.items()})
-        take = (most, EndpointRoom(limit, dict(busy))) if most > 0 else None
+        # (full, it still takes an order's later events that must wait for an earlier one)
+        take = (max(0, most), EndpointRoom(limit, dict(busy)))
         batches = tuple(self._batches) if renew else ()
         return Mine(batches, tuple(self._close), tuple(self._waiting), take)
 
