@@ -7,17 +7,20 @@ Blocking calls; the console runs them on a worker thread like its own queries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from scanpay.store.outbox import Attempt
+from scanpay.store.outbox import PENDING, Attempt
 from scanpay.store.reconciliations import differences, reports
 from scanpay.store.tables import events
 from scanpay.store.webhook_tables import (
+    PG_HELD_COUNT,
+    PG_HELD_OF,
     pending,
     webhook_attempts,
     webhook_deliveries,
@@ -106,6 +109,7 @@ class CrosslinkQueries:
             .order_by(D.event_id, D.id)
         )
         with self.engine.connect() as conn:
+            held = self._held(conn, order_id)  # (before the rows: PG_HELD_OF)
             rows = conn.execute(query).all()
             history: dict[int, list[Attempt]] = {row.id: [] for row in rows}
             if history:
@@ -119,7 +123,7 @@ class CrosslinkQueries:
                     history[a.delivery_id].append(
                         Attempt(a.attempted_at, a.status_code, a.latency_ms, a.response, a.error)
                     )
-        return [
+        found = [
             OrderDelivery(
                 event_public_id=row.public_id,
                 event_type=row.type,
@@ -131,6 +135,36 @@ class CrosslinkQueries:
             )
             for row in rows
         ]
+        rowed = {(row.public_id, row.endpoint_id) for row in rows}
+        found += [  # taken by a worker, no attempt recorded yet: pending, due since taken
+            OrderDelivery(
+                h.public_id,
+                h.type,
+                endpoint_label(h.endpoint_id, h.url),
+                PENDING,
+                h.created_at,
+                h.created_at,
+                (),
+            )
+            for h in held
+            if (h.public_id, h.endpoint_id) not in rowed
+        ]
+        return found
+
+    @staticmethod
+    def _held(conn: sa.Connection, order_id: str) -> Sequence[sa.Row[Any]]:
+        """The order's deliveries held in open batches without a row (PostgreSQL), with
+        their event's public id and type and their endpoint's URL, oldest event first."""
+        if conn.dialect.name != "postgresql":
+            return ()
+        ids = list(
+            conn.execute(
+                sa.select(E.id).where(E.order_id == order_id, E.public_id.is_not(None))
+            ).scalars()
+        )
+        if not ids:
+            return ()
+        return conn.execute(PG_HELD_OF, {"ids": ids, "last": max(ids)}).all()
 
     def order_event_ids(self, order_id: str) -> list[str]:
         """The public ids of the order's published shop-facing events, oldest first."""
@@ -175,6 +209,12 @@ class CrosslinkQueries:
                     sa.or_(D.lease_until.is_(None), D.lease_until < now),  # not in flight
                 )
             ).one()
+            if conn.dialect.name == "postgresql":  # deliveries held in batches, no row yet
+                held = conn.execute(PG_HELD_COUNT, {"now": now}).one()
+                waiting += held.held
+                due += held.due
+                if held.oldest is not None:
+                    oldest = held.oldest if oldest is None else min(oldest, held.oldest)
         waited = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         return WebhookBacklog(int(unpublished), int(waiting), int(due), waited)
 

@@ -37,6 +37,7 @@ from scanpay.errors import NotFoundError
 from scanpay.store.migrate import writer
 from scanpay.store.tables import UtcDateTime, events, orders, payment_attempts
 from scanpay.store.webhook_tables import (
+    PG_HELD_OF,
     pending,
     webhook_attempts,
     webhook_batches,
@@ -216,10 +217,11 @@ _DUE = (
 # read. Its cost follows the endpoints and the rows taken, not the backlog: a pick over all
 # due rows (one index, then a sort) got slower as the backlog grew, and a plan kept from
 # when the table was small read it whole (0.2-1.4 s per claim at 2,400 pending;
-# docs/benchmarks.md, "Delivery processes"). Then, in one keyed query, the first pending
-# event of each picked (endpoint, order) pair: a candidate whose order has an earlier
-# event still pending for its endpoint waits. Lists go as arrays (one parameter each): a
-# statement with a placeholder per item is a new, long text each time, never prepared.
+# docs/benchmarks.md, "Delivery processes"). Then the picked orders' earlier events
+# (:class:`_Earlier`, a keyed query; two more only for orders that have any): a candidate
+# whose order has an earlier event still owed to its endpoint waits. Lists go as arrays (one
+# parameter each): a statement with a placeholder per item is a new, long text each time,
+# never prepared.
 _CLAIM_PICK: Final = sa.text(
     "SELECT d.id, d.endpoint_id, d.order_key, d.event_id FROM webhook_endpoints AS w"
     " CROSS JOIN LATERAL (SELECT x.id, x.endpoint_id, x.order_key, x.event_id,"
@@ -249,13 +251,6 @@ _CLAIM_PICK_ONE: Final = (
     .where(*_DUE, D.endpoint_id.not_in(sa.bindparam("full", expanding=True)), ~_BLOCKED)
     .order_by(D.next_attempt_at, D.id)
     .limit(sa.bindparam("limit", type_=sa.Integer))
-)
-_FIRST_PENDING: Final = sa.text(  # PostgreSQL: one probe of the order index per pair
-    "SELECT k.endpoint_id, k.order_key, (SELECT min(d.event_id) FROM webhook_deliveries AS d"
-    " WHERE d.endpoint_id = k.endpoint_id AND d.order_key = k.order_key"
-    " AND d.status = 'pending') AS first"
-    " FROM unnest(CAST(:endpoints AS varchar[]), CAST(:orders AS varchar[]))"
-    " AS k(endpoint_id, order_key)"
 )
 # PostgreSQL plans the outbox's statements for their actual arrays and the table's size at
 # the time: a plan kept from when the table was small scanned it whole once per statement
@@ -451,6 +446,9 @@ class Held(NamedTuple):
     waiting: list[Due]  # still waiting
 
 
+_Signing = dict[str, tuple[str, ...]]  # endpoint id: the secrets that sign for it now
+
+
 class Cycle(NamedTuple):
     """What one worker pass did (:meth:`OutboxStore.cycle_sync`)."""
 
@@ -459,6 +457,9 @@ class Cycle(NamedTuple):
     claimed: list[Due]
     batch: Batch | None = None
     held: Held | None = None
+    # of the endpoints asked for (Mine.endpoints): the enabled ones, each with the secrets
+    # that sign for it now (one left out was turned off: deleted, or disabled by a 410)
+    signing: _Signing | None = None
 
 
 @dataclass(frozen=True)
@@ -467,12 +468,15 @@ class Mine:
     to renew (``batches``), those every pair of which now has its row (``close``), the deliveries
     waiting for an earlier event of their order, and how many new ones it may take
     (``take``: at most so many, within the room, besides those that must wait for an earlier
-    event; None: no batch, every new delivery a row, claimed in the same pass)."""
+    event; None: no batch, every new delivery a row, claimed in the same pass), and the
+    endpoints of its queued deliveries, whose state to read (``endpoints``: turned off, or
+    their secrets rotated, since the deliveries were taken)."""
 
     batches: Sequence[int] = ()
     close: Sequence[int] = ()
     waiting: Sequence[Due] = ()
     take: tuple[int, EndpointRoom] | None = None
+    endpoints: Sequence[str] = ()
 
 
 class Outcome(NamedTuple):
@@ -725,14 +729,13 @@ class OutboxStore:
 
     @staticmethod
     def _not_waiting(conn: sa.Connection, candidates: Sequence[Any]) -> list[Any]:
-        """The ``candidates`` whose order has no earlier event still pending for the same
-        endpoint (one keyed query for them all), in the order given."""
-        first = _first_pending(conn, {(c.endpoint_id, c.order_key) for c in candidates})
+        """The ``candidates`` (PostgreSQL) whose order has no earlier event still owed to the
+        same endpoint, in the order given: none pending as a row, and none in an open batch
+        without its row (another worker's, queued or in flight; a row written when a
+        stopping worker handed over its waiting deliveries would otherwise go first)."""
+        earlier = _Earlier.read(conn, [(c.order_key, c.event_id) for c in candidates])
         return [
-            c
-            for c in candidates
-            if c.order_key is None
-            or first.get((c.endpoint_id, c.order_key), c.event_id) >= c.event_id
+            c for c in candidates if earlier.turn(c.endpoint_id, c.order_key, c.event_id, {}) == _GO
         ]
 
     async def claim(
@@ -879,7 +882,8 @@ class OutboxStore:
         unpublished = due = True
         if changed and not outcomes:
             due = look_for_due
-        busy = mine is not None and (mine.waiting or mine.close or mine.batches)
+        busy = mine is not None and bool(mine.waiting or mine.close or mine.batches
+                                         or mine.endpoints)  # fmt: skip
         if not outcomes and not changed and not busy:
             with self.engine.begin() as conn:
                 unpublished, due, expired = conn.execute(
@@ -909,12 +913,13 @@ class OutboxStore:
         self, conn: sa.Connection, worker: str, lease_seconds: float, claim_limit: int,
         now: datetime, limit: int, room: EndpointRoom | None, mine: Mine, *, unpublished: bool,
         due: bool,
-    ) -> tuple[int, list[Due], Batch | None, Held | None]:  # fmt: skip
+    ) -> tuple[int, list[Due], Batch | None, Held | None, _Signing | None]:  # fmt: skip
         """PostgreSQL's pass after the record: close the worker's settled batches and renew
         the others; expand batches whose worker stopped renewing them; lease what was due
-        (it goes first); see to the waiting deliveries; publish, taking the new deliveries
-        into a batch (a claim would pick and lease each again). Returns (rows published,
-        leased, the batch, the waiting ones' turns)."""
+        (it goes first); see to the waiting deliveries; read the state of the endpoints
+        asked for; publish, taking the new deliveries into a batch (a claim would pick and
+        lease each again). Returns (rows published, leased, the batch, the waiting ones'
+        turns, the endpoints' secrets)."""
         room = room or EndpointRoom()
         until = now + timedelta(seconds=lease_seconds)
         if mine.close:
@@ -931,8 +936,12 @@ class OutboxStore:
             if claim_limit > 0:
                 claimed = self._claim(conn, worker, lease_seconds, claim_limit, now, room)
         held = _see_to(conn, mine.waiting, now) if mine.waiting else None
+        signing = None
+        if mine.endpoints:
+            found = conn.execute(_ENABLED_ENDPOINTS.where(W.id.in_(list(mine.endpoints))))
+            signing = {ep.id: _secrets(ep, now) for ep in found}
         if not unpublished:
-            return 0, claimed, None, held
+            return 0, claimed, None, held, signing
         if mine.take is not None:  # (the rows just leased count against the room)
             most, taking = mine.take
             busy = Counter(taking.busy)
@@ -940,7 +949,7 @@ class OutboxStore:
             ask = _Lease(worker, lease_seconds, most - len(claimed),
                          EndpointRoom(taking.limit, dict(busy)))  # fmt: skip
             published = self._publish(conn, now, limit, ask)
-            return published.rows, claimed, published.batch, held
+            return published.rows, claimed, published.batch, held, signing
         published = self._publish(conn, now, limit)  # rows, and a claim for them
         more = claim_limit - len(claimed)
         if published.created and more > 0:
@@ -948,7 +957,7 @@ class OutboxStore:
             busy.update(d.endpoint_id for d in claimed)
             claimed += self._claim(conn, worker, lease_seconds, more, now,
                                    EndpointRoom(room.limit, dict(busy)))  # fmt: skip
-        return published.rows, claimed, None, held
+        return published.rows, claimed, None, held, signing
 
     async def cycle(
         self,
@@ -1125,6 +1134,9 @@ class OutboxStore:
             row = conn.execute(sa.select(events).where(E.public_id == public_id)).first()
             if row is None:
                 raise NotFoundError("no such event")
+            held: Sequence[Any] = ()  # (before the rows: PG_HELD_OF)
+            if self._postgres:
+                held = conn.execute(PG_HELD_OF, {"ids": [row.id], "last": row.id}).all()
             deliveries = conn.execute(
                 sa.select(webhook_deliveries).where(D.event_id == row.id).order_by(D.id)
             ).all()
@@ -1142,6 +1154,12 @@ class OutboxStore:
         found = [
             Delivery(d.endpoint_id, d.status, d.attempts, d.next_attempt_at, tuple(history[d.id]))
             for d in deliveries
+        ]
+        rowed = {d.endpoint_id for d in deliveries}
+        found += [  # taken by a worker, no attempt recorded yet
+            Delivery(h.endpoint_id, PENDING, 0, h.created_at, ())
+            for h in held
+            if h.endpoint_id not in rowed
         ]
         return _shop_event(row), found
 
@@ -1232,10 +1250,15 @@ class _Earlier:
                 found.events[r.order_id] = [int(i) for i in r.ids]
         ids = sorted({e for events in found.events.values() for e in events})
         if ids:
-            found.rows = {(int(r.event_id), r.endpoint_id): r.status
-                          for r in conn.execute(_PG_ROWS_OF, {"ids": ids})}  # fmt: skip
+            # The batches first, then the rows: each statement sees its own snapshot, and a
+            # pair leaves a batch only in the transaction that writes its row. Read the
+            # other way round, a record committing between the two reads (a failed first
+            # attempt, its row pending for a retry, the batch closed) left the pair in
+            # neither, and the later event went first.
             batched = conn.execute(_PG_IN_BATCHES, {"ids": ids, "last": ids[-1]})
             found.batched = {(int(r.event_id), r.endpoint_id) for r in batched}
+            found.rows = {(int(r.event_id), r.endpoint_id): r.status
+                          for r in conn.execute(_PG_ROWS_OF, {"ids": ids})}  # fmt: skip
         return found
 
     def turn(
@@ -1283,19 +1306,6 @@ def _more_behind(
         and (room.limit is None or room.busy.get(e, 0) + taken[e] < room.limit)
         for e in shown
     )
-
-
-def _first_pending(
-    conn: sa.Connection, pairs: Iterable[tuple[str, str | None]]
-) -> dict[tuple[str, str], int]:
-    """The earliest event still pending per (endpoint, order) of ``pairs`` that has one (one
-    keyed query for them all; PostgreSQL); pairs without an order are left out."""
-    keys = sorted((e, o) for e, o in pairs if o)
-    if not keys:
-        return {}
-    found = conn.execute(_FIRST_PENDING, {"endpoints": [k[0] for k in keys],
-                                          "orders": [k[1] for k in keys]})  # fmt: skip
-    return {(r.endpoint_id, r.order_key): int(r.first) for r in found if r.first is not None}
 
 
 def _secrets(endpoint: Any, now: datetime) -> tuple[str, ...]:

@@ -126,3 +126,36 @@ webhook_batches: Final = sa.Table(
     ),
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
+
+# PostgreSQL: of the given events, the (event, endpoint) pairs open batches hold without a
+# row yet (a worker's, queued or in flight before their first attempt is recorded): pending
+# deliveries for whoever reads them (the events API, the console, /metrics). Read before the
+# rows, and a pair found in both is shown by its row: a pair leaves its batch only in the
+# transaction that writes its row, so no delivery falls between the two reads.
+_PAIRS: Final = (
+    " FROM webhook_batches AS b CROSS JOIN LATERAL unnest(b.event_ids, b.endpoint_ids) AS p(e, ep)"
+)
+_NO_ROW: Final = (
+    " NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d"
+    " WHERE d.event_id = p.e AND d.endpoint_id = p.ep)"
+)
+PG_HELD_OF: Final = sa.text(
+    "SELECT p.e AS event_id, p.ep AS endpoint_id, b.created_at, e.public_id, e.type, w.url"
+    + _PAIRS
+    + " JOIN events AS e ON e.id = p.e JOIN webhook_endpoints AS w ON w.id = p.ep WHERE"
+    + _NO_ROW
+    + " AND b.first_event <= :last AND p.e = ANY(CAST(:ids AS integer[])) ORDER BY p.e, p.ep"
+).columns(created_at=UtcDateTime)
+# PostgreSQL: every pair held without a row, and those of batches whose worker stopped
+# renewing them (due, waiting for any worker's pass to write them out as rows)
+PG_HELD_COUNT: Final = (
+    sa.text(
+        "SELECT count(*) AS held, count(*) FILTER (WHERE b.lease_until < :now) AS due,"
+        " min(b.created_at) FILTER (WHERE b.lease_until < :now) AS oldest"
+        + _PAIRS
+        + " WHERE"
+        + _NO_ROW
+    )
+    .bindparams(sa.bindparam("now", type_=UtcDateTime))
+    .columns(oldest=UtcDateTime)
+)

@@ -25,7 +25,8 @@ import contextlib
 import logging
 import secrets
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -91,6 +92,7 @@ class WebhookWorker:
         self.published = 0  # rows the last pass published
         self._looked = float("-inf")  # when a pass last looked for due deliveries
         self._renewed = float("-inf")  # when a pass last renewed this worker's batches
+        self._checked = float("-inf")  # when a pass last read the queued endpoints' state
 
     def wake(self, order_id: str | None = None, *, look: bool | None = None) -> None:
         """Events were written (of ``order_id``): publish them soon. ``look`` says whether
@@ -137,10 +139,15 @@ class WebhookWorker:
             # (renewing a batch locks its row, which the record that closes it then waits
             # for: a few times per lease is enough)
             renew = now - self._renewed >= self.lease_seconds / 4
-            mine = self._mine(queued, renew)
+            # (the queued deliveries' endpoints: deleted or rotated meanwhile, about once a
+            # poll; a 410 parks its endpoint's queue at once, _attempt)
+            check = bool(self._queue) and now - self._checked >= self.poll_seconds
+            mine = self._mine(queued, renew, check)
             self._waiting, self._close = [], set()
             try:
-                if done and self.outbox.records_apart:
+                # (a 410 among them: recorded first in the pass's own transaction, so that
+                # the deliveries it parked see their endpoint turned off)
+                if done and self.outbox.records_apart and not any(o.disable for o in done):
                     cycle = await self._record_beside(done, room, changed, look, endpoints, mine)
                 else:
                     cycle = await self.outbox.cycle(self.name, self.lease_seconds, room, done,
@@ -155,6 +162,9 @@ class WebhookWorker:
                 raise
             if mine.batches:
                 self._renewed = now
+            if mine.endpoints:
+                self._checked = now
+                self._refresh(mine.endpoints, cycle.signing or {})
             for due in cycle.claimed:
                 self._start(due)
             self._take(cycle, mine)
@@ -163,9 +173,9 @@ class WebhookWorker:
             if cycle.published < PUBLISH_BATCH:
                 return started
 
-    def _mine(self, queued: int, renew: bool) -> Mine:
-        """What this worker holds of its batches (``renew``: those to renew), and what more
-        it may take."""
+    def _mine(self, queued: int, renew: bool, check: bool) -> Mine:
+        """What this worker holds of its batches (``renew``: those to renew), what more it
+        may take, and (``check``) the endpoints of its queued deliveries."""
         most = self.concurrency * QUEUE_FACTOR - len(self._inflight) - queued - len(self._waiting)
         limit = self.per_endpoint * QUEUE_FACTOR if self.per_endpoint is not None else None
         busy = Counter(self._busy)
@@ -173,7 +183,31 @@ class WebhookWorker:
         # (full, it still takes an order's later events that must wait for an earlier one)
         take = (max(0, most), EndpointRoom(limit, dict(busy)))
         batches = tuple(self._batches) if renew else ()
-        return Mine(batches, tuple(self._close), tuple(self._waiting), take)
+        endpoints = tuple(sorted(self._queue)) if check else ()
+        return Mine(batches, tuple(self._close), tuple(self._waiting), take, endpoints)
+
+    def _refresh(self, asked: Sequence[str], signing: Mapping[str, tuple[str, ...]]) -> None:
+        """Bring the queued deliveries of the endpoints ``asked`` up to date: an endpoint
+        turned off since they were taken (deleted, or disabled by a 410 another process
+        got) parks them; a rotated secret signs them from now on."""
+        for endpoint in asked:
+            queue = self._queue.get(endpoint)
+            if not queue:
+                continue
+            now = signing.get(endpoint)
+            if now is None:
+                self._park(endpoint)
+            elif any(d.secrets != now for d in queue):
+                self._queue[endpoint] = deque(replace(d, secrets=now) for d in queue)
+
+    def _park(self, endpoint: str) -> None:
+        """Send no more of ``endpoint``'s queued deliveries: they wait, and the next pass,
+        finding the endpoint turned off, writes them as rows (pending, or cancelled for a
+        deleted endpoint), as the row a claim would have left there."""
+        queue = self._queue.pop(endpoint, None)
+        if queue:
+            self._waiting += queue
+            self._poke()
 
     def _take(self, cycle: Cycle, mine: Mine) -> None:
         """Queue what a pass took or freed; note what it wrote as rows."""
@@ -341,6 +375,7 @@ class WebhookWorker:
         next_at = None
         if answer.status == GONE:
             disable = "410 Gone"
+            self._park(due.endpoint_id)  # (not another attempt to an endpoint that is gone)
         elif not answer.ok:
             asked = retry_after(answer.retry_after, done) if answer.status in SLOW_DOWN else None
             delay = next_delay(self.schedule, due.attempts + 1, asked)
